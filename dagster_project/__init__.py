@@ -1,0 +1,1 @@
+"""Dagster control plane: assets, partitions, sensors, schedules, checks and resources."""

@@ -1,0 +1,495 @@
+"""The curate job's domain logic, one function per stage; the Beam job in ``pipelines.curate``
+is a thin layer over these.
+
+Store layout under the output root (``StoreLayout``)::
+
+    drives/date=D/<vehicle>__<drive>.parquet      drive index row (DRIVE_INDEX), written when packed
+    telemetry/date=D/<vehicle>__<drive>.parquet   canonical telemetry (CURATED_TELEMETRY)
+    frames/date=D/<vehicle>__<drive>.parquet      per-camera frame index (FRAME_INDEX)
+    triggers/date=D/<vehicle>__<drive>.parquet    trigger events (TRIGGER_EVENTS)
+    quarantine/<vehicle>__<drive>.json            one QUARANTINE record per bad drive
+    quarantine/clips/<clip_id>.json               one QUARANTINE record per bad clip
+    staging/<clip_id>.tar + .json                 encoded clip sample + its catalog row (resumable)
+    clips/date=D/clips-D-<hash>-NNNNNN.tar        WebDataset shards (immutable once written)
+    catalog/clips/date=D/<hash>.parquet           catalog rows of those shards (CLIPS)
+    catalog/index/date=D/<hash>.parquet           tar member offsets (SHARD_INDEX)
+    state/<vehicle>__<drive>.json                 "curated with config X" marker, written last per drive
+    clips/manifest.json                           every shard: samples, bytes, sha256 (written last)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import fleetcore
+from fleetcore.errors import DriveError, FleetError
+from fleetcore.landing import atomic_write_bytes, dumps_json
+from fleetcore.validate import ValidatedDrive
+from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
+
+log = logging.getLogger(__name__)
+
+#: Per-frame telemetry columns written beside each clip (float32, aligned to the sample times).
+SAMPLE_TELEMETRY = (
+    "speed_mps",
+    "accel_lon_mps2",
+    "accel_lat_mps2",
+    "yaw_rate_radps",
+    "steering_angle_rad",
+    "brake",
+    "throttle",
+    "lat_deg",
+    "lon_deg",
+    "heading_rad",
+    "shadow_steering_angle_rad",
+)
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """Everything that changes the bytes of the clip store. Its hash is the config version."""
+
+    rate_hz: float = 10.0
+    max_side: int = 640
+    jpeg_quality: int = 90
+    shard_bytes: int = 256 * 2**20
+    telemetry_rate_hz: float = 20.0
+    max_clip_s: float = 30.0
+    cameras: tuple[str, ...] | None = None  # None = every camera of the drive
+    trigger_paths: tuple[str, ...] = ()  # extra trigger files/folders beside the shipped library
+    trigger_hash: str = ""  # filled by with_triggers()
+    stages: tuple[str, ...] = ()  # post-extraction stages (labels, privacy) by name
+
+    def version(self) -> str:
+        payload = asdict(self)
+        payload.pop("trigger_paths")  # the content (trigger_hash) matters, not where files lie
+        payload["code"] = fleetcore.__version__
+        blob = json.dumps(payload, sort_keys=True).encode()
+        return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    root: str
+
+    def _p(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+    @staticmethod
+    def drive_name(vehicle_id: str, drive_id: str) -> str:
+        return f"{vehicle_id}__{drive_id}"
+
+    def table_path(self, kind: str, date: str, name: str) -> Path:
+        return self._p(kind, f"date={date}", f"{name}.parquet")
+
+    def quarantine_path(self, vehicle_id: str, drive_id: str) -> Path:
+        return self._p("quarantine", f"{self.drive_name(vehicle_id, drive_id)}.json")
+
+    def clip_quarantine_path(self, clip_id: str) -> Path:
+        return self._p("quarantine", "clips", f"{clip_id}.json")
+
+    def state_path(self, vehicle_id: str, drive_id: str) -> Path:
+        return self._p("state", f"{self.drive_name(vehicle_id, drive_id)}.json")
+
+    @property
+    def staging(self) -> Path:
+        return self._p("staging")
+
+    def shard_dir(self, date: str) -> Path:
+        return self._p("clips", f"date={date}")
+
+    @property
+    def store_manifest(self) -> Path:
+        return self._p("clips", "manifest.json")
+
+
+# --------------------------------------------------------------------------------------
+# Idempotence
+# --------------------------------------------------------------------------------------
+def already_curated(layout: StoreLayout, vehicle_id: str, drive_id: str, config_version: str) -> bool:
+    p = layout.state_path(vehicle_id, drive_id)
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text())["config_version"] == config_version
+    except (json.JSONDecodeError, KeyError, OSError) as exc:
+        log.warning("%s: unreadable state marker (%s); curating again", p, exc)
+        return False
+
+
+def clip_id_for(drive_id: str, start_ns: int, end_ns: int, config_version: str) -> str:
+    """Deterministic clip id: drive, window and config version. No dots (WebDataset keys)."""
+    h = hashlib.sha256(f"{drive_id}|{start_ns}|{end_ns}|{config_version}".encode()).hexdigest()[:10]
+    safe = drive_id.replace(".", "-")
+    return f"{safe}_{start_ns // 1_000_000:d}_{h}"
+
+
+# --------------------------------------------------------------------------------------
+# Per-drive tables
+# --------------------------------------------------------------------------------------
+def write_parquet_atomic(table: pa.Table, path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def curated_telemetry(vd: ValidatedDrive) -> pa.Table | None:
+    if vd.telemetry is None:
+        return None
+    n = vd.telemetry.num_rows
+    t = vd.telemetry
+    t = t.add_column(0, "drive_id", pa.array([vd.drive_id] * n, pa.string()))
+    t = t.add_column(0, "vehicle_id", pa.array([vd.vehicle_id] * n, pa.string()))
+    t = t.append_column("date", pa.array([vd.date] * n, pa.string()))
+    return CURATED_TELEMETRY.validate(CURATED_TELEMETRY.conform(t))
+
+
+def write_drive_tables(vd: ValidatedDrive, events: pa.Table, layout: StoreLayout) -> int:
+    """Write the drive's telemetry, frame index and trigger events. Returns bytes written."""
+    name = layout.drive_name(vd.vehicle_id, vd.drive_id)
+    n = 0
+    tel = curated_telemetry(vd)
+    if tel is not None:
+        n += write_parquet_atomic(tel, layout.table_path("telemetry", vd.date, name))
+    n += write_parquet_atomic(FRAME_INDEX.validate(vd.frame_index), layout.table_path("frames", vd.date, name))
+    n += write_parquet_atomic(TRIGGER_EVENTS.validate(events), layout.table_path("triggers", vd.date, name))
+    return n
+
+
+def find_drive_events(vd: ValidatedDrive, specs: Sequence[Any], cfg: CurateConfig) -> pa.Table:
+    from fleetcore.triggers import find_events
+
+    return find_events(
+        vd.telemetry,
+        specs,
+        vehicle_id=vd.vehicle_id,
+        drive_id=vd.drive_id,
+        rate_hz=cfg.telemetry_rate_hz,
+        drive_span_ns=(vd.start_ns, vd.end_ns),
+    )
+
+
+@dataclass(frozen=True)
+class ClipTask:
+    clip_id: str
+    start_ns: int
+    end_ns: int
+    triggers: tuple[str, ...]
+    primary_trigger: str
+    priority: int
+
+
+def clip_tasks(vd: ValidatedDrive, events: pa.Table, cfg: CurateConfig) -> list[ClipTask]:
+    """Merge trigger windows into clip windows; clamp to the span the cameras cover."""
+    from fleetcore.triggers import merge_windows
+
+    if not vd.cameras:
+        return []
+    cam_start = min(c.start_ns for c in vd.cameras)
+    cam_end = max(c.end_ns for c in vd.cameras)
+    version = cfg.version()
+    out = []
+    for w in merge_windows(events, max_clip_s=cfg.max_clip_s):
+        s, e = max(w.start_ns, cam_start), min(w.end_ns, cam_end)
+        if e - s < int(1e9 / cfg.rate_hz):
+            continue
+        out.append(ClipTask(clip_id_for(vd.drive_id, s, e, version), s, e, tuple(w.triggers), w.primary_trigger, int(w.priority)))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Clips
+# --------------------------------------------------------------------------------------
+def sample_telemetry(vd: ValidatedDrive, times_ns: np.ndarray) -> dict[str, np.ndarray]:
+    """Canonical signals interpolated at the sample times (float32; NaN where unknown)."""
+    out: dict[str, np.ndarray] = {}
+    if vd.telemetry is None:
+        return {k: np.full(len(times_ns), np.nan, np.float32) for k in SAMPLE_TELEMETRY}
+    t = vd.telemetry.column("t_ns").to_numpy().astype(np.float64)
+    for k in SAMPLE_TELEMETRY:
+        col = vd.telemetry.column(k)
+        v = col.to_numpy(zero_copy_only=False).astype(np.float64) if col.null_count < len(col) else None
+        if v is None:
+            out[k] = np.full(len(times_ns), np.nan, np.float32)
+            continue
+        ok = ~np.isnan(v)
+        if ok.sum() < 2:
+            out[k] = np.full(len(times_ns), np.nan, np.float32)
+            continue
+        vals = np.interp(times_ns.astype(np.float64), t[ok], v[ok], left=np.nan, right=np.nan)
+        out[k] = vals.astype(np.float32)
+    return out
+
+
+def telemetry_summary(vd: ValidatedDrive, start_ns: int, end_ns: int) -> dict[str, float | None]:
+    keys = ("speed_min_mps", "speed_mean_mps", "speed_max_mps", "peak_decel_mps2", "peak_lat_accel_mps2",
+            "lat_min", "lat_max", "lon_min", "lon_max")
+    res: dict[str, float | None] = dict.fromkeys(keys)
+    if vd.telemetry is None:
+        return res
+    t = vd.telemetry.column("t_ns")
+    mask = pc.and_(pc.greater_equal(t, start_ns), pc.less_equal(t, end_ns))
+    w = vd.telemetry.filter(mask)
+    if w.num_rows == 0:
+        return res
+
+    def agg(fn: str, col: str) -> float | None:
+        v = getattr(pc, fn)(w.column(col)).as_py()
+        return None if v is None else float(v)
+
+    res["speed_min_mps"] = agg("min", "speed_mps")
+    res["speed_mean_mps"] = agg("mean", "speed_mps")
+    res["speed_max_mps"] = agg("max", "speed_mps")
+    lo = agg("min", "accel_lon_mps2")
+    res["peak_decel_mps2"] = None if lo is None else max(0.0, -lo)
+    lat = w.column("accel_lat_mps2")
+    res["peak_lat_accel_mps2"] = None if lat.null_count == len(lat) else float(pc.max(pc.abs(lat)).as_py())
+    for c, a, b in (("lat_deg", "lat_min", "lat_max"), ("lon_deg", "lon_min", "lon_max")):
+        res[a], res[b] = agg("min", c), agg("max", c)
+    return res
+
+
+@dataclass
+class ClipResult:
+    """What the extraction of one clip leaves: a staged fragment and its catalog row."""
+
+    clip_id: str
+    date: str
+    drive_key: str
+    fragment: str
+    fragment_bytes: int
+    row: dict[str, Any]
+    frames_decoded: int = 0
+    labels: list[dict[str, Any]] = field(default_factory=list)
+
+
+def staged_result(layout: StoreLayout, clip_id: str) -> ClipResult | None:
+    """A clip staged by an earlier (possibly killed) run, if complete."""
+    frag = layout.staging / f"{clip_id}.tar"
+    meta = layout.staging / f"{clip_id}.json"
+    if not (frag.is_file() and meta.is_file()):
+        return None
+    try:
+        d = json.loads(meta.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+    if d.get("fragment_bytes") != frag.stat().st_size:
+        return None
+    return ClipResult(**d)
+
+
+def extract_clips(
+    vd: ValidatedDrive,
+    tasks: Sequence[ClipTask],
+    cfg: CurateConfig,
+    layout: StoreLayout,
+    *,
+    stages: Sequence[Any] = (),
+) -> Iterator[ClipResult | DriveError]:
+    """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
+
+    Yields a ClipResult per clip, or a DriveError for a clip that failed (the caller quarantines it;
+    the other clips go on). Clips already staged by an earlier run are reused.
+    """
+    from fleetcore.clipstore import write_fragment
+    from fleetcore.sample import encode_sample
+    from fleetcore.video.extract import ClipExtractor
+
+    version = cfg.version()
+    todo = []
+    for task in tasks:
+        prev = staged_result(layout, task.clip_id)
+        if prev is not None:
+            yield prev
+        else:
+            todo.append(task)
+    if not todo:
+        return
+    cams = [c.name for c in vd.cameras if cfg.cameras is None or c.name in cfg.cameras]
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, rate_hz=cfg.rate_hz, max_side=cfg.max_side) as ex:
+        for task in todo:
+            try:
+                clip = ex.extract(task.start_ns, task.end_ns)
+            except FleetError as exc:
+                yield DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")
+                continue
+            tel = sample_telemetry(vd, clip.sample_times_ns)
+            labels: list[dict[str, Any]] = []
+            extra: dict[str, Any] = {}
+            try:
+                for stage in stages:
+                    labels.extend(stage(clip=clip, telemetry=tel, drive=vd, record=extra) or [])
+            except FleetError as exc:
+                yield DriveError("clip_stage_failed", f"clip {task.clip_id}: {exc}")
+                continue
+            n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
+            summary = telemetry_summary(vd, task.start_ns, task.end_ns)
+            start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
+            digests = {k: v for k, v in vd.source_digests.items()}
+            record = {
+                "clip_id": task.clip_id,
+                "vehicle_id": vd.vehicle_id,
+                "drive_id": vd.drive_id,
+                "window_ns": [task.start_ns, task.end_ns],
+                "start_utc_ns": start_utc_ns,
+                "triggers": list(task.triggers),
+                "primary_trigger": task.primary_trigger,
+                "config_version": version,
+                "source_digests": digests,
+                "telemetry_summary": summary,
+                **extra,
+            }
+            members = encode_sample(
+                task.clip_id,
+                frames=clip.frames,
+                sample_times_ns=clip.sample_times_ns,
+                pts_ns=clip.pts_ns,
+                offset_ns=clip.offset_ns,
+                telemetry=tel,
+                record=record,
+                jpeg_quality=cfg.jpeg_quality,
+            )
+            frag = write_fragment(layout.staging, task.clip_id, members)
+            row = {
+                "clip_id": task.clip_id,
+                "vehicle_id": vd.vehicle_id,
+                "drive_id": vd.drive_id,
+                "date": vd.date,
+                "start_ns": task.start_ns,
+                "end_ns": task.end_ns,
+                "start_utc_ns": start_utc_ns,
+                "duration_s": (task.end_ns - task.start_ns) / 1e9,
+                "triggers": list(task.triggers),
+                "primary_trigger": task.primary_trigger,
+                "priority": task.priority,
+                "cameras": list(clip.cameras),
+                "n_samples": int(len(clip.sample_times_ns)),
+                "sample_rate_hz": cfg.rate_hz,
+                "missing_frames": n_missing,
+                **summary,
+                "config_version": version,
+                "source_digests": sorted(digests.items()),
+            }
+            res = ClipResult(
+                clip_id=task.clip_id,
+                date=vd.date,
+                drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id),
+                fragment=str(frag.path),
+                fragment_bytes=int(frag.bytes),
+                row=row,
+                frames_decoded=int(clip.frames_decoded),
+                labels=labels,
+            )
+            atomic_write_bytes(layout.staging / f"{task.clip_id}.json", dumps_json(asdict(res)))
+            yield res
+
+
+# --------------------------------------------------------------------------------------
+# Packing (one call per date)
+# --------------------------------------------------------------------------------------
+def pack_date(
+    layout: StoreLayout,
+    date: str,
+    clips: Sequence[ClipResult],
+    drives: Sequence[dict[str, Any]],
+    cfg: CurateConfig,
+) -> dict[str, Any]:
+    """Pack the staged clips of one date into shards, then write catalog, index and drive rows,
+    then the per-drive state markers (last). Returns a summary with the shards written."""
+    from fleetcore.clipstore import pack_shards
+
+    clips = sorted(clips, key=lambda c: c.clip_id)
+    shards = []
+    group = hashlib.sha256("|".join(c.clip_id for c in clips).encode()).hexdigest()[:10]
+    if clips:
+        shards = pack_shards([c.fragment for c in clips], layout.shard_dir(date), prefix=f"clips-{date}-{group}", max_bytes=cfg.shard_bytes)
+        where = {}
+        index_rows = []
+        for s in shards:
+            for r in s.index:
+                index_rows.append(r)
+                where.setdefault(r["key"], s.name)
+        rows = []
+        for c in clips:
+            row = dict(c.row)
+            row["start_utc"] = row.pop("start_utc_ns")
+            row["shard"] = f"date={date}/{where[c.clip_id]}"
+            row["member_key"] = c.clip_id
+            rows.append(row)
+        catalog = CLIPS.validate(_clips_table(rows))
+        write_parquet_atomic(catalog, Path(layout.root, "catalog", "clips", f"date={date}", f"{group}.parquet"))
+        for r in index_rows:
+            r["shard"] = f"date={date}/{r['shard']}"
+        write_parquet_atomic(SHARD_INDEX.from_pylist(index_rows), Path(layout.root, "catalog", "index", f"date={date}", f"{group}.parquet"))
+        labels = [lab for c in clips for lab in c.labels]
+        if labels:
+            from schemas import LABELS
+
+            write_parquet_atomic(LABELS.validate(LABELS.from_pylist(labels)), Path(layout.root, "catalog", "labels", f"date={date}", f"{group}.parquet"))
+    version = cfg.version()
+    for d in sorted(drives, key=lambda r: (r["vehicle_id"], r["drive_id"])):
+        name = layout.drive_name(d["vehicle_id"], d["drive_id"])
+        write_parquet_atomic(DRIVE_INDEX.from_pylist([d]), layout.table_path("drives", date, name))
+    for d in drives:
+        atomic_write_bytes(
+            layout.state_path(d["vehicle_id"], d["drive_id"]),
+            dumps_json({"config_version": version, "date": date, "clips": sum(1 for c in clips if c.row["drive_id"] == d["drive_id"] and c.row["vehicle_id"] == d["vehicle_id"])}),
+        )
+    for c in clips:  # staged fragments are now in shards
+        for p in (Path(c.fragment), layout.staging / f"{c.clip_id}.json"):
+            if p.exists():
+                p.unlink()
+    return {
+        "date": date,
+        "clips": len(clips),
+        "drives": len(drives),
+        "shards": [{"name": f"date={date}/{s.name}", "samples": s.samples, "bytes": s.bytes, "sha256": s.sha256} for s in shards],
+        "bytes": sum(s.bytes for s in shards),
+    }
+
+
+def _clips_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return CLIPS.from_pylist(rows)
+
+
+def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, Any]], *, config_version: str) -> dict[str, Any]:
+    """Merge new shards into ``clips/manifest.json`` (written last, atomically)."""
+    p = layout.store_manifest
+    cur: dict[str, Any] = {"shards": []}
+    if p.is_file():
+        cur = json.loads(p.read_text())
+    by_name = {s["name"]: s for s in cur.get("shards", [])}
+    for s in new_shards:
+        by_name[s["name"]] = s
+    man = {
+        "format": "webdataset",
+        "contract_version": 1,
+        "config_versions": sorted(set(cur.get("config_versions", [])) | {config_version}),
+        "shards": [by_name[k] for k in sorted(by_name)],
+        "samples": sum(s["samples"] for s in by_name.values()),
+        "bytes": sum(s["bytes"] for s in by_name.values()),
+    }
+    atomic_write_bytes(p, dumps_json(man))
+    return man
+
+
+def write_quarantine(layout: StoreLayout, record: dict[str, Any]) -> Path:
+    if record.get("clip_id"):
+        p = layout.clip_quarantine_path(record["clip_id"])
+    else:
+        p = layout.quarantine_path(record.get("vehicle_id") or "unknown", record.get("drive_id") or Path(record["path"]).name)
+    atomic_write_bytes(p, dumps_json(record))
+    return p

@@ -1,0 +1,318 @@
+"""Validation of landing drives.
+
+``validate_drive`` checks one drive folder and returns a :class:`ValidatedDrive`, or raises
+:class:`~fleetcore.errors.DriveError` with a machine-readable ``code`` and the offending file,
+or :class:`~fleetcore.errors.DriveIncomplete` when the upload-complete marker is absent
+(such a drive is skipped until complete, never quarantined).
+
+Checks, in order:
+1. ``manifest.json`` against the ``drive_manifest`` contract; every path stays inside the drive.
+2. Every camera file exists and probes (codec h264/hevc, resolution, frame rate, duration, frame
+   count, keyframes); a raw stream's frame-times file matches its frame count.
+3. Telemetry parses into the canonical schema: exact duplicate rows are dropped (and counted);
+   NaN, conflicting duplicate or out-of-order timestamps and out-of-range values are errors.
+4. Camera and telemetry time ranges overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from fleetcore.errors import DriveError, DriveIncomplete, VideoError
+from fleetcore.landing import (
+    MANIFEST,
+    UPLOAD_COMPLETE,
+    drive_date,
+    read_manifest,
+    resolve_in_drive,
+    sha256_file,
+)
+from fleetcore.video.index import index_camera
+from fleetcore.video.probe import VideoInfo, probe_video
+from schemas import FRAME_INDEX, QUARANTINE, TELEMETRY, SchemaValidationError
+
+log = logging.getLogger(__name__)
+
+#: A gap between telemetry samples longer than this is reported (not an error).
+GAP_REPORT_S = 0.5
+
+
+@dataclass
+class CameraCheck:
+    name: str
+    files: list[str]
+    infos: list[VideoInfo]
+    start_ns: int
+    end_ns: int
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return sum(i.duration_s for i in self.infos)
+
+
+@dataclass
+class ValidatedDrive:
+    path: str
+    vehicle_id: str
+    drive_id: str
+    manifest: dict[str, Any]
+    cameras: list[CameraCheck]
+    frame_index: pa.Table  # FRAME_INDEX rows of every camera
+    telemetry: pa.Table | None  # canonical TELEMETRY, or None for a video-only drive
+    start_ns: int
+    end_ns: int
+    date: str
+    source_digests: dict[str, str]
+    telemetry_max_gap_s: float = 0.0
+    telemetry_gaps: int = 0
+    duplicates_dropped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def video_seconds(self) -> float:
+        return sum(c.seconds for c in self.cameras)
+
+    @property
+    def telemetry_rows(self) -> int:
+        return 0 if self.telemetry is None else self.telemetry.num_rows
+
+    def drive_index_row(self) -> dict[str, Any]:
+        return {
+            "vehicle_id": self.vehicle_id,
+            "drive_id": self.drive_id,
+            "date": self.date,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "utc_offset_ns": self.manifest["utc_offset_ns"],
+            "cameras": [c.name for c in self.cameras],
+            "video_seconds": self.video_seconds,
+            "telemetry_rows": self.telemetry_rows,
+            "telemetry_max_gap_s": self.telemetry_max_gap_s,
+            "source": self.manifest.get("source"),
+            "source_digests": sorted(self.source_digests.items()),
+            "path": self.path,
+        }
+
+
+def quarantine_record(path: str, err: DriveError, *, stage: str = "validate", vehicle_id: str | None = None,
+                      drive_id: str | None = None, clip_id: str | None = None) -> dict[str, Any]:
+    """A QUARANTINE contract row for a drive (or clip) that failed."""
+    row = {
+        "vehicle_id": vehicle_id,
+        "drive_id": drive_id,
+        "clip_id": clip_id,
+        "path": str(path),
+        "stage": stage,
+        "code": err.code,
+        "file": err.file,
+        "message": err.message,
+    }
+    QUARANTINE.validate(QUARANTINE.from_pylist([row]))
+    return row
+
+
+def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedDrive:
+    """Validate one landing drive folder. See the module docstring."""
+    d = Path(drive_dir)
+    if not d.is_dir():
+        raise DriveError("drive_missing", f"drive folder {d} does not exist")
+    if not (d / UPLOAD_COMPLETE).is_file():
+        raise DriveIncomplete(f"{d}: upload not complete ({UPLOAD_COMPLETE} missing); skipped until it is")
+    m = read_manifest(d)
+    drive_label = f"{m['vehicle_id']}/{m['drive_id']}"
+    if d.name != m["drive_id"] or d.parent.name != m["vehicle_id"]:
+        raise DriveError(
+            "manifest_invalid",
+            f"manifest names {drive_label} but the folder is {d.parent.name}/{d.name}",
+            file=MANIFEST,
+        )
+    digest_map: dict[str, str] = {}
+
+    # -- cameras ----------------------------------------------------------------------
+    cameras: list[CameraCheck] = []
+    index_parts: list[pa.Table] = []
+    for cam in m["cameras"]:
+        infos: list[VideoInfo] = []
+        rels: list[str] = []
+        for f in cam["files"]:
+            rel = f["path"]
+            p = resolve_in_drive(d, rel)
+            if not p.is_file():
+                raise DriveError("camera_file_missing", f"camera {cam['name']!r}: file listed in the manifest does not exist", file=rel)
+            try:
+                info = probe_video(p)
+            except VideoError as exc:
+                raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=rel) from exc
+            if f.get("frame_times") is not None:
+                ft_rel = f["frame_times"]
+                ftp = resolve_in_drive(d, ft_rel)
+                if not ftp.is_file():
+                    raise DriveError("frame_times_missing", f"camera {cam['name']!r}: frame-times file does not exist", file=ft_rel)
+                try:
+                    ft = np.load(ftp, allow_pickle=False)
+                except (ValueError, OSError) as exc:
+                    raise DriveError("frame_times_invalid", f"not a .npy array: {exc}", file=ft_rel) from exc
+                if ft.ndim != 1 or len(ft) != info.frame_count:
+                    raise DriveError(
+                        "frame_times_invalid",
+                        f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}",
+                        file=ft_rel,
+                    )
+                if digests:
+                    digest_map[ft_rel] = sha256_file(ftp)
+            infos.append(info)
+            rels.append(rel)
+            if digests:
+                digest_map[rel] = sha256_file(p)
+        try:
+            idx = index_camera(d, cam, drive_id=m["drive_id"])
+        except VideoError as exc:
+            raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=Path(exc.path).name) from exc
+        if idx.num_rows == 0:
+            raise DriveError("video_no_frames", f"camera {cam['name']!r} has no frames", file=rels[0])
+        pts = idx.column("pts_ns")
+        cameras.append(
+            CameraCheck(
+                name=cam["name"],
+                files=rels,
+                infos=infos,
+                start_ns=int(pc.min(pts).as_py()),
+                end_ns=int(pc.max(pts).as_py()),
+                frames=idx.num_rows,
+            )
+        )
+        index_parts.append(idx)
+    frame_index = pa.concat_tables(index_parts) if index_parts else FRAME_INDEX.empty()
+
+    # -- telemetry --------------------------------------------------------------------
+    telemetry = None
+    dups = 0
+    max_gap = 0.0
+    n_gaps = 0
+    if m["telemetry"] is not None:
+        rel = m["telemetry"]["path"]
+        p = resolve_in_drive(d, rel)
+        if not p.is_file():
+            raise DriveError("telemetry_missing", "telemetry file listed in the manifest does not exist", file=rel)
+        telemetry, dups = read_telemetry(p, fmt=m["telemetry"]["format"], rel=rel)
+        if digests:
+            digest_map[rel] = sha256_file(p)
+        t = telemetry.column("t_ns").to_numpy()
+        if len(t) < 2:
+            raise DriveError("telemetry_empty", f"expected at least 2 telemetry rows, found {len(t)}", file=rel)
+        gaps = np.diff(t) / 1e9
+        max_gap = float(gaps.max())
+        n_gaps = int((gaps > GAP_REPORT_S).sum())
+    elif not cameras:
+        raise DriveError("drive_empty", "the drive has neither cameras nor telemetry", file=MANIFEST)
+
+    # -- time ranges ------------------------------------------------------------------
+    spans = [(c.start_ns, c.end_ns) for c in cameras]
+    if telemetry is not None:
+        t = telemetry.column("t_ns")
+        t0, t1 = int(pc.min(t).as_py()), int(pc.max(t).as_py())
+        for c in cameras:
+            if c.end_ns < t0 or c.start_ns > t1:
+                raise DriveError(
+                    "telemetry_no_overlap",
+                    f"telemetry covers vehicle time {t0 / 1e9:.3f}-{t1 / 1e9:.3f} s but camera {c.name!r} covers "
+                    f"{c.start_ns / 1e9:.3f}-{c.end_ns / 1e9:.3f} s; expected overlapping time ranges",
+                    file=m["telemetry"]["path"],
+                )
+        spans.append((t0, t1))
+    start_ns = min(s for s, _ in spans)
+    end_ns = max(e for _, e in spans)
+    vd = ValidatedDrive(
+        path=str(d),
+        vehicle_id=m["vehicle_id"],
+        drive_id=m["drive_id"],
+        manifest=m,
+        cameras=cameras,
+        frame_index=frame_index,
+        telemetry=telemetry,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        date=drive_date(m, start_ns),
+        source_digests=dict(sorted(digest_map.items())),
+        telemetry_max_gap_s=max_gap,
+        telemetry_gaps=n_gaps,
+        duplicates_dropped=dups,
+    )
+    if dups:
+        vd.warnings.append(f"dropped {dups} exact duplicate telemetry rows")
+    if n_gaps:
+        vd.warnings.append(f"{n_gaps} telemetry gaps longer than {GAP_REPORT_S} s (longest {max_gap:.2f} s)")
+    return vd
+
+
+_CODE_BY_EXPECTED = (
+    ("finite number", "telemetry_nan"),
+    ("strictly increasing", "telemetry_unsorted"),
+    ("a value >=", "telemetry_out_of_range"),
+    ("a value <=", "telemetry_out_of_range"),
+    ("one of", "telemetry_out_of_range"),
+    ("non-null", "telemetry_null"),
+)
+
+
+def read_telemetry(path: Path, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
+    """Read a landing telemetry file into the canonical schema.
+
+    Returns the table and the number of exact duplicate rows dropped. Raises DriveError.
+    """
+    try:
+        if fmt == "parquet":
+            raw = pq.read_table(path)
+        else:
+            raw = pacsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DriveError("telemetry_unreadable", f"cannot read {fmt} telemetry: {exc}", file=rel) from exc
+    unknown = [c for c in raw.column_names if c not in TELEMETRY.column_names]
+    if unknown:
+        raise DriveError("telemetry_schema", f"unknown columns {unknown}; expected canonical columns {TELEMETRY.column_names}", file=rel)
+    try:
+        table = TELEMETRY.conform(raw)
+    except SchemaValidationError as exc:
+        raise DriveError("telemetry_schema", str(exc), file=rel) from exc
+    # Exact duplicate rows (a logger writing a record twice) are dropped and counted;
+    # a timestamp repeated with other values is an error found by the contract check.
+    t = table.column("t_ns").to_numpy()
+    dups = 0
+    if len(t) > 1:
+        same_t = np.flatnonzero(t[1:] == t[:-1]) + 1
+        if len(same_t):
+            rows = table.to_pylist()
+            drop = [i for i in same_t if _rows_equal(rows[i], rows[i - 1])]
+            if drop:
+                keep = np.ones(len(t), dtype=bool)
+                keep[drop] = False
+                table = table.filter(pa.array(keep))
+                dups = len(drop)
+    try:
+        TELEMETRY.validate(table)
+    except SchemaValidationError as exc:
+        code = next((c for key, c in _CODE_BY_EXPECTED if key in exc.expected), "telemetry_invalid")
+        if code == "telemetry_unsorted" and "duplicate" in exc.expected:
+            code = "telemetry_duplicate_timestamp"
+        raise DriveError(code, str(exc), file=rel) from exc
+    return table, dups
+
+
+def _rows_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    for k, va in a.items():
+        vb = b[k]
+        if isinstance(va, float) and isinstance(vb, float) and va != va and vb != vb:
+            continue
+        if va != vb:
+            return False
+    return True

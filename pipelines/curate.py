@@ -1,0 +1,410 @@
+"""The curate job: landing drives -> validated drives -> telemetry / frame index / triggers ->
+multi-camera clips -> (labels, privacy) -> WebDataset shards + Parquet clip catalog.
+
+Run it as::
+
+    python -m pipelines.curate --input LANDING --output STORE [--vehicle V] [--date YYYY-MM-DD]
+        [--runner DirectRunner --direct_running_mode multi_processing --direct_num_workers 2]
+
+Every stage is a composite PTransform over fleetcore functions. Bad drives and bad clips travel as
+tagged values (``("quarantine", record)``) that a ``Filter`` routes to the quarantine sink, so the job
+runs the same on runners that do not keep ``with_outputs`` apart (DaskRunner). The job ends in one
+sink (the run summary and store manifest), which every branch feeds through a ``Flatten``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, replace
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from fleetcore.curate import (
+    ClipResult,
+    CurateConfig,
+    StoreLayout,
+    already_curated,
+    clip_tasks,
+    extract_clips,
+    find_drive_events,
+    pack_date,
+    update_store_manifest,
+    write_drive_tables,
+    write_quarantine,
+)
+from fleetcore.errors import DriveError, DriveIncomplete
+from fleetcore.landing import list_drives
+from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
+
+log = logging.getLogger(__name__)
+
+NS = "curate"
+DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default would first try to download a Prism binary
+
+OK, QUARANTINE, CLIP, DRIVE, SKIP = "ok", "quarantine", "clip", "drive", "skip"
+
+
+def _tag(kind: str):
+    return lambda kv: kv[0] == kind
+
+
+def _untag(kv: tuple[str, Any]) -> Any:
+    return kv[1]
+
+
+# --------------------------------------------------------------------------------------
+# Stage 1: read complete landing drives
+# --------------------------------------------------------------------------------------
+class ReadLandingDrives(beam.PTransform):
+    """Lists complete drives under ``root`` (optionally only some vehicles); yields drive paths."""
+
+    def __init__(self, root: str, *, vehicles: Sequence[str] | None = None):
+        super().__init__()
+        self.root = root
+        self.vehicles = list(vehicles) if vehicles else None
+
+    def expand(self, pbegin):
+        root, vehicles = self.root, self.vehicles
+        return (
+            pbegin
+            | "Root" >> beam.Create([root])
+            | "List" >> beam.FlatMap(lambda r: [str(d.path) for d in list_drives(r, vehicles=vehicles)])
+            | "Spread" >> beam.Reshuffle()
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Stage 2: validate (bad drives -> quarantine records)
+# --------------------------------------------------------------------------------------
+class _ValidateFn(beam.DoFn):
+    def __init__(self, store: str, config_version: str, dates: Sequence[str] | None):
+        self.store = store
+        self.config_version = config_version
+        self.dates = set(dates) if dates else None
+        self.curated = Metrics.counter(NS, "drives_validated")
+        self.quarantined = Metrics.counter(NS, "drives_quarantined")
+        self.skipped = Metrics.counter(NS, "drives_skipped")
+
+    def setup(self):
+        self.layout = StoreLayout(self.store)
+
+    def process(self, path: str) -> Iterable[tuple[str, Any]]:
+        from pathlib import Path
+
+        p = Path(path)
+        if already_curated(self.layout, p.parent.name, p.name, self.config_version):
+            self.skipped.inc()
+            return
+        try:
+            vd = validate_drive(p)
+        except DriveIncomplete as exc:
+            log.info("%s", exc)
+            self.skipped.inc()
+            return
+        except DriveError as exc:
+            self.quarantined.inc()
+            yield QUARANTINE, quarantine_record(path, exc, vehicle_id=p.parent.name, drive_id=p.name)
+            return
+        if self.dates is not None and vd.date not in self.dates:
+            return
+        self.curated.inc()
+        yield OK, vd
+
+
+class ValidateDrives(beam.PTransform):
+    """Drive paths -> tagged ("ok", ValidatedDrive) | ("quarantine", record)."""
+
+    def __init__(self, store: str, config_version: str, *, dates: Sequence[str] | None = None):
+        super().__init__()
+        self.store, self.config_version, self.dates = store, config_version, dates
+
+    def expand(self, paths):
+        return paths | "Validate" >> beam.ParDo(_ValidateFn(self.store, self.config_version, self.dates))
+
+
+# --------------------------------------------------------------------------------------
+# Stage 3+4: write drive tables, find trigger windows
+# --------------------------------------------------------------------------------------
+class _DriveTablesFn(beam.DoFn):
+    def __init__(self, store: str, cfg: CurateConfig):
+        self.store, self.cfg = store, cfg
+        self.bytes = Metrics.counter(NS, "bytes_written")
+        self.events = Metrics.counter(NS, "trigger_events")
+
+    def setup(self):
+        from fleetcore.triggers import load_triggers
+
+        self.layout = StoreLayout(self.store)
+        self.specs = load_triggers(list(self.cfg.trigger_paths) or None, include_shipped=True)
+
+    def process(self, vd: ValidatedDrive):
+        events = find_drive_events(vd, self.specs, self.cfg)
+        self.events.inc(events.num_rows)
+        self.bytes.inc(write_drive_tables(vd, events, self.layout))
+        yield vd, clip_tasks(vd, events, self.cfg)
+
+
+class WriteDriveTables(beam.PTransform):
+    """ValidatedDrive -> (ValidatedDrive, [ClipTask]); writes telemetry, frame index and triggers."""
+
+    def __init__(self, store: str, cfg: CurateConfig):
+        super().__init__()
+        self.store, self.cfg = store, cfg
+
+    def expand(self, drives):
+        return drives | "TablesAndTriggers" >> beam.ParDo(_DriveTablesFn(self.store, self.cfg))
+
+
+# --------------------------------------------------------------------------------------
+# Stage 5 (+ label / privacy stages): extract clips
+# --------------------------------------------------------------------------------------
+class _ExtractFn(beam.DoFn):
+    def __init__(self, store: str, cfg: CurateConfig):
+        self.store, self.cfg = store, cfg
+        self.clips = Metrics.counter(NS, "clips_extracted")
+        self.frames = Metrics.counter(NS, "frames_decoded")
+        self.bad = Metrics.counter(NS, "clips_quarantined")
+        self.drives = Metrics.counter(NS, "drives_curated")
+
+    def setup(self):
+        from fleetcore.stages import build_stages
+
+        self.layout = StoreLayout(self.store)
+        # Heavy objects (detectors, models) are built once per worker here.
+        self.stages = build_stages(self.cfg.stages)
+
+    def process(self, item):
+        vd, tasks = item
+        n = 0
+        for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages):
+            if isinstance(res, DriveError):
+                self.bad.inc()
+                clip_id = res.message.split(":", 1)[0].removeprefix("clip ").strip()
+                yield QUARANTINE, quarantine_record(vd.path, res, stage="extract", vehicle_id=vd.vehicle_id, drive_id=vd.drive_id, clip_id=clip_id)
+                continue
+            n += 1
+            self.clips.inc()
+            self.frames.inc(res.frames_decoded)
+            yield CLIP, res
+        self.drives.inc()
+        yield DRIVE, vd.drive_index_row()
+
+
+class ExtractClips(beam.PTransform):
+    """(drive, tasks) -> tagged ("clip", ClipResult) | ("drive", drive row) | ("quarantine", record)."""
+
+    def __init__(self, store: str, cfg: CurateConfig):
+        super().__init__()
+        self.store, self.cfg = store, cfg
+
+    def expand(self, items):
+        return items | "Spread" >> beam.Reshuffle() | "Extract" >> beam.ParDo(_ExtractFn(self.store, self.cfg))
+
+
+# --------------------------------------------------------------------------------------
+# Stage 6: pack shards + catalog per date
+# --------------------------------------------------------------------------------------
+class _PackFn(beam.DoFn):
+    def __init__(self, store: str, cfg: CurateConfig):
+        self.store, self.cfg = store, cfg
+        self.bytes = Metrics.counter(NS, "shard_bytes_written")
+        self.shards = Metrics.counter(NS, "shards_written")
+
+    def setup(self):
+        self.layout = StoreLayout(self.store)
+
+    def process(self, kv):
+        date, items = kv
+        clips = [v for k, v in items if k == CLIP]
+        drives = [v for k, v in items if k == DRIVE]
+        summary = pack_date(self.layout, date, clips, drives, self.cfg)
+        self.bytes.inc(summary["bytes"])
+        self.shards.inc(len(summary["shards"]))
+        yield summary
+
+
+def _date_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
+    kind, v = kv
+    date = v.date if isinstance(v, ClipResult) else v["date"]
+    return date, kv
+
+
+class WriteClipStore(beam.PTransform):
+    """Tagged clips and drive rows -> per-date pack summaries (shards, catalog, drive index, state)."""
+
+    def __init__(self, store: str, cfg: CurateConfig):
+        super().__init__()
+        self.store, self.cfg = store, cfg
+
+    def expand(self, tagged):
+        return (
+            tagged
+            | "KeyByDate" >> beam.Map(_date_of)
+            | "GroupByDate" >> beam.GroupByKey()
+            | "Pack" >> beam.ParDo(_PackFn(self.store, self.cfg))
+        )
+
+
+class WriteQuarantine(beam.PTransform):
+    def __init__(self, store: str):
+        super().__init__()
+        self.store = store
+
+    def expand(self, records):
+        store = self.store
+        return records | "WriteRecord" >> beam.Map(lambda r: {"quarantine": {**r, "record": str(write_quarantine(StoreLayout(store), r))}})
+
+
+class _Finish(beam.DoFn):
+    def __init__(self, store: str, config_version: str):
+        self.store, self.config_version = store, config_version
+
+    def process(self, results: list[dict[str, Any]]):
+        layout = StoreLayout(self.store)
+        shards = [s for r in results if "shards" in r for s in r["shards"]]
+        manifest = update_store_manifest(layout, shards, config_version=self.config_version)
+        summary = {
+            "config_version": self.config_version,
+            "dates": sorted(r["date"] for r in results if "date" in r),
+            "drives_curated": sum(r.get("drives", 0) for r in results),
+            "clips": sum(r.get("clips", 0) for r in results),
+            "shards_written": len(shards),
+            "bytes_written": sum(s["bytes"] for s in shards),
+            "quarantined": sorted((r["quarantine"] for r in results if "quarantine" in r), key=lambda q: (q["path"], q.get("clip_id") or "")),
+            "store_samples": manifest["samples"],
+            "store_shards": len(manifest["shards"]),
+        }
+        yield summary
+
+
+class Curate(beam.PTransform):
+    """The whole job as one composite transform: landing root -> run summary (one element)."""
+
+    def __init__(self, landing: str, store: str, cfg: CurateConfig, *, vehicles: Sequence[str] | None = None,
+                 dates: Sequence[str] | None = None):
+        super().__init__()
+        self.landing, self.store, self.cfg = landing, store, cfg
+        self.vehicles, self.dates = vehicles, dates
+
+    def expand(self, pbegin):
+        version = self.cfg.version()
+        validated = (
+            pbegin
+            | "ReadLandingDrives" >> ReadLandingDrives(self.landing, vehicles=self.vehicles)
+            | "ValidateDrives" >> ValidateDrives(self.store, version, dates=self.dates)
+        )
+        good = validated | "OnlyValid" >> beam.Filter(_tag(OK)) | "UntagValid" >> beam.Map(_untag)
+        extracted = (
+            good
+            | "WriteDriveTables" >> WriteDriveTables(self.store, self.cfg)
+            | "ExtractClips" >> ExtractClips(self.store, self.cfg)
+        )
+        bad_drives = validated | "BadDrives" >> beam.Filter(_tag(QUARANTINE))
+        bad_clips = extracted | "BadClips" >> beam.Filter(_tag(QUARANTINE))
+        quarantined = (
+            (bad_drives, bad_clips)
+            | "AllBad" >> beam.Flatten()
+            | "UntagBad" >> beam.Map(_untag)
+            | "WriteQuarantine" >> WriteQuarantine(self.store)
+        )
+        packed = (
+            extracted
+            | "ClipsAndDrives" >> beam.Filter(lambda kv: kv[0] in (CLIP, DRIVE))
+            | "WriteClipStore" >> WriteClipStore(self.store, self.cfg)
+        )
+        return (
+            (packed, quarantined)
+            | "AllResults" >> beam.Flatten()
+            | "Collect" >> beam.combiners.ToList()
+            | "Finish" >> beam.ParDo(_Finish(self.store, version))
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.curate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="landing zone root (path or URI)")
+    p.add_argument("--output", required=True, help="clip store root (path or URI)")
+    p.add_argument("--vehicle", action="append", default=None, help="only these vehicles (repeatable)")
+    p.add_argument("--date", action="append", default=None, help="only drives of these UTC dates YYYY-MM-DD (repeatable)")
+    p.add_argument("--rate-hz", type=float, default=CurateConfig.rate_hz, help="shared sample rate of clip frames")
+    p.add_argument("--max-side", type=int, default=CurateConfig.max_side, help="longest side of stored frames")
+    p.add_argument("--shard-bytes", type=int, default=CurateConfig.shard_bytes, help="target shard size in bytes")
+    p.add_argument("--triggers", action="append", default=None, help="extra trigger YAML files or folders")
+    p.add_argument("--stage", action="append", default=None, help="post-extraction stages to run (labels, privacy)")
+    p.add_argument("--summary-json", default=None, help="also write the run summary here")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> CurateConfig:
+    from fleetcore.triggers import load_triggers, triggers_hash
+
+    cfg = CurateConfig(
+        rate_hz=args.rate_hz,
+        max_side=args.max_side,
+        shard_bytes=args.shard_bytes,
+        trigger_paths=tuple(args.triggers or ()),
+        stages=tuple(args.stage or ()),
+    )
+    specs = load_triggers(list(cfg.trigger_paths) or None, include_shipped=True)
+    return replace(cfg, trigger_hash=triggers_hash(specs))
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    opts = PipelineOptions(list(beam_args))
+    std = opts.view_as(StandardOptions)
+    if not std.runner:
+        std.runner = DEFAULT_RUNNER
+    return opts
+
+
+def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
+               vehicles: Sequence[str] | None = None, dates: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the curate job and return its summary (also written to ``<store>/runs/last.json``)."""
+    from pathlib import Path
+
+    from fleetcore.landing import atomic_write_bytes, dumps_json
+
+    opts = pipeline_options(beam_args)
+    t0 = time.monotonic()
+    summary_path = Path(store, "runs", f".pending-{time.time_ns()}.json")
+    with beam.Pipeline(options=opts) as p:
+        (
+            p
+            | "Curate" >> Curate(landing, store, cfg, vehicles=vehicles, dates=dates)
+            | "WriteSummary" >> beam.Map(lambda s: atomic_write_bytes(summary_path, dumps_json(s)))
+        )
+    summary = json.loads(summary_path.read_text())
+    summary_path.unlink()
+    summary["seconds"] = round(time.monotonic() - t0, 3)
+    summary["runner"] = opts.view_as(StandardOptions).runner
+    summary["config"] = asdict(cfg)
+    atomic_write_bytes(Path(store, "runs", "last.json"), dumps_json(summary))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args, beam_args = build_parser().parse_known_args(argv)
+    cfg = config_from_args(args)
+    summary = run_curate(args.input, args.output, cfg, beam_args=beam_args, vehicles=args.vehicle, dates=args.date)
+    if args.summary_json:
+        from pathlib import Path
+
+        from fleetcore.landing import atomic_write_bytes, dumps_json
+
+        atomic_write_bytes(Path(args.summary_json), dumps_json(summary))
+    log.info("curate: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Shared fixtures: real encoded video and real landing drives, made with the bundled ffmpeg."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fleetcore.landing import DriveWriter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not SHARED_REAL.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_REAL}")
+    return SHARED_REAL
+
+
+def encode_testsrc(path: Path, *, seconds: float = 3.0, fps: int = 10, size: str = "160x120", codec: str = "libx264",
+                   gop: int = 10, extra: list[str] | None = None) -> Path:
+    """Encode a real H.264 (or other codec) test pattern with the bundled ffmpeg."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
+           "-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p", "-threads", "1", *(extra or []), str(path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_3s(tmp_path_factory) -> Path:
+    return encode_testsrc(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+def telemetry_table(t0_ns: int, seconds: float, hz: float = 50.0, speed: float = 12.0) -> pa.Table:
+    n = int(seconds * hz)
+    t = t0_ns + (np.arange(n) * (1e9 / hz)).astype(np.int64)
+    return pa.table({
+        "t_ns": pa.array(t, pa.int64()),
+        "speed_mps": np.full(n, speed),
+        "accel_lon_mps2": np.zeros(n),
+        "steering_angle_rad": np.zeros(n),
+        "lat_deg": np.full(n, 37.77),
+        "lon_deg": np.full(n, -122.42),
+    })
+
+
+@pytest.fixture
+def make_drive(clip_3s):
+    """make_drive(root, vehicle, drive, cameras=("front", "left"), telemetry=<table or None>) -> drive folder."""
+
+    def _make(root: Path, vehicle: str = "veh-a", drive: str = "drive-1", *, cameras=("front", "left"), telemetry="default",
+              t0_ns: int = 5_000_000_000, finish: bool = True) -> Path:
+        w = DriveWriter(root, vehicle, drive)
+        cams = []
+        for name in cameras:
+            rel = f"cameras/{name}/000.mp4"
+            shutil.copyfile(clip_3s, w.file(rel))
+            cams.append({"name": name, "codec": "h264", "files": [{"path": rel, "start_ns": t0_ns, "frame_times": None}]})
+        tel_ref = None
+        if telemetry is not None:
+            table = telemetry_table(t0_ns, 3.0) if isinstance(telemetry, str) else telemetry
+            p = w.file("telemetry.parquet")
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, p)  # raw write: tests plant bad telemetry on purpose
+            tel_ref = {"path": "telemetry.parquet", "format": "parquet"}
+        manifest = {"utc_offset_ns": 1_763_625_600_000_000_000, "cameras": cams, "telemetry": tel_ref, "source": "test"}
+        if finish:
+            w.finish(manifest)
+        else:
+            from fleetcore.landing import MANIFEST, dumps_json
+
+            (w.path / MANIFEST).write_bytes(dumps_json({"format_version": 1, "vehicle_id": vehicle, "drive_id": drive, **manifest}))
+        return w.path
+
+    return _make

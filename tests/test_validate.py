@@ -1,0 +1,213 @@
+"""Validation of landing drives: each bad input gets its own quarantine reason; good drives beside it
+still validate; an incomplete upload is skipped, not quarantined."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fleetcore.errors import DriveError, DriveIncomplete
+from fleetcore.landing import MANIFEST, UPLOAD_COMPLETE, list_drives, read_manifest
+from fleetcore.report import validate_landing
+from fleetcore.validate import validate_drive
+from conftest import encode_testsrc, telemetry_table
+
+
+def _edit_manifest(drive: Path, fn) -> None:
+    m = json.loads((drive / MANIFEST).read_text())
+    fn(m)
+    (drive / MANIFEST).write_text(json.dumps(m))
+
+
+def _replace_video(drive: Path, data: bytes, cam: str = "front") -> None:
+    (drive / "cameras" / cam / "000.mp4").write_bytes(data)
+
+
+def test_good_drive_validates(tmp_path, make_drive):
+    d = make_drive(tmp_path)
+    vd = validate_drive(d)
+    assert [c.name for c in vd.cameras] == ["front", "left"]
+    assert vd.cameras[0].frames == 30
+    assert vd.cameras[0].infos[0].codec == "h264"
+    assert (vd.cameras[0].infos[0].width, vd.cameras[0].infos[0].height) == (160, 120)
+    assert vd.telemetry_rows == 150
+    assert vd.frame_index.num_rows == 60
+    assert vd.date == "2025-11-20"
+    assert set(vd.source_digests) == {"cameras/front/000.mp4", "cameras/left/000.mp4", "telemetry.parquet"}
+    assert vd.drive_index_row()["video_seconds"] == pytest.approx(6.0, abs=0.3)
+
+
+def _truncate(drive: Path) -> None:
+    p = drive / "cameras" / "front" / "000.mp4"
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+def _text(drive: Path) -> None:
+    _replace_video(drive, b"this is not a video, just some text\n" * 20)
+
+
+def _missing(drive: Path) -> None:
+    (drive / "cameras" / "front" / "000.mp4").unlink()
+
+
+def _escape_dotdot(drive: Path) -> None:
+    _edit_manifest(drive, lambda m: m["cameras"][0]["files"][0].update(path="../../../etc/passwd"))
+
+
+def _escape_abs(drive: Path) -> None:
+    _edit_manifest(drive, lambda m: m["cameras"][0]["files"][0].update(path="/etc/passwd"))
+
+
+def _escape_symlink(drive: Path) -> None:
+    p = drive / "cameras" / "front" / "000.mp4"
+    outside = drive.parent.parent / "outside.mp4"
+    shutil.copyfile(p, outside)
+    p.unlink()
+    os.symlink(outside, p)
+
+
+def _tel(table: pa.Table):
+    def f(drive: Path) -> None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, drive / "telemetry.parquet")
+
+    return f
+
+
+def _tel_with(**changes):
+    t = telemetry_table(5_000_000_000, 3.0)
+    cols = {n: t.column(n).to_numpy().copy() for n in t.column_names}
+    for k, fn in changes.items():
+        fn(cols[k])
+    return _tel(pa.table({k: pa.array(v) for k, v in cols.items()}))
+
+
+def _nan(a):
+    a[10] = np.nan
+
+
+def _swap(a):
+    a[20], a[21] = a[21], a[20]
+
+
+def _dup(a):
+    a[31] = a[30]
+
+
+def _absurd(a):
+    a[40] = 1e9
+
+
+def _unsupported(drive: Path) -> None:
+    p = drive / "cameras" / "front" / "000.mp4"
+    p.unlink()
+    encode_testsrc(p, codec="mpeg4")
+
+
+BAD = [
+    ("zero_byte_video", lambda d: _replace_video(d, b""), "video_empty", "cameras/front/000.mp4"),
+    ("truncated_mp4", _truncate, "video_truncated", "cameras/front/000.mp4"),
+    ("text_named_mp4", _text, "video_not_media", "cameras/front/000.mp4"),
+    ("unsupported_codec", _unsupported, "video_unsupported_codec", "cameras/front/000.mp4"),
+    ("missing_camera_file", _missing, "camera_file_missing", "cameras/front/000.mp4"),
+    ("path_dotdot", _escape_dotdot, "path_escape", "../../../etc/passwd"),
+    ("path_absolute", _escape_abs, "path_escape", "/etc/passwd"),
+    ("path_symlink", _escape_symlink, "path_escape", "cameras/front/000.mp4"),
+    ("telemetry_nan", _tel_with(speed_mps=_nan), "telemetry_nan", "telemetry.parquet"),
+    ("telemetry_out_of_order", _tel_with(t_ns=_swap), "telemetry_unsorted", "telemetry.parquet"),
+    ("telemetry_duplicate_ts", _tel_with(t_ns=_dup), "telemetry_duplicate_timestamp", "telemetry.parquet"),
+    ("telemetry_absurd_speed", _tel_with(speed_mps=_absurd), "telemetry_out_of_range", "telemetry.parquet"),
+    ("telemetry_no_overlap", _tel(telemetry_table(500_000_000_000, 3.0)), "telemetry_no_overlap", "telemetry.parquet"),
+    ("manifest_not_json", lambda d: (d / MANIFEST).write_text("{not json"), "manifest_invalid", MANIFEST),
+    ("manifest_missing_field", lambda d: _edit_manifest(d, lambda m: m.pop("utc_offset_ns")), "manifest_invalid", MANIFEST),
+]
+
+
+@pytest.mark.parametrize("name, plant, code, file", BAD, ids=[b[0] for b in BAD])
+def test_each_bad_input_has_its_own_reason(tmp_path, make_drive, name, plant, code, file):
+    d = make_drive(tmp_path / "landing")
+    plant(d)
+    with pytest.raises(DriveError) as ei:
+        validate_drive(d)
+    assert ei.value.code == code, str(ei.value)
+    assert ei.value.file == file
+    assert ei.value.message  # says what is wrong
+    assert code in str(ei.value)
+
+
+def test_telemetry_error_names_column_and_row(tmp_path, make_drive):
+    d = make_drive(tmp_path)
+    _tel_with(speed_mps=_absurd)(d)
+    with pytest.raises(DriveError, match=r"speed_mps.*row 40.*<= 120"):
+        validate_drive(d)
+
+
+def test_exact_duplicate_rows_are_dropped_and_counted(tmp_path, make_drive):
+    t = telemetry_table(5_000_000_000, 3.0)
+    t = pa.concat_tables([t.slice(0, 11), t.slice(10)])  # row 10 twice, identical
+    d = make_drive(tmp_path, telemetry=t)
+    vd = validate_drive(d)
+    assert vd.duplicates_dropped == 1
+    assert vd.telemetry_rows == 150
+    assert any("duplicate" in w for w in vd.warnings)
+
+
+def test_incomplete_upload_is_skipped_not_quarantined(tmp_path, make_drive):
+    d = make_drive(tmp_path, finish=False)
+    assert not (d / UPLOAD_COMPLETE).exists()
+    with pytest.raises(DriveIncomplete):
+        validate_drive(d)
+    assert list_drives(tmp_path) == []
+    rep = validate_landing(tmp_path)
+    assert rep.incomplete == ["veh-a/drive-1"] and not rep.quarantined
+
+
+def test_video_only_and_telemetry_only_drives(tmp_path, make_drive):
+    v = validate_drive(make_drive(tmp_path, "veh-a", "video-only", telemetry=None))
+    assert v.telemetry is None and v.cameras
+    t = validate_drive(make_drive(tmp_path, "veh-a", "tel-only", cameras=()))
+    assert t.cameras == [] and t.telemetry_rows == 150
+
+
+def test_bad_drives_never_stop_the_good_ones(tmp_path, make_drive):
+    root = tmp_path / "landing"
+    for i, (name, plant, code, _file) in enumerate(BAD):
+        plant(make_drive(root, "veh-bad", f"bad-{i:02d}"))
+    for i in range(3):
+        make_drive(root, "veh-good", f"good-{i}")
+    make_drive(root, "veh-good", "uploading", finish=False)
+    rep = validate_landing(root)
+    s = rep.summary()
+    assert s["drives_valid"] == 3
+    assert s["drives_quarantined"] == len(BAD)
+    assert s["drives_incomplete"] == 1
+    got = {q["drive_id"]: q["code"] for q in rep.quarantined}
+    assert got == {f"bad-{i:02d}": code for i, (_n, _p, code, _f) in enumerate(BAD)}
+
+
+def test_manifest_roundtrip_and_frame_times_check(tmp_path, make_drive):
+    d = make_drive(tmp_path)
+    m = read_manifest(d)
+    assert m["cameras"][0]["files"][0]["start_ns"] == 5_000_000_000
+
+
+def test_raw_stream_with_wrong_frame_times_length(tmp_path, make_drive):
+    d = make_drive(tmp_path)
+    raw = encode_testsrc(d / "cameras" / "front" / "000.h264", extra=["-f", "h264"])
+    np.save(d / "cameras" / "front" / "000.frametimes.npy", np.arange(7, dtype=np.int64))
+    _edit_manifest(d, lambda m: m["cameras"][0].update(files=[{"path": "cameras/front/000.h264", "start_ns": None, "frame_times": "cameras/front/000.frametimes.npy"}]))
+    assert raw.exists()
+    with pytest.raises(DriveError) as ei:
+        validate_drive(d)
+    assert ei.value.code == "frame_times_invalid"
+    np.save(d / "cameras" / "front" / "000.frametimes.npy", 5_000_000_000 + np.arange(30, dtype=np.int64) * 100_000_000)
+    vd = validate_drive(d)
+    assert vd.cameras[0].frames == 30
