@@ -328,7 +328,9 @@ def extract_clips(
                 continue
             tel = sample_telemetry(vd, clip.sample_times_ns)
             labels: list[dict[str, Any]] = []
-            extra: dict[str, Any] = {}
+            start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
+            # Stages read the clip's identity from here and add their own keys (labels, privacy...).
+            extra: dict[str, Any] = {"clip_id": task.clip_id, "window_ns": [task.start_ns, task.end_ns], "start_utc_ns": start_utc_ns}
             try:
                 for stage in stages:
                     labels.extend(stage(clip=clip, telemetry=tel, drive=vd, record=extra) or [])
@@ -337,7 +339,6 @@ def extract_clips(
                 continue
             n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
             summary = telemetry_summary(vd, task.start_ns, task.end_ns)
-            start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
             digests = {k: v for k, v in vd.source_digests.items()}
             record = {
                 "clip_id": task.clip_id,
@@ -350,7 +351,7 @@ def extract_clips(
                 "config_version": version,
                 "source_digests": digests,
                 "telemetry_summary": summary,
-                **extra,
+                **{k: v for k, v in extra.items() if k not in ("clip_id", "window_ns", "start_utc_ns")},
             }
             members = encode_sample(
                 task.clip_id,

@@ -102,6 +102,10 @@ def _dup(a):
     a[31] = a[30]
 
 
+def _bump31(a):
+    a[31] = a[31] + 1.0  # same timestamp as row 30, different value: a conflict, not a repeat
+
+
 def _absurd(a):
     a[40] = 1e9
 
@@ -123,7 +127,7 @@ BAD = [
     ("path_symlink", _escape_symlink, "path_escape", "cameras/front/000.mp4"),
     ("telemetry_nan", _tel_with(speed_mps=_nan), "telemetry_nan", "telemetry.parquet"),
     ("telemetry_out_of_order", _tel_with(t_ns=_swap), "telemetry_unsorted", "telemetry.parquet"),
-    ("telemetry_duplicate_ts", _tel_with(t_ns=_dup), "telemetry_duplicate_timestamp", "telemetry.parquet"),
+    ("telemetry_duplicate_ts", _tel_with(t_ns=_dup, speed_mps=_bump31), "telemetry_duplicate_timestamp", "telemetry.parquet"),
     ("telemetry_absurd_speed", _tel_with(speed_mps=_absurd), "telemetry_out_of_range", "telemetry.parquet"),
     ("telemetry_no_overlap", _tel(telemetry_table(500_000_000_000, 3.0)), "telemetry_no_overlap", "telemetry.parquet"),
     ("manifest_not_json", lambda d: (d / MANIFEST).write_text("{not json"), "manifest_invalid", MANIFEST),
