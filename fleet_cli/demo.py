@@ -59,8 +59,8 @@ def run_demo(out_dir: Path, *, vehicles: int, drives: int, cameras: int, duratio
         rep = validate_landing(landing, progress=step)
     show_landing(rep.summary())
 
-    console.print(f"[bold]3/3 curate[/bold] (Beam DirectRunner) -> {store}")
+    console.print(f"[bold]3/3 curate[/bold] (Beam local runner, FnApiRunner) -> {store}")
     cfg = config_from_args(build_parser().parse_args(["--input", str(landing), "--output", str(store)]))
-    summary = run_curate(str(landing), str(store), cfg, beam_args=["--runner=DirectRunner", "--direct_running_mode=in_memory"])
+    summary = run_curate(str(landing), str(store), cfg, beam_args=["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
     show_curate(summary)
     return {"landing": rep.summary(), "curate": summary}

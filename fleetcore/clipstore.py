@@ -413,8 +413,7 @@ def read_store_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ok = (
             isinstance(s, dict)
             and isinstance(s.get("name"), str)
-            and "/" not in s["name"]
-            and not s["name"].startswith(".")
+            and _safe_relative_name(s["name"])
             and isinstance(s.get("samples"), int)
             and isinstance(s.get("bytes"), int)
             and isinstance(s.get("sha256"), str)
@@ -425,6 +424,13 @@ def read_store_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         if not ok:
             raise StoreError(path, f"shards[{i}]: expected name, samples, bytes, sha256, keys, sample_sha256 (consistent)", code="manifest_invalid")
     return doc
+
+
+def _safe_relative_name(name: str) -> bool:
+    """A shard name is a relative path inside the store folder (e.g. ``date=2026-11-20/x.tar``):
+    no absolute path, no ``..``, no hidden (temporary) component."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and all(p and p != ".." and not p.startswith(".") for p in parts)
 
 
 def store_shard_paths(out_dir: str | os.PathLike[str]) -> list[str]:

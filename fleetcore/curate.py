@@ -169,6 +169,13 @@ def write_drive_tables(vd: ValidatedDrive, events: pa.Table, layout: StoreLayout
     return n
 
 
+def load_trigger_library(cfg: CurateConfig) -> list[Any]:
+    """The shipped trigger library plus the config's extra trigger files / folders."""
+    from fleetcore.triggers import TRIGGERS_DIR, load_triggers
+
+    return load_triggers([TRIGGERS_DIR, *cfg.trigger_paths])
+
+
 def find_drive_events(vd: ValidatedDrive, specs: Sequence[Any], cfg: CurateConfig) -> pa.Table:
     from fleetcore.triggers import find_events
 
@@ -319,10 +326,10 @@ def extract_clips(
     if not todo:
         return
     cams = [c.name for c in vd.cameras if cfg.cameras is None or c.name in cfg.cameras]
-    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, rate_hz=cfg.rate_hz, max_side=cfg.max_side) as ex:
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, max_side=cfg.max_side) as ex:
         for task in todo:
             try:
-                clip = ex.extract(task.start_ns, task.end_ns)
+                clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
             except FleetError as exc:
                 yield DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")
                 continue
@@ -432,8 +439,7 @@ def pack_date(
             rows.append(row)
         catalog = CLIPS.validate(_clips_table(rows))
         write_parquet_atomic(catalog, Path(layout.root, "catalog", "clips", f"date={date}", f"{group}.parquet"))
-        for r in index_rows:
-            r["shard"] = f"date={date}/{r['shard']}"
+        index_rows = [{**r, "shard": f"date={date}/{r['shard']}"} for r in index_rows]
         write_parquet_atomic(SHARD_INDEX.from_pylist(index_rows), Path(layout.root, "catalog", "index", f"date={date}", f"{group}.parquet"))
         labels = [lab for c in clips for lab in c.labels]
         if labels:
@@ -457,7 +463,7 @@ def pack_date(
         "date": date,
         "clips": len(clips),
         "drives": len(drives),
-        "shards": [{"name": f"date={date}/{s.name}", "samples": s.samples, "bytes": s.bytes, "sha256": s.sha256} for s in shards],
+        "shards": [{**s.manifest_entry(), "name": f"date={date}/{s.name}"} for s in shards],
         "bytes": sum(s.bytes for s in shards),
     }
 
@@ -467,23 +473,33 @@ def _clips_table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, Any]], *, config_version: str) -> dict[str, Any]:
-    """Merge new shards into ``clips/manifest.json`` (written last, atomically)."""
-    p = layout.store_manifest
-    cur: dict[str, Any] = {"shards": []}
-    if p.is_file():
-        cur = json.loads(p.read_text())
+    """Merge new shard entries into ``clips/manifest.json`` (written last, atomically).
+
+    The document has the clip store's manifest format (``fleetcore.clipstore``), with shard names
+    relative to ``clips/`` (``date=D/<shard>.tar``), so ``verify_store(<store>/clips)`` checks it.
+    """
+    from fleetcore.clipstore import MANIFEST_NAME, STORE_FORMAT, STORE_FORMAT_VERSION, read_store_manifest
+
+    clips_dir = layout.store_manifest.parent
+    cur: dict[str, Any] = {"shards": [], "extra": {}}
+    if (clips_dir / MANIFEST_NAME).is_file():
+        cur = read_store_manifest(clips_dir)
     by_name = {s["name"]: s for s in cur.get("shards", [])}
     for s in new_shards:
         by_name[s["name"]] = s
+    entries = [by_name[k] for k in sorted(by_name)]
+    extra = dict(cur.get("extra") or {})
+    extra["config_versions"] = sorted(set(extra.get("config_versions", [])) | {config_version})
     man = {
-        "format": "webdataset",
-        "contract_version": 1,
-        "config_versions": sorted(set(cur.get("config_versions", [])) | {config_version}),
-        "shards": [by_name[k] for k in sorted(by_name)],
-        "samples": sum(s["samples"] for s in by_name.values()),
-        "bytes": sum(s["bytes"] for s in by_name.values()),
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "extra": extra,
+        "n_shards": len(entries),
+        "n_samples": sum(e["samples"] for e in entries),
+        "total_bytes": sum(e["bytes"] for e in entries),
+        "shards": entries,
     }
-    atomic_write_bytes(p, dumps_json(man))
+    atomic_write_bytes(clips_dir / MANIFEST_NAME, (json.dumps(man, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii"))
     return man
 
 

@@ -33,6 +33,7 @@ from fleetcore.curate import (
     clip_tasks,
     extract_clips,
     find_drive_events,
+    load_trigger_library,
     pack_date,
     update_store_manifest,
     write_drive_tables,
@@ -45,7 +46,10 @@ from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
 log = logging.getLogger(__name__)
 
 NS = "curate"
-DEFAULT_RUNNER = "DirectRunner"  # pinned: Beam's default would first try to download a Prism binary
+#: Beam's local Python runner, named explicitly: "DirectRunner" (and Beam's unnamed default) first try to
+#: download a Prism runner binary, then fall back to this same engine. It honours
+#: --direct_running_mode (in_memory | multi_threading | multi_processing) and --direct_num_workers.
+DEFAULT_RUNNER = "FnApiRunner"
 
 OK, QUARANTINE, CLIP, DRIVE, SKIP = "ok", "quarantine", "clip", "drive", "skip"
 
@@ -138,10 +142,8 @@ class _DriveTablesFn(beam.DoFn):
         self.events = Metrics.counter(NS, "trigger_events")
 
     def setup(self):
-        from fleetcore.triggers import load_triggers
-
         self.layout = StoreLayout(self.store)
-        self.specs = load_triggers(list(self.cfg.trigger_paths) or None, include_shipped=True)
+        self.specs = load_trigger_library(self.cfg)
 
     def process(self, vd: ValidatedDrive):
         events = find_drive_events(vd, self.specs, self.cfg)
@@ -277,7 +279,7 @@ class _Finish(beam.DoFn):
             "shards_written": len(shards),
             "bytes_written": sum(s["bytes"] for s in shards),
             "quarantined": sorted((r["quarantine"] for r in results if "quarantine" in r), key=lambda q: (q["path"], q.get("clip_id") or "")),
-            "store_samples": manifest["samples"],
+            "store_samples": manifest["n_samples"],
             "store_shards": len(manifest["shards"]),
         }
         yield summary
@@ -345,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> CurateConfig:
-    from fleetcore.triggers import load_triggers, triggers_hash
+    from fleetcore.triggers import library_hash
 
     cfg = CurateConfig(
         rate_hz=args.rate_hz,
@@ -354,8 +356,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         trigger_paths=tuple(args.triggers or ()),
         stages=tuple(args.stage or ()),
     )
-    specs = load_triggers(list(cfg.trigger_paths) or None, include_shipped=True)
-    return replace(cfg, trigger_hash=triggers_hash(specs))
+    return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)))
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
