@@ -434,6 +434,7 @@ def pack_date(
         for c in clips:
             row = dict(c.row)
             row["start_utc"] = row.pop("start_utc_ns")
+            row["source_digests"] = [tuple(kv) for kv in row["source_digests"]]  # JSON-staged rows hold lists
             row["shard"] = f"date={date}/{where[c.clip_id]}"
             row["member_key"] = c.clip_id
             rows.append(row)

@@ -377,12 +377,19 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
     opts = pipeline_options(beam_args)
     t0 = time.monotonic()
     summary_path = Path(store, "runs", f".pending-{time.time_ns()}.json")
-    with beam.Pipeline(options=opts) as p:
-        (
-            p
-            | "Curate" >> Curate(landing, store, cfg, vehicles=vehicles, dates=dates)
-            | "WriteSummary" >> beam.Map(lambda s: atomic_write_bytes(summary_path, dumps_json(s)))
-        )
+    p = beam.Pipeline(options=opts)
+    (
+        p
+        | "Curate" >> Curate(landing, store, cfg, vehicles=vehicles, dates=dates)
+        | "WriteSummary" >> beam.Map(lambda s: atomic_write_bytes(summary_path, dumps_json(s)))
+    )
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # DaskRunner opens a distributed.Client: close it
+        if client is not None:
+            client.close()
     summary = json.loads(summary_path.read_text())
     summary_path.unlink()
     summary["seconds"] = round(time.monotonic() - t0, 3)
