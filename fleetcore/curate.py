@@ -356,6 +356,7 @@ def extract_clips(
                 "triggers": list(task.triggers),
                 "primary_trigger": task.primary_trigger,
                 "config_version": version,
+                "sample_rate_hz": cfg.rate_hz,
                 "source_digests": digests,
                 "telemetry_summary": summary,
                 **{k: v for k, v in extra.items() if k not in ("clip_id", "window_ns", "start_utc_ns")},

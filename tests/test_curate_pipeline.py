@@ -135,7 +135,7 @@ def test_multi_camera_samples_are_aligned_on_decoded_frames(store):
     for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("rgb8"):
         rec = sample["json"]
         times = np.asarray(rec["sample_times_ns"], dtype=np.int64)
-        half = 0.5e9 / rec.get("sample_rate_hz", 10.0)
+        half = 0.5e9 / rec["record"]["sample_rate_hz"]
         for cam in rec["cameras"]:
             pts = rec["pts_ns"][cam]
             for i, t in enumerate(times):
@@ -146,7 +146,7 @@ def test_multi_camera_samples_are_aligned_on_decoded_frames(store):
                 assert abs(pts[i] - int(t)) <= half
                 rgb = sample[key]
                 got = decode_marker(np.ascontiguousarray(rgb[:, :, ::-1]))
-                assert got == marker_value(pts[i]), (rec["clip_id"], cam, i)
+                assert got == marker_value(pts[i]), (rec["key"], cam, i)
                 checked += 1
     assert checked > 500
 
