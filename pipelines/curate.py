@@ -367,6 +367,15 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return opts
 
 
+def beam_counters(result: Any) -> dict[str, int] | None:
+    """The job's Beam counters (namespace ``curate``), or None on runners without metrics (Dask)."""
+    try:
+        res = result.metrics().query()
+    except NotImplementedError:
+        return None
+    return {c.key.metric.name: int(c.committed or c.attempted or 0) for c in sorted(res["counters"], key=lambda c: c.key.metric.name) if c.key.metric.namespace == NS}
+
+
 def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
                vehicles: Sequence[str] | None = None, dates: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the curate job and return its summary (also written to ``<store>/runs/last.json``)."""
@@ -392,6 +401,7 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
             client.close()
     summary = json.loads(summary_path.read_text())
     summary_path.unlink()
+    summary["metrics"] = beam_counters(result)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     summary["runner"] = opts.view_as(StandardOptions).runner
     summary["config"] = asdict(cfg)

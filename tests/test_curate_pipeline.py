@@ -72,6 +72,9 @@ def test_store_is_complete_and_verifies(store):
     out, summary = store
     assert summary["drives_curated"] == 6 and summary["quarantined"] == []
     assert summary["clips"] > 6
+    m = summary["metrics"]  # Beam counters of the run
+    assert m["drives_curated"] == 6 and m["clips_extracted"] == summary["clips"]
+    assert m["frames_decoded"] > 0 and m["shard_bytes_written"] == summary["bytes_written"]
     assert verify_store(out / "clips") == []
     man = json.loads((out / "clips" / "manifest.json").read_text())
     assert man["n_samples"] == summary["clips"]
