@@ -39,18 +39,11 @@ import pyarrow as pa
 
 from fleetcore.errors import FleetError
 from fleetcore.sample import KEY_RE, DecodedSample, decode_sample, dumps_deterministic
+from fleetcore.fsio import atomic_write_bytes, basename, file_size, is_local, join, makedirs, open_file, publish
 from fleetcore.tario import (
     MemberEntry,
     ShardError,
-    atomic_write_bytes,
-    basename,
-    file_size,
     index_rows,
-    is_local,
-    join,
-    makedirs,
-    open_file,
-    publish,
     read_member,
     scan_tar,
     split_member_name,

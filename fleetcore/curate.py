@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 import fleetcore
 from fleetcore.errors import DriveError, FleetError
-from fleetcore.landing import atomic_write_bytes, dumps_json
+from fleetcore.fsio import atomic_write_bytes, file_size, join, read_bytes, remove
+from fleetcore.landing import dumps_json
 from fleetcore.validate import ValidatedDrive
 from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
 
@@ -81,37 +82,48 @@ class CurateConfig:
 
 @dataclass(frozen=True)
 class StoreLayout:
+    """Paths of a clip store. ``root`` is a local path or an fsspec URI (``s3://bucket/store``)."""
+
     root: str
 
-    def _p(self, *parts: str) -> Path:
-        return Path(self.root, *parts)
+    def _p(self, *parts: str) -> str:
+        out = os.fspath(self.root)
+        for part in parts:
+            out = join(out, part)
+        return out
 
     @staticmethod
     def drive_name(vehicle_id: str, drive_id: str) -> str:
         return f"{vehicle_id}__{drive_id}"
 
-    def table_path(self, kind: str, date: str, name: str) -> Path:
+    def table_path(self, kind: str, date: str, name: str) -> str:
         return self._p(kind, f"date={date}", f"{name}.parquet")
 
-    def quarantine_path(self, vehicle_id: str, drive_id: str) -> Path:
+    def quarantine_path(self, vehicle_id: str, drive_id: str) -> str:
         return self._p("quarantine", f"{self.drive_name(vehicle_id, drive_id)}.json")
 
-    def clip_quarantine_path(self, clip_id: str) -> Path:
+    def clip_quarantine_path(self, clip_id: str) -> str:
         return self._p("quarantine", "clips", f"{clip_id}.json")
 
-    def state_path(self, vehicle_id: str, drive_id: str) -> Path:
+    def state_path(self, vehicle_id: str, drive_id: str) -> str:
         return self._p("state", f"{self.drive_name(vehicle_id, drive_id)}.json")
 
     @property
-    def staging(self) -> Path:
+    def staging(self) -> str:
         return self._p("staging")
 
-    def shard_dir(self, date: str) -> Path:
+    def staged(self, clip_id: str, ext: str) -> str:
+        return self._p("staging", f"{clip_id}.{ext}")
+
+    def shard_dir(self, date: str) -> str:
         return self._p("clips", f"date={date}")
 
     @property
-    def store_manifest(self) -> Path:
-        return self._p("clips", "manifest.json")
+    def clips_dir(self) -> str:
+        return self._p("clips")
+
+    def catalog_path(self, table: str, date: str, group: str) -> str:
+        return self._p("catalog", table, f"date={date}", f"{group}.parquet")
 
 
 # --------------------------------------------------------------------------------------
@@ -119,10 +131,10 @@ class StoreLayout:
 # --------------------------------------------------------------------------------------
 def already_curated(layout: StoreLayout, vehicle_id: str, drive_id: str, config_version: str) -> bool:
     p = layout.state_path(vehicle_id, drive_id)
-    if not p.is_file():
+    if file_size(p) is None:
         return False
     try:
-        return json.loads(p.read_text())["config_version"] == config_version
+        return json.loads(read_bytes(p))["config_version"] == config_version
     except (json.JSONDecodeError, KeyError, OSError) as exc:
         log.warning("%s: unreadable state marker (%s); curating again", p, exc)
         return False
@@ -138,12 +150,13 @@ def clip_id_for(drive_id: str, start_ns: int, end_ns: int, config_version: str) 
 # --------------------------------------------------------------------------------------
 # Per-drive tables
 # --------------------------------------------------------------------------------------
-def write_parquet_atomic(table: pa.Table, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path.stat().st_size
+def write_parquet_atomic(table: pa.Table, path: str) -> int:
+    """Write a Parquet file atomically (temp name, then rename) to a local path or URI; returns its size."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    data = buf.getvalue().to_pybytes()
+    atomic_write_bytes(path, data)
+    return len(data)
 
 
 def curated_telemetry(vd: ValidatedDrive) -> pa.Table | None:
@@ -285,15 +298,16 @@ class ClipResult:
 
 def staged_result(layout: StoreLayout, clip_id: str) -> ClipResult | None:
     """A clip staged by an earlier (possibly killed) run, if complete."""
-    frag = layout.staging / f"{clip_id}.tar"
-    meta = layout.staging / f"{clip_id}.json"
-    if not (frag.is_file() and meta.is_file()):
+    frag = layout.staged(clip_id, "tar")
+    meta = layout.staged(clip_id, "json")
+    size = file_size(frag)
+    if size is None or file_size(meta) is None:
         return None
     try:
-        d = json.loads(meta.read_text())
+        d = json.loads(read_bytes(meta))
     except (json.JSONDecodeError, OSError):
         return None
-    if d.get("fragment_bytes") != frag.stat().st_size:
+    if d.get("fragment_bytes") != size:
         return None
     return ClipResult(**d)
 
@@ -402,7 +416,7 @@ def extract_clips(
                 frames_decoded=int(clip.frames_decoded),
                 labels=labels,
             )
-            atomic_write_bytes(layout.staging / f"{task.clip_id}.json", dumps_json(asdict(res)))
+            atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
             yield res
 
 
@@ -440,14 +454,14 @@ def pack_date(
             row["member_key"] = c.clip_id
             rows.append(row)
         catalog = CLIPS.validate(_clips_table(rows))
-        write_parquet_atomic(catalog, Path(layout.root, "catalog", "clips", f"date={date}", f"{group}.parquet"))
+        write_parquet_atomic(catalog, layout.catalog_path("clips", date, group))
         index_rows = [{**r, "shard": f"date={date}/{r['shard']}"} for r in index_rows]
-        write_parquet_atomic(SHARD_INDEX.from_pylist(index_rows), Path(layout.root, "catalog", "index", f"date={date}", f"{group}.parquet"))
+        write_parquet_atomic(SHARD_INDEX.from_pylist(index_rows), layout.catalog_path("index", date, group))
         labels = [lab for c in clips for lab in c.labels]
         if labels:
             from schemas import LABELS
 
-            write_parquet_atomic(LABELS.validate(LABELS.from_pylist(labels)), Path(layout.root, "catalog", "labels", f"date={date}", f"{group}.parquet"))
+            write_parquet_atomic(LABELS.validate(LABELS.from_pylist(labels)), layout.catalog_path("labels", date, group))
     version = cfg.version()
     for d in sorted(drives, key=lambda r: (r["vehicle_id"], r["drive_id"])):
         name = layout.drive_name(d["vehicle_id"], d["drive_id"])
@@ -458,9 +472,9 @@ def pack_date(
             dumps_json({"config_version": version, "date": date, "clips": sum(1 for c in clips if c.row["drive_id"] == d["drive_id"] and c.row["vehicle_id"] == d["vehicle_id"])}),
         )
     for c in clips:  # staged fragments are now in shards
-        for p in (Path(c.fragment), layout.staging / f"{c.clip_id}.json"):
-            if p.exists():
-                p.unlink()
+        for p in (c.fragment, layout.staged(c.clip_id, "json")):
+            if file_size(p) is not None:
+                remove(p)
     return {
         "date": date,
         "clips": len(clips),
@@ -482,9 +496,9 @@ def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, An
     """
     from fleetcore.clipstore import MANIFEST_NAME, STORE_FORMAT, STORE_FORMAT_VERSION, read_store_manifest
 
-    clips_dir = layout.store_manifest.parent
+    clips_dir = layout.clips_dir
     cur: dict[str, Any] = {"shards": [], "extra": {}}
-    if (clips_dir / MANIFEST_NAME).is_file():
+    if file_size(join(clips_dir, MANIFEST_NAME)) is not None:
         cur = read_store_manifest(clips_dir)
     by_name = {s["name"]: s for s in cur.get("shards", [])}
     for s in new_shards:
@@ -501,11 +515,11 @@ def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, An
         "total_bytes": sum(e["bytes"] for e in entries),
         "shards": entries,
     }
-    atomic_write_bytes(clips_dir / MANIFEST_NAME, (json.dumps(man, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii"))
+    atomic_write_bytes(join(clips_dir, MANIFEST_NAME), (json.dumps(man, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii"))
     return man
 
 
-def write_quarantine(layout: StoreLayout, record: dict[str, Any]) -> Path:
+def write_quarantine(layout: StoreLayout, record: dict[str, Any]) -> str:
     if record.get("clip_id"):
         p = layout.clip_quarantine_path(record["clip_id"])
     else:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
+from fleetcore.fsio import download_tree, exists, is_dir, is_local, join, list_dir, resolve
 from schemas import DRIVE_MANIFEST, TELEMETRY, SchemaValidationError
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,13 @@ class DriveRef:
 
     @property
     def path(self) -> Path:
+        """The drive folder as a local Path (for a local landing zone)."""
         return Path(self.root) / self.vehicle_id / self.drive_id
+
+    @property
+    def location(self) -> str:
+        """The drive folder as a local path or URI (``s3://bucket/landing/veh/drive``)."""
+        return join(join(self.root, self.vehicle_id), self.drive_id)
 
     @property
     def key(self) -> str:
@@ -63,6 +70,8 @@ def list_drives(
     A drive folder is any ``<vehicle>/<drive>/`` directory; completeness is the presence
     of the upload-complete marker.
     """
+    if not is_local(root):
+        return _list_remote_drives(os.fspath(root), vehicles=vehicles, include_incomplete=include_incomplete)
     rootp = Path(root)
     if not rootp.is_dir():
         raise FileNotFoundError(f"{root}: landing root is not a directory")
@@ -75,6 +84,42 @@ def list_drives(
             if complete or include_incomplete:
                 out.append(DriveRef(str(rootp), vdir.name, ddir.name, complete))
     return out
+
+
+def _list_remote_drives(root: str, *, vehicles: list[str] | None, include_incomplete: bool) -> list[DriveRef]:
+    if not is_dir(root):
+        raise FileNotFoundError(f"{root}: landing root is not a directory")
+    out: list[DriveRef] = []
+    for v in list_dir(root):
+        if v.startswith((".", "_")) or (vehicles and v not in vehicles) or not is_dir(join(root, v)):
+            continue
+        for d in list_dir(join(root, v)):
+            loc = join(join(root, v), d)
+            if d.startswith((".", "_")) or not is_dir(loc):
+                continue
+            complete = exists(join(loc, UPLOAD_COMPLETE))
+            if complete or include_incomplete:
+                out.append(DriveRef(root, v, d, complete))
+    return out
+
+
+def localize_drive(location: str, cache_dir: str | os.PathLike[str]) -> Path:
+    """A local copy of a drive folder: the folder itself when local, else a download of the remote
+    folder into ``cache_dir/<vehicle>/<drive>`` (reused when already there and complete)."""
+    if is_local(location):
+        return Path(resolve(location)[1])
+    parts = location.rstrip("/").split("/")
+    local = Path(cache_dir) / parts[-2] / parts[-1]
+    if not local.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{parts[-1]}.", dir=_mkdir(local.parent)))
+        download_tree(location, tmp)
+        os.replace(tmp, local)  # complete copies only
+    return local
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:

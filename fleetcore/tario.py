@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
 import re
 import tarfile
-import uuid
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, Iterable, Iterator, NamedTuple
+from typing import IO, BinaryIO, Iterable, Iterator, NamedTuple
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from fleetcore.errors import FleetError
+from fleetcore.fsio import basename, open_file
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240
@@ -383,100 +380,3 @@ def index_rows(shard: str, members: Iterable[MemberEntry], *, base_offset: int =
             }
         )
     return rows
-
-
-# ----------------------------------------------------------------------------------------
-# storage: local paths through the OS, URIs through fsspec
-# ----------------------------------------------------------------------------------------
-def resolve(path: str | os.PathLike[str]) -> tuple[Any | None, str]:
-    """(filesystem, path inside it); the filesystem is None for local paths (and ``file://``)."""
-    p = os.fspath(path)
-    if "://" not in p:
-        return None, p
-    fs, fp = fsspec.core.url_to_fs(p)
-    if isinstance(fs, LocalFileSystem):
-        return None, fp
-    return fs, fp
-
-
-def is_local(path: str | os.PathLike[str]) -> bool:
-    return resolve(path)[0] is None
-
-
-def join(base: str | os.PathLike[str], name: str) -> str:
-    """``base/name`` for a local path or a URI (a URI stays a URI)."""
-    b = os.fspath(base)
-    if "://" in b:
-        return b.rstrip("/") + "/" + name
-    return os.path.join(b, name)
-
-
-def basename(path: str | os.PathLike[str]) -> str:
-    p = os.fspath(path)
-    return posixpath.basename(p.rstrip("/")) if "://" in p else os.path.basename(p)
-
-
-def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
-    fs, p = resolve(path)
-    if fs is None:
-        return open(p, mode)  # noqa: SIM115 - caller closes
-    return fs.open(p, mode)  # type: ignore[no-any-return]
-
-
-def file_size(path: str | os.PathLike[str]) -> int | None:
-    """Size of a regular file, None when there is none."""
-    fs, p = resolve(path)
-    if fs is None:
-        return os.stat(p).st_size if os.path.isfile(p) else None
-    if not fs.isfile(p):
-        return None
-    return int(fs.size(p))
-
-
-def makedirs(path: str | os.PathLike[str]) -> None:
-    fs, p = resolve(path)
-    if fs is None:
-        os.makedirs(p, exist_ok=True)
-    else:
-        fs.makedirs(p, exist_ok=True)
-
-
-def remove(path: str | os.PathLike[str]) -> None:
-    fs, p = resolve(path)
-    if fs is None:
-        os.unlink(p)
-    else:
-        fs.rm(p)
-
-
-def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
-    """Move a completely written temp file to its final name (atomic ``os.replace`` locally;
-    ``fs.mv`` elsewhere, whose object stores make the object visible only once complete)."""
-    fs, t = resolve(tmp)
-    if fs is None:
-        os.replace(t, resolve(final)[1])
-    else:
-        fs.mv(t, resolve(final)[1])
-
-
-def unique_tmp(final: str | os.PathLike[str]) -> str:
-    """A fresh hidden temp name next to ``final``: ``.<name>.<random>.tmp``."""
-    f = os.fspath(final)
-    name = basename(f)
-    return f[: len(f) - len(name)] + f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to a unique temp file next to ``path``, then publish it."""
-    tmp = unique_tmp(path)
-    try:
-        with open_file(tmp, "wb") as f:
-            f.write(data)
-            if is_local(tmp):
-                f.flush()
-                os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        if file_size(tmp) is not None:
-            remove(tmp)
-        raise

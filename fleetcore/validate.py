@@ -74,6 +74,7 @@ class ValidatedDrive:
     date: str
     source_digests: dict[str, str]
     telemetry_max_gap_s: float = 0.0
+    source_uri: str | None = None  # where the drive lives when ``path`` is a local copy of a remote folder
     telemetry_gaps: int = 0
     duplicates_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -100,7 +101,7 @@ class ValidatedDrive:
             "telemetry_max_gap_s": self.telemetry_max_gap_s,
             "source": self.manifest.get("source"),
             "source_digests": sorted(self.source_digests.items()),
-            "path": self.path,
+            "path": self.source_uri or self.path,
         }
 
 

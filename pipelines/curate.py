@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Any, Iterable, Sequence
@@ -40,7 +43,8 @@ from fleetcore.curate import (
     write_quarantine,
 )
 from fleetcore.errors import DriveError, DriveIncomplete
-from fleetcore.landing import list_drives
+from fleetcore.fsio import is_local
+from fleetcore.landing import list_drives, localize_drive
 from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
@@ -78,7 +82,7 @@ class ReadLandingDrives(beam.PTransform):
         return (
             pbegin
             | "Root" >> beam.Create([root])
-            | "List" >> beam.FlatMap(lambda r: [str(d.path) for d in list_drives(r, vehicles=vehicles)])
+            | "List" >> beam.FlatMap(lambda r: [d.location for d in list_drives(r, vehicles=vehicles)])
             | "Spread" >> beam.Reshuffle()
         )
 
@@ -97,24 +101,28 @@ class _ValidateFn(beam.DoFn):
 
     def setup(self):
         self.layout = StoreLayout(self.store)
+        self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")  # local copies of remote drives
 
-    def process(self, path: str) -> Iterable[tuple[str, Any]]:
-        from pathlib import Path
+    def teardown(self):
+        shutil.rmtree(self.cache, ignore_errors=True)
 
-        p = Path(path)
-        if already_curated(self.layout, p.parent.name, p.name, self.config_version):
+    def process(self, location: str) -> Iterable[tuple[str, Any]]:
+        vehicle_id, drive_id = location.rstrip("/").split("/")[-2:]
+        if already_curated(self.layout, vehicle_id, drive_id, self.config_version):
             self.skipped.inc()
             return
         try:
-            vd = validate_drive(p)
+            vd = validate_drive(localize_drive(location, self.cache))
         except DriveIncomplete as exc:
             log.info("%s", exc)
             self.skipped.inc()
             return
         except DriveError as exc:
             self.quarantined.inc()
-            yield QUARANTINE, quarantine_record(path, exc, vehicle_id=p.parent.name, drive_id=p.name)
+            yield QUARANTINE, quarantine_record(location, exc, vehicle_id=vehicle_id, drive_id=drive_id)
             return
+        if not is_local(location):
+            vd.source_uri = location
         if self.dates is not None and vd.date not in self.dates:
             return
         self.curated.inc()
@@ -178,11 +186,17 @@ class _ExtractFn(beam.DoFn):
         from fleetcore.stages import build_stages
 
         self.layout = StoreLayout(self.store)
+        self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")
         # Heavy objects (detectors, models) are built once per worker here.
         self.stages = build_stages(self.cfg.stages)
 
+    def teardown(self):
+        shutil.rmtree(self.cache, ignore_errors=True)
+
     def process(self, item):
         vd, tasks = item
+        if vd.source_uri is not None and not os.path.isdir(vd.path):  # validated on another worker
+            vd = replace(vd, path=str(localize_drive(vd.source_uri, self.cache)))
         n = 0
         for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages):
             if isinstance(res, DriveError):
@@ -379,13 +393,12 @@ def beam_counters(result: Any) -> dict[str, int] | None:
 def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
                vehicles: Sequence[str] | None = None, dates: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the curate job and return its summary (also written to ``<store>/runs/last.json``)."""
-    from pathlib import Path
-
-    from fleetcore.landing import atomic_write_bytes, dumps_json
+    from fleetcore.fsio import atomic_write_bytes, join, read_bytes, remove
+    from fleetcore.landing import dumps_json
 
     opts = pipeline_options(beam_args)
     t0 = time.monotonic()
-    summary_path = Path(store, "runs", f".pending-{time.time_ns()}.json")
+    summary_path = join(join(store, "runs"), f"pending-{time.time_ns()}.json")
     p = beam.Pipeline(options=opts)
     (
         p
@@ -399,13 +412,13 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
         client = getattr(result, "client", None)  # DaskRunner opens a distributed.Client: close it
         if client is not None:
             client.close()
-    summary = json.loads(summary_path.read_text())
-    summary_path.unlink()
+    summary = json.loads(read_bytes(summary_path))
+    remove(summary_path)
     summary["metrics"] = beam_counters(result)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     summary["runner"] = opts.view_as(StandardOptions).runner
     summary["config"] = asdict(cfg)
-    atomic_write_bytes(Path(store, "runs", "last.json"), dumps_json(summary))
+    atomic_write_bytes(join(join(store, "runs"), "last.json"), dumps_json(summary))
     return summary
 
 

@@ -1,0 +1,174 @@
+"""Storage for paths that may be local paths or fsspec URIs (``file://``, ``memory://``, ``s3://`` ...).
+
+Local paths go through the operating system (``os.replace`` for atomic publication, fsync);
+URIs go through fsspec (temp object, then ``mv``: object stores make an object visible only once
+complete). Every writer in the pipeline uses these, so a job runs unchanged on a local disk or an
+object store.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import IO, Any, Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+# ----------------------------------------------------------------------------------------
+def resolve(path: str | os.PathLike[str]) -> tuple[Any | None, str]:
+    """(filesystem, path inside it); the filesystem is None for local paths (and ``file://``)."""
+    p = os.fspath(path)
+    if "://" not in p:
+        return None, p
+    fs, fp = fsspec.core.url_to_fs(p)
+    if isinstance(fs, LocalFileSystem):
+        return None, fp
+    return fs, fp
+
+
+def is_local(path: str | os.PathLike[str]) -> bool:
+    return resolve(path)[0] is None
+
+
+def join(base: str | os.PathLike[str], name: str) -> str:
+    """``base/name`` for a local path or a URI (a URI stays a URI)."""
+    b = os.fspath(base)
+    if "://" in b:
+        return b.rstrip("/") + "/" + name
+    return os.path.join(b, name)
+
+
+def basename(path: str | os.PathLike[str]) -> str:
+    p = os.fspath(path)
+    return posixpath.basename(p.rstrip("/")) if "://" in p else os.path.basename(p)
+
+
+def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
+    fs, p = resolve(path)
+    if fs is None:
+        return open(p, mode)  # noqa: SIM115 - caller closes
+    return fs.open(p, mode)  # type: ignore[no-any-return]
+
+
+def file_size(path: str | os.PathLike[str]) -> int | None:
+    """Size of a regular file, None when there is none."""
+    fs, p = resolve(path)
+    if fs is None:
+        return os.stat(p).st_size if os.path.isfile(p) else None
+    if not fs.isfile(p):
+        return None
+    return int(fs.size(p))
+
+
+def makedirs(path: str | os.PathLike[str]) -> None:
+    fs, p = resolve(path)
+    if fs is None:
+        os.makedirs(p, exist_ok=True)
+    else:
+        fs.makedirs(p, exist_ok=True)
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    fs, p = resolve(path)
+    if fs is None:
+        os.unlink(p)
+    else:
+        fs.rm(p)
+
+
+def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Move a completely written temp file to its final name (atomic ``os.replace`` locally;
+    ``fs.mv`` elsewhere, whose object stores make the object visible only once complete)."""
+    fs, t = resolve(tmp)
+    if fs is None:
+        os.replace(t, resolve(final)[1])
+    else:
+        fs.mv(t, resolve(final)[1])
+
+
+def unique_tmp(final: str | os.PathLike[str]) -> str:
+    """A fresh hidden temp name next to ``final``: ``.<name>.<random>.tmp``."""
+    f = os.fspath(final)
+    name = basename(f)
+    return f[: len(f) - len(name)] + f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a unique temp file next to ``path``, then publish it (parent folders are made)."""
+    fs, p = resolve(path)
+    if fs is None:
+        os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+    tmp = unique_tmp(path)
+    try:
+        with open_file(tmp, "wb") as f:
+            f.write(data)
+            if is_local(tmp):
+                f.flush()
+                os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        if file_size(tmp) is not None:
+            remove(tmp)
+        raise
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    fs, p = resolve(path)
+    return os.path.exists(p) if fs is None else bool(fs.exists(p))
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    fs, p = resolve(path)
+    return os.path.isdir(p) if fs is None else bool(fs.isdir(p))
+
+
+def list_dir(path: str | os.PathLike[str]) -> list[str]:
+    """Names (not paths) of the entries of a folder, sorted."""
+    fs, p = resolve(path)
+    if fs is None:
+        return sorted(os.listdir(p))
+    return sorted(posixpath.basename(e.rstrip("/")) for e in fs.ls(p, detail=False))
+
+
+def glob(pattern: str) -> list[str]:
+    """Paths matching a glob pattern, sorted; URIs keep their scheme."""
+    fs, p = resolve(pattern)
+    if fs is None:
+        import glob as _glob
+
+        return sorted(_glob.glob(p))
+    proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return sorted(f"{proto}://{m}" for m in fs.glob(p))
+
+
+def download_tree(src: str, dst: str | os.PathLike[str]) -> None:
+    """Copy a remote folder to a local folder (used to localise a landing drive for decoding)."""
+    fs, p = resolve(src)
+    if fs is None:
+        raise ValueError(f"{src}: expected a remote URI")
+    os.makedirs(dst, exist_ok=True)
+    for f in fs.find(p):
+        rel = posixpath.relpath(f, p)
+        local = os.path.join(os.fspath(dst), *rel.split("/"))
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        fs.get(f, local)
+
+
+def iter_files(path: str) -> Iterator[str]:
+    fs, p = resolve(path)
+    if fs is None:
+        for root, _dirs, files in os.walk(p):
+            for name in sorted(files):
+                yield os.path.join(root, name)
+    else:
+        proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        for f in fs.find(p):
+            yield f"{proto}://{f}"
