@@ -67,6 +67,9 @@ def cli(verbose: int) -> None:
     """Fleet Curator: fleet video in, labelled, privacy-safe, GPU-ready training shards out."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        # Beam logs a failing DoFn's traceback before re-raising it; the CLI prints the error once.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------------------------

@@ -396,6 +396,10 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
     from fleetcore.fsio import atomic_write_bytes, join, read_bytes, remove
     from fleetcore.landing import dumps_json
 
+    from fleetcore.fsio import is_dir
+
+    if not is_dir(landing):
+        raise FileNotFoundError(f"{landing}: landing zone not found (expected a folder of <vehicle>/<drive>/ folders)")
     opts = pipeline_options(beam_args)
     t0 = time.monotonic()
     summary_path = join(join(store, "runs"), f"pending-{time.time_ns()}.json")
