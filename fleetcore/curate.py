@@ -347,6 +347,10 @@ def extract_clips(
             except FleetError as exc:
                 yield DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")
                 continue
+            if stages:
+                # Extracted frames are views into a reused buffer, and two samples may share one source
+                # frame: stages that edit pixels in place (privacy blurring) get private copies.
+                clip.frames = {cam: [None if f is None else f.copy() for f in fs] for cam, fs in clip.frames.items()}
             tel = sample_telemetry(vd, clip.sample_times_ns)
             labels: list[dict[str, Any]] = []
             start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]

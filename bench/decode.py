@@ -1,0 +1,214 @@
+"""Decode benchmark for fleetcore.video (a benchmark script, not a test).
+
+    .venv/bin/python bench/decode.py [--quick] [--json OUT] [--threads 2] [--seconds 60]
+
+For a generated test drive (ffmpeg ``testsrc2``, H.264, GOP 1 s) and the shared real
+videos it measures:
+
+(i)   the decode-only bound: ``ffmpeg -threads N -i X -f null -`` (imageio-ffmpeg binary), fps
+      (the process start-up is included; a same-process PyAV decode-only rate is shown too);
+(ii)  our extraction covering the whole drive, sampled at the native frame rate (consecutive
+      10 s clips through one ClipExtractor; every frame converted to RGB and resized to
+      max_side 640): source frames decoded per second, and the ratio to (i) -- goal >= 0.8;
+(iii) the sparse case: clips covering ~10 % of the drive (e.g. 6 windows of 1 s spread out,
+      sampled at 10 Hz), time relative to the full-coverage time of (ii) -- goal <= 0.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from fleetcore.landing import DriveWriter, read_manifest  # noqa: E402
+from fleetcore.video import ClipExtractor, index_drive, probe_video  # noqa: E402
+from fleetcore.video.ffmpeg import encode_testsrc, ffmpeg_exe  # noqa: E402
+
+log = logging.getLogger("bench.decode")
+S = 1_000_000_000
+T0 = 100 * S
+
+
+def ffmpeg_decode_fps(path: Path, frames: int, threads: int, repeats: int) -> tuple[float, float]:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(path), "-f", "null", "-"],
+            check=True, capture_output=True,
+        )
+        best = min(best, time.perf_counter() - t)
+    return frames / best, best
+
+
+def pyav_decode_fps(path: Path, threads: int) -> tuple[float, float]:
+    """Same-process decode-only bound (PyAV, no conversion): fps and seconds."""
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        st.thread_type = "AUTO"
+        st.codec_context.thread_count = threads
+        t = time.perf_counter()
+        n = sum(1 for _ in c.decode(st))
+        dt = time.perf_counter() - t
+    return n / dt, dt
+
+
+def land(root: Path, name: str, video: Path) -> tuple[Path, dict[str, Any]]:
+    w = DriveWriter(root, "bench", f"bench-{name}", overwrite=True)
+    rel = f"cameras/front/000{video.suffix}"
+    shutil.copyfile(video, w.file(rel))
+    w.finish({"utc_offset_ns": 0, "telemetry": None, "source": "dashcam", "notes": None,
+              "cameras": [{"name": "front", "codec": None, "files": [{"path": rel, "start_ns": T0, "frame_times": None}]}]})
+    return w.path, read_manifest(w.path)
+
+
+def run_extraction(ddir: Path, manifest: dict, fi: Any, windows: list[tuple[int, int]], rate_hz: float, threads: int) -> dict[str, Any]:
+    t = time.perf_counter()
+    samples = missing = 0
+    with ClipExtractor(ddir, manifest, fi, max_side=640, threads=threads) as ex:
+        for a, b in windows:
+            clip = ex.extract(a, b, rate_hz=rate_hz)
+            samples += clip.num_samples
+            missing += int(clip.missing("front").sum())
+            del clip
+        decoded = ex.frames_decoded
+    dt = time.perf_counter() - t
+    return {"seconds": dt, "frames_decoded": decoded, "samples": samples, "missing": missing, "decoded_fps": decoded / dt if dt else 0.0}
+
+
+def bench_video(name: str, video: Path, root: Path, *, threads: int, repeats: int) -> dict[str, Any]:
+    t = time.perf_counter()
+    info = probe_video(video)
+    probe_s = time.perf_counter() - t
+    ddir, manifest = land(root, name, video)
+    t = time.perf_counter()
+    fi = index_drive(ddir, manifest)
+    index_s = time.perf_counter() - t
+    dur_ns = int(round(info.duration_s * S))
+    end = T0 + dur_ns
+    clip_ns = 10 * S
+    full_windows = [(a, min(a + clip_ns, end)) for a in range(T0, end, clip_ns)]
+    # ~10 % coverage: 6 windows of 1 s on a long drive; 3 shorter ones on short videos
+    n_win = 6 if info.duration_s >= 30 else 3
+    win_ns = int(0.10 * dur_ns / n_win)
+    sparse_windows = []
+    for k in range(n_win):
+        centre = T0 + int((k + 0.5) * dur_ns / n_win)
+        sparse_windows.append((centre - win_ns // 2, centre - win_ns // 2 + win_ns))
+
+    # Interleave the measurements (the machine may be shared) and keep the best of each.
+    ff_fps = ff_s = pyav_fps = 0.0
+    full: dict[str, Any] | None = None
+    sparse: dict[str, Any] | None = None
+    for _ in range(repeats):
+        f_fps, f_s = ffmpeg_decode_fps(video, info.frame_count, threads, 1)
+        if f_fps > ff_fps:
+            ff_fps, ff_s = f_fps, f_s
+        pyav_fps = max(pyav_fps, pyav_decode_fps(video, threads)[0])
+        r = run_extraction(ddir, manifest, fi, full_windows, info.fps, threads)
+        if full is None or r["seconds"] < full["seconds"]:
+            full = r
+        r = run_extraction(ddir, manifest, fi, sparse_windows, 10.0, threads)
+        if sparse is None or r["seconds"] < sparse["seconds"]:
+            sparse = r
+    assert full is not None and sparse is not None
+    return {
+        "name": name,
+        "path": str(video),
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "frames": info.frame_count,
+        "duration_s": info.duration_s,
+        "gop_frames": (info.keyframe_indices[1] - info.keyframe_indices[0]) if len(info.keyframe_indices) > 1 else info.frame_count,
+        "probe_s": probe_s,
+        "index_s": index_s,
+        "ffmpeg_decode_s": ff_s,
+        "ffmpeg_decode_fps": ff_fps,
+        "pyav_decode_fps": pyav_fps,
+        "full_ratio_to_pyav": full["decoded_fps"] / pyav_fps,
+        "full": full,
+        "full_ratio_to_ffmpeg": full["decoded_fps"] / ff_fps,
+        "sparse_windows": len(sparse_windows),
+        "sparse_coverage": sum(b - a for a, b in sparse_windows) / dur_ns,
+        "sparse": sparse,
+        "sparse_time_ratio": sparse["seconds"] / full["seconds"],
+        "sparse_frames_ratio": sparse["frames_decoded"] / max(1, full["frames_decoded"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="20 s synthetic drive, one repeat")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=None, help="synthetic drive length (default 60, 20 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="measurements per case, best kept (default 3, 2 with --quick)")
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "fleet-bench-videos")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    console = Console(width=200)
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    repeats = args.repeats or (2 if args.quick else 3)
+    w, h = (int(x) for x in args.size.lower().split("x"))
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    synth = args.cache / f"testsrc2_{w}x{h}_{args.fps:g}fps_{seconds:g}s_gop1s.mp4"
+    if not synth.exists():
+        console.log(f"encoding {synth.name} ...")
+        tmp = synth.with_suffix(".tmp.mp4")
+        encode_testsrc(tmp, seconds=seconds, fps=args.fps, size=(w, h), gop=int(round(args.fps)))
+        tmp.replace(synth)
+    videos = [("testsrc2", synth)]
+    real = REPO.parent / "shared/data/real/video"
+    for p in sorted(real.glob("*.mp4")) if real.is_dir() else []:
+        videos.append((p.stem.replace("_", "-"), p))
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmpd:
+        for name, path in videos:
+            console.log(f"benchmarking {name} ({path.name})")
+            results.append(bench_video(name, path, Path(tmpd), threads=args.threads, repeats=repeats))
+
+    table = Table(title=f"fleetcore.video decode benchmark (threads={args.threads}, max_side=640)")
+    for col in ("video", "size", "frames", "GOP", "probe s", "index s", "ffmpeg fps", "PyAV fps", "ours fps (full)", "ratio ffmpeg (>=0.8)", "ratio PyAV",
+                "sparse cov", "sparse decoded", "sparse/full time (<=0.2)"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            r["name"], f"{r['width']}x{r['height']}", str(r["frames"]), str(r["gop_frames"]), f"{r['probe_s']:.3f}", f"{r['index_s']:.3f}",
+            f"{r['ffmpeg_decode_fps']:.0f}", f"{r['pyav_decode_fps']:.0f}", f"{r['full']['decoded_fps']:.0f}", f"{r['full_ratio_to_ffmpeg']:.2f}", f"{r['full_ratio_to_pyav']:.2f}",
+            f"{r['sparse_coverage']:.0%}", f"{r['sparse']['frames_decoded']}/{r['full']['frames_decoded']}", f"{r['sparse_time_ratio']:.2f}",
+        )
+    console.print(table)
+    load = os.getloadavg()
+    console.log(f"load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    out = {"load_avg": list(load), "cpus": os.cpu_count(), "threads": args.threads, "quick": args.quick, "repeats": repeats, "max_side": 640, "results": results}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        console.log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,19 @@
+"""Video: probing (PyAV), frame indexes and sparse exact multi-camera clip extraction."""
+
+from fleetcore.video.extract import ClipExtractor, ClipFrames, extract_clip, sample_times
+from fleetcore.video.geometry import output_size
+from fleetcore.video.index import index_camera, index_drive
+from fleetcore.video.probe import SUPPORTED_CODECS, VideoInfo, probe_video
+
+__all__ = [
+    "SUPPORTED_CODECS",
+    "ClipExtractor",
+    "ClipFrames",
+    "VideoInfo",
+    "extract_clip",
+    "index_camera",
+    "index_drive",
+    "output_size",
+    "probe_video",
+    "sample_times",
+]

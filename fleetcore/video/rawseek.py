@@ -1,0 +1,109 @@
+"""Byte-offset seeking in raw Annex-B H.264/HEVC elementary streams.
+
+FFmpeg's raw ``h264``/``hevc`` demuxers cannot seek by time. Given the byte offset of a
+keyframe (``packet.pos`` from the frame index) we instead open a virtual file made of the
+stream's parameter sets (SPS/PPS, plus VPS for HEVC, taken from the start of the file)
+followed by the file's bytes from that keyframe on. The decoder then starts cleanly at the
+keyframe and its output frame ``k`` is frame ``keyframe_number + k`` of the file -- valid
+for streams without frame reordering (no B-frames, hence no leading pictures), which is
+the assumption made for raw streams throughout (dashcam / comma.ai HEVC).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Literal
+
+_H264_PARAM_NALS = {7, 8}  # SPS, PPS
+_HEVC_PARAM_NALS = {32, 33, 34}  # VPS, SPS, PPS
+
+
+def _nal_units(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each NAL payload (after its start code) in an Annex-B byte string."""
+    starts: list[int] = []
+    i = 0
+    n = len(data)
+    while True:
+        j = data.find(b"\x00\x00\x01", i)
+        if j < 0:
+            break
+        starts.append(j + 3)
+        i = j + 3
+    out = []
+    for k, s in enumerate(starts):
+        e = starts[k + 1] - 3 if k + 1 < len(starts) else n
+        # a 4-byte start code leaves a zero byte at the end of the previous NAL
+        while e > s and data[e - 1] == 0 and k + 1 < len(starts):
+            e -= 1
+        out.append((s, e))
+    return out
+
+
+def parameter_sets(data: bytes, codec: Literal["h264", "hevc"]) -> bytes:
+    """The parameter-set NAL units found in ``data``, each with a 4-byte start code."""
+    wanted = _H264_PARAM_NALS if codec == "h264" else _HEVC_PARAM_NALS
+    out = bytearray()
+    for s, e in _nal_units(data):
+        if s >= e:
+            continue
+        nal_type = data[s] & 0x1F if codec == "h264" else (data[s] >> 1) & 0x3F
+        if nal_type in wanted:
+            out += b"\x00\x00\x00\x01" + data[s:e]
+    return bytes(out)
+
+
+class SplicedFile(io.RawIOBase):
+    """Read-only file object: ``prefix`` bytes followed by ``path`` from byte ``offset`` on."""
+
+    def __init__(self, path: str | os.PathLike[str], offset: int, prefix: bytes) -> None:
+        super().__init__()
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._prefix = prefix
+        self._offset = int(offset)
+        self._size = len(prefix) + max(0, os.fstat(self._f.fileno()).st_size - self._offset)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            new = pos
+        elif whence == io.SEEK_CUR:
+            new = self._pos + pos
+        elif whence == io.SEEK_END:
+            new = self._size + pos
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        self._pos = max(0, new)
+        return self._pos
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        mv = memoryview(b).cast("B")
+        want = len(mv)
+        got = 0
+        p = len(self._prefix)
+        if self._pos < p and want:
+            chunk = self._prefix[self._pos : self._pos + want]
+            mv[: len(chunk)] = chunk
+            got = len(chunk)
+            self._pos += got
+        if got < want and self._pos >= p:
+            self._f.seek(self._offset + self._pos - p)
+            n = self._f.readinto(mv[got:])
+            n = n or 0
+            got += n
+            self._pos += n
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
