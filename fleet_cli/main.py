@@ -245,16 +245,19 @@ def validate(landing: Path, as_json: bool, strict: bool) -> None:
 @click.option("--max-side", default=640, show_default=True, type=click.IntRange(16))
 @click.option("--shard-bytes", default=256 * 2**20, show_default=True, type=click.IntRange(1))
 @click.option("--triggers", multiple=True, help="extra trigger YAML files or folders")
-@click.option("--stage", multiple=True, help="post-extraction stages (labels, privacy)")
+@click.option("--labels/--no-labels", default=True, show_default=True, help="run the labelling stage")
+@click.option("--privacy/--no-privacy", default=True, show_default=True, help="blur faces and licence plates before encoding")
+@click.option("--stage", multiple=True, help="further registered clip stages to run")
 @click.option("--json", "as_json", is_flag=True, help="print the run summary as JSON")
 @click.pass_context
-def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, stage, as_json) -> None:
+def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, labels, privacy, stage, as_json) -> None:
     """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode)."""
     from pipelines.curate import build_parser, config_from_args, run_curate
 
     argv = ["--input", landing, "--output", store, "--rate-hz", str(rate_hz), "--max-side", str(max_side), "--shard-bytes", str(shard_bytes)]
     for t in triggers:
         argv += ["--triggers", t]
+    argv += ["--labels" if labels else "--no-labels", "--privacy" if privacy else "--no-privacy"]
     for s in stage:
         argv += ["--stage", s]
     cfg = config_from_args(build_parser().parse_args(argv))

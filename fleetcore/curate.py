@@ -70,7 +70,8 @@ class CurateConfig:
     cameras: tuple[str, ...] | None = None  # None = every camera of the drive
     trigger_paths: tuple[str, ...] = ()  # extra trigger files/folders beside the shipped library
     trigger_hash: str = ""  # filled by with_triggers()
-    stages: tuple[str, ...] = ()  # post-extraction stages (labels, privacy) by name
+    stages: tuple[str, ...] = ("labels", "privacy")  # post-extraction stages, in order (labels see unblurred frames)
+    stages_hash: str = ""  # filled by the launcher: fleetcore.stages.stages_fingerprint(stages)
 
     def version(self) -> str:
         payload = asdict(self)
@@ -449,9 +450,19 @@ def pack_date(
             for r in s.index:
                 index_rows.append(r)
                 where.setdefault(r["key"], s.name)
+        from fleetcore.dedup import mark_near_duplicates
+
+        privacy = "privacy" in cfg.stages
+        extra = {c.clip_id: label_columns(c.labels, privacy=privacy) for c in clips}
+        dups = mark_near_duplicates(
+            (c.clip_id, c.row["vehicle_id"], c.row["start_ns"], (extra[c.clip_id]["phash"] or "").split(",") if extra[c.clip_id]["phash"] else [])
+            for c in clips
+        )
         rows = []
         for c in clips:
             row = dict(c.row)
+            row.update(extra[c.clip_id])
+            row["near_duplicate_of"] = dups.get(c.clip_id)
             row["start_utc"] = row.pop("start_utc_ns")
             row["source_digests"] = [tuple(kv) for kv in row["source_digests"]]  # JSON-staged rows hold lists
             row["shard"] = f"date={date}/{where[c.clip_id]}"
@@ -490,6 +501,48 @@ def pack_date(
 
 def _clips_table(rows: list[dict[str, Any]]) -> pa.Table:
     return CLIPS.from_pylist(rows)
+
+
+def label_columns(labels: Sequence[dict[str, Any]], *, privacy: bool) -> dict[str, Any]:
+    """The catalog's typed key-label columns of one clip, from its LABELS rows."""
+    by = {(r["labeller"], r["label"]): r for r in labels}
+
+    def val(labeller: str, label: str) -> Any:
+        r = by.get((labeller, label))
+        return None if r is None else r["value"]
+
+    def score(labeller: str, label: str) -> float | None:
+        r = by.get((labeller, label))
+        return None if r is None else r["score"]
+
+    def any_camera(label: str) -> bool | None:
+        vals = [r["value"] for (lab, name), r in by.items() if lab == "vision" and name.endswith("." + label)]
+        return None if not vals else any(v == "true" for v in vals)
+
+    phash = val("phash", "phash")
+    count = score("pedestrians", "pedestrian_count")
+    ped = val("pedestrians", "pedestrians")
+    tod = val("telemetry", "time_of_day")
+    if tod in (None, "unknown"):
+        # No GPS fix, so no solar elevation: fall back to what the camera sees.
+        tod = {"bright": "day", "dim": "dusk_dawn", "dark": "night"}.get(val("vision", "scene_light") or "", tod)
+    blurred = score("privacy", "regions_blurred")
+    return {
+        "time_of_day": tod,
+        "manoeuvre": val("telemetry", "manoeuvre"),
+        "speed_band": val("telemetry", "speed_band"),
+        "road_type": val("telemetry", "road_type"),
+        "scene_light": val("vision", "scene_light"),
+        "light_conflict": val("vision", "light_conflict"),
+        "pedestrians": None if ped is None else ped == "true",
+        "pedestrian_count": None if count is None else int(count),
+        "camera_blocked": any_camera("blocked"),
+        "camera_blurry": any_camera("blurry"),
+        "labellers": sorted({(r["labeller"], r["labeller_version"]) for r in labels}) or None,
+        "privacy": privacy,
+        "regions_blurred": None if blurred is None else int(blurred),
+        "phash": ",".join(json.loads(phash)) if phash else None,
+    }
 
 
 def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, Any]], *, config_version: str) -> dict[str, Any]:

@@ -32,10 +32,34 @@ def register(name: str) -> Callable[[Callable[[], ClipStage]], Callable[[], Clip
     return deco
 
 
+def _load_builtin_stages() -> None:
+    """Import the modules that register the shipped stages (lazily: they import cv2, onnxruntime)."""
+    import importlib
+
+    for mod in ("fleetcore.labels.stage", "fleetcore.privacy"):  # register "labels", "privacy"
+        importlib.import_module(mod)
+
+
 def build_stages(names: Sequence[str]) -> list[ClipStage]:
+    if any(n not in REGISTRY for n in names):
+        _load_builtin_stages()
     out = []
     for n in names:
         if n not in REGISTRY:
             raise ConfigError("<curate config>", "stages", f"unknown stage {n!r}; registered stages: {sorted(REGISTRY)}")
         out.append(REGISTRY[n]())
     return out
+
+
+def stages_fingerprint(names: Sequence[str]) -> str:
+    """A hash of what the named stages' output depends on (each stage's ``describe()``: labeller
+    versions, detector settings ...). Part of the curate config version, so changing a labeller or
+    the privacy settings re-curates drives."""
+    import hashlib
+    import json
+
+    desc = []
+    for name, stage in zip(names, build_stages(names)):
+        describe = getattr(stage, "describe", None)
+        desc.append([name, describe() if callable(describe) else None])
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]

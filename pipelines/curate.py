@@ -45,6 +45,7 @@ from fleetcore.curate import (
 from fleetcore.errors import DriveError, DriveIncomplete
 from fleetcore.fsio import is_local
 from fleetcore.landing import list_drives, localize_drive
+from fleetcore.stages import stages_fingerprint
 from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
@@ -355,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=CurateConfig.max_side, help="longest side of stored frames")
     p.add_argument("--shard-bytes", type=int, default=CurateConfig.shard_bytes, help="target shard size in bytes")
     p.add_argument("--triggers", action="append", default=None, help="extra trigger YAML files or folders")
-    p.add_argument("--stage", action="append", default=None, help="post-extraction stages to run (labels, privacy)")
+    p.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="run the labelling stage")
+    p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
+                   help="blur faces and plates before encoding (on by default; --no-privacy is recorded in every sample)")
+    p.add_argument("--stage", action="append", default=None, help="further registered clip stages to run after those")
     p.add_argument("--summary-json", default=None, help="also write the run summary here")
     return p
 
@@ -368,9 +372,9 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         max_side=args.max_side,
         shard_bytes=args.shard_bytes,
         trigger_paths=tuple(args.triggers or ()),
-        stages=tuple(args.stage or ()),
+        stages=tuple(["labels"] * args.labels + ["privacy"] * args.privacy + list(args.stage or ())),
     )
-    return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)))
+    return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:

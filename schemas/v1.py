@@ -249,6 +249,22 @@ CLIPS = Contract(
             pa.field("member_key", pa.string(), nullable=False),
             pa.field("config_version", pa.string(), nullable=False),
             pa.field("source_digests", pa.map_(pa.string(), pa.string()), nullable=False),
+            # Key labels as typed columns (every value, with its labeller and version, is in LABELS).
+            pa.field("time_of_day", pa.string(), nullable=True),  # day | dusk_dawn | night | unknown
+            pa.field("manoeuvre", pa.string(), nullable=True),
+            pa.field("speed_band", pa.string(), nullable=True),
+            pa.field("road_type", pa.string(), nullable=True),
+            pa.field("scene_light", pa.string(), nullable=True),
+            pa.field("light_conflict", pa.string(), nullable=True),
+            pa.field("pedestrians", pa.bool_(), nullable=True),
+            pa.field("pedestrian_count", pa.int32(), nullable=True),
+            pa.field("camera_blocked", pa.bool_(), nullable=True),  # any camera blocked / occluded
+            pa.field("camera_blurry", pa.bool_(), nullable=True),
+            pa.field("labellers", pa.map_(pa.string(), pa.string()), nullable=True),  # name -> version
+            pa.field("privacy", pa.bool_(), nullable=False),  # faces and plates blurred before encoding
+            pa.field("regions_blurred", pa.int32(), nullable=True),
+            pa.field("phash", pa.string(), nullable=True),  # perceptual hashes of keyframes, comma-separated hex
+            pa.field("near_duplicate_of", pa.string(), nullable=True),  # an earlier clip it nearly repeats
         ]
     ),
     checks={"clip_id": Check(unique=True), "n_samples": Check(min=0)},

@@ -82,3 +82,24 @@ def make_drive(clip_3s):
         return w.path
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def sim_fleet(tmp_path_factory) -> Path:
+    """A simulated fleet covering every event type and time of day: 3 vehicles x 2 drives x 2 cameras x 30 s."""
+    from fleetcore.simulate import simulate_fleet
+
+    root = tmp_path_factory.mktemp("fleet") / "landing"
+    simulate_fleet(root, vehicles=3, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sim_store(sim_fleet, tmp_path_factory):
+    """The curate job's store of ``sim_fleet`` (labels and privacy on, the defaults): (path, run summary)."""
+    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+
+    out = tmp_path_factory.mktemp("store") / "store"
+    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y"]))
+    summary = run_curate(str(sim_fleet), str(out), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    return out, summary

@@ -45,19 +45,13 @@ def _cfg(**kw) -> CurateConfig:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory) -> Path:
-    from fleetcore.simulate import simulate_fleet
-
-    root = tmp_path_factory.mktemp("fleet") / "landing"
-    simulate_fleet(root, vehicles=3, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7)
-    return root
+def fleet(sim_fleet) -> Path:
+    return sim_fleet
 
 
 @pytest.fixture(scope="module")
-def store(fleet, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("store") / "store"
-    summary = run_curate(str(fleet), str(out), _cfg(), beam_args=[f"--runner={DEFAULT_RUNNER}"])
-    return out, summary
+def store(sim_store) -> tuple[Path, dict]:
+    return sim_store
 
 
 def _shard_digests(store: Path) -> dict[str, str]:

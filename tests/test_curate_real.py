@@ -3,7 +3,9 @@ comma2k19 segment (telemetry only, its video is absent) yields trigger events an
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 
 import polars as pl
 import pytest
@@ -15,10 +17,26 @@ from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run
 pytestmark = pytest.mark.slow
 
 
+def highway_gpx(path, *, start: dt.datetime, seconds: int = 10, speed: float = 25.0):
+    """A GPX track at highway speed (25 m/s = 90 km/h) near Palo Alto, one fix per second."""
+    pts = []
+    for i in range(seconds):
+        lat = 37.4 + math.degrees(speed * i * math.cos(math.radians(45)) / 6_371_000.0)
+        lon = -122.1 + math.degrees(speed * i * math.sin(math.radians(45)) / (6_371_000.0 * math.cos(math.radians(37.4))))
+        t = (start + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        pts.append(f'<trkpt lat="{lat:.7f}" lon="{lon:.7f}"><time>{t}</time><extensions><speed>{speed}</speed></extensions></trkpt>')
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="fleet-tests" '
+                    'xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>' + "".join(pts) + "</trkseg></trk></gpx>\n")
+    return path
+
+
 @pytest.fixture(scope="module")
 def real_store(real_data, tmp_path_factory):
     landing = tmp_path_factory.mktemp("real") / "landing"
-    import_dashcam(real_data / "video" / "udacity_lanelines_solidWhiteRight.mp4", landing, vehicle_id="udacity", drive_id="solid-white-right")
+    # The video's container says it was made 2016-08-28T21:16:08Z (14:16 in California): daylight.
+    gpx = highway_gpx(landing.parent / "track.gpx", start=dt.datetime(2016, 8, 28, 21, 16, 8, tzinfo=dt.timezone.utc))
+    import_dashcam(real_data / "video" / "udacity_lanelines_solidWhiteRight.mp4", landing, vehicle_id="udacity",
+                   drive_id="solid-white-right", telemetry=gpx)
     import_dashcam(real_data / "video" / "udacity_vehicledetection_test_video.mp4", landing, vehicle_id="udacity", drive_id="vehicle-detection")
     import_comma2k19(real_data / "telemetry" / "comma2k19_b0c9d2329ad1606b_2018-08-02--08-34-47_seg40", landing)
     store = landing.parent / "store"
@@ -67,3 +85,16 @@ def test_comma2k19_segment_yields_trigger_events_and_no_clips(real_store):
     assert row["cameras"] == [] and row["date"] == "2018-08-02"
     state = json.loads(next((store / "state").glob("b0c9d2329ad1606b__*.json")).read_text())
     assert state["clips"] == 0
+
+
+def test_dashcam_clips_get_sensible_labels(real_store):
+    """Daytime, highway speed band where telemetry exists, no camera blocked (pinned)."""
+    store, _ = real_store
+    cat = pl.read_parquet(store / "catalog" / "clips" / "**" / "*.parquet").filter(pl.col("vehicle_id") == "udacity")
+    for r in cat.iter_rows(named=True):
+        assert r["time_of_day"] == "day", r
+        assert r["camera_blocked"] is False and r["camera_blurry"] is False
+        assert r["privacy"] is True and r["light_conflict"] in ("none", "unknown")
+    with_gps = cat.filter(pl.col("drive_id") == "solid-white-right").row(0, named=True)
+    assert with_gps["speed_band"] == "highway" and with_gps["road_type"] == "highway"
+    assert cat.filter(pl.col("drive_id") == "vehicle-detection")["speed_band"].to_list() in ([None], ["unknown"])

@@ -1,0 +1,20 @@
+"""Keyframe perceptual hashes (label ``phash``), the input of :func:`fleetcore.dedup.mark_near_duplicates`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from fleetcore.dedup import KEYFRAMES, clip_hashes
+from fleetcore.labels.base import LabelValue, primary_camera, register_labeller
+
+
+@register_labeller
+class PhashLabeller:
+    name = "phash"
+    version = "1"
+
+    def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]:
+        cam = primary_camera(clip)
+        return {"phash": clip_hashes(clip, cam, KEYFRAMES), "phash_camera": cam or "none"}

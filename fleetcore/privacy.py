@@ -1,0 +1,309 @@
+"""Privacy: detect faces and licence plates in every frame of every camera and blur them in place,
+before the frames are JPEG-encoded (the ``privacy`` clip stage).
+
+Guarantees
+----------
+* Every present frame of every camera is processed (``frames_processed`` counts distinct frame
+  objects; samples sharing a source frame share the blurred array).
+* A frame is never passed on unblurred because a detector failed: if a cascade cannot be found or
+  loaded, or detection raises, the stage raises :class:`PrivacyError` and the pipeline quarantines
+  the clip (a load failure quarantines every clip, loudly logged once at build time).
+* Only the padded boxes are modified; every other pixel is left byte-identical.
+
+Detection runs OpenCV Haar cascades (frontal face, profile face in both directions, Russian-style
+plate; ``haarcascade_license_plate_rus_16stages`` can be added) on a grey, histogram-equalised copy
+of the frame downscaled to ``detect_max_side`` (384 px) and maps boxes back to frame pixels (plate
+boxes wider than a third of the frame are texture false positives and are dropped). Faces
+or plates smaller than ~20 px at that scale (about 27 px on a 640 px frame) are not detected.
+With ``detect_every = k > 1`` detection runs on every k-th distinct frame (and the last one) and
+each frame is blurred with the union of the boxes found on the detected frames within k frames of
+it, i.e. before and after (cheaper, and it also covers a frame where the detector flickers off).
+Boxes are padded by ``padding`` (15 %) of their size on each side, then blurred with a Gaussian of
+sigma = max(w, h) / 8 (or pixelated to 8 px blocks then blurred, ``mode="pixelate"``).
+
+Cascade files are looked up in ``cascade_dirs``, then ``cv2.data.haarcascades``, then the copies
+shipped in ``fleetcore/labels/data/haarcascades`` (gzip; from the OpenCV 4.14 wheel, Intel licence:
+see LICENSE.txt there) — OpenCV 5 wheels no longer ship them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import cv2
+import numpy as np
+
+from fleetcore.errors import FleetError
+from fleetcore.stages import register
+
+log = logging.getLogger(__name__)
+
+PRIVACY_VERSION = "1"
+VENDORED_CASCADES = Path(__file__).resolve().parent / "labels" / "data" / "haarcascades"
+
+#: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
+#: max box width as a share of the detection frame's width; None = no limit)
+DETECTORS: dict[str, tuple[str, str, float, int, tuple[int, int], bool, float | None]] = {
+    "face": ("face", "haarcascade_frontalface_default", 1.15, 4, (20, 20), False, None),
+    "face_profile": ("face", "haarcascade_profileface", 1.1, 4, (20, 20), True, None),
+    # a plate wider than a third of the frame is a texture false positive (grass, gravel), not a plate
+    "plate": ("plate", "haarcascade_russian_plate_number", 1.05, 3, (30, 10), False, 1 / 3),
+    "plate_rus16": ("plate", "haarcascade_license_plate_rus_16stages", 1.05, 3, (30, 10), False, 1 / 3),
+}
+#: Profile faces cost about four times a frontal face (the cascade runs on the mirrored frame too):
+#: opt in with ``detectors: [face, face_profile, plate]``.
+DEFAULT_DETECTORS = ("face", "plate")
+
+Box = tuple[int, int, int, int]
+
+
+class PrivacyError(FleetError):
+    """A clip cannot be anonymised: it must be quarantined, never passed on unblurred."""
+
+    def __init__(self, clip_id: str, reason: str) -> None:
+        self.clip_id = clip_id
+        self.reason = reason
+        self.code = "privacy_failed"
+        super().__init__(f"clip {clip_id}: privacy: {reason} [privacy_failed]")
+
+
+def find_cascade(stem: str, cascade_dirs: Sequence[str | Path] = ()) -> Path | None:
+    dirs = [Path(d) for d in cascade_dirs]
+    cv2_data = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if cv2_data:
+        dirs.append(Path(cv2_data))
+    dirs.append(VENDORED_CASCADES)
+    for d in dirs:
+        for name in (f"{stem}.xml", f"{stem}.xml.gz"):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+@dataclass
+class _Detector:
+    name: str
+    kind: str
+    path: Path
+    cascade: Any
+    scale_factor: float
+    min_neighbors: int
+    min_size: tuple[int, int]
+    mirrored: bool
+    max_width_share: float | None = None
+
+    def _run(self, grey: np.ndarray) -> np.ndarray:
+        kw: dict[str, Any] = {"scaleFactor": self.scale_factor, "minNeighbors": self.min_neighbors, "minSize": self.min_size}
+        if self.max_width_share is not None:
+            mw = max(self.min_size[0] + 1, int(grey.shape[1] * self.max_width_share))
+            kw["maxSize"] = (mw, max(self.min_size[1] + 1, int(mw * self.min_size[1] / self.min_size[0]) * 2))
+        return np.asarray(self.cascade.detectMultiScale(grey, **kw)).reshape(-1, 4)
+
+    def detect(self, grey: np.ndarray) -> list[Box]:
+        found: list[Box] = [(int(x), int(y), int(bw), int(bh)) for x, y, bw, bh in self._run(grey)]
+        if self.mirrored:
+            w = grey.shape[1]
+            found += [(int(w - x - bw), int(y), int(bw), int(bh)) for x, y, bw, bh in self._run(cv2.flip(grey, 1))]
+        return found
+
+
+def load_cascade(path: Path) -> Any:
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise RuntimeError(
+            f"this OpenCV build ({cv2.__version__}) has no CascadeClassifier; install opencv-contrib-python-headless"
+        )
+    c = cv2.CascadeClassifier(str(path))
+    if c.empty():
+        raise RuntimeError(f"{path}: cascade failed to load (empty classifier)")
+    return c
+
+
+def pad_box(box: Box, padding: float, shape: tuple[int, ...]) -> Box:
+    x, y, w, h = box
+    px, py = int(round(w * padding)), int(round(h * padding))
+    x0, y0 = max(0, x - px), max(0, y - py)
+    x1, y1 = min(shape[1], x + w + px), min(shape[0], y + h + py)
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def blur_region(frame: np.ndarray, box: Box, mode: Literal["gaussian", "pixelate"] = "gaussian") -> None:
+    """Blur ``frame[y:y+h, x:x+w]`` in place (box already padded and clipped)."""
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        return
+    roi = frame[y : y + h, x : x + w]
+    sigma = max(2.0, max(w, h) / 8.0)
+    if mode == "pixelate":
+        bs = 8
+        small = cv2.resize(roi, (max(1, w // bs), max(1, h // bs)), interpolation=cv2.INTER_AREA)
+        roi = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        sigma = max(1.0, bs / 2.0)
+    k = int(sigma * 6) | 1
+    frame[y : y + h, x : x + w] = cv2.GaussianBlur(roi, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+class PrivacyStage:
+    name = "privacy"
+
+    def __init__(
+        self,
+        *,
+        detectors: Sequence[str] = DEFAULT_DETECTORS,
+        detect_max_side: int = 384,
+        detect_every: int = 2,
+        padding: float = 0.15,
+        mode: Literal["gaussian", "pixelate"] = "gaussian",
+        cascade_dirs: Sequence[str | Path] = (),
+    ) -> None:
+        self.detect_max_side = int(detect_max_side)
+        self.detect_every = max(1, int(detect_every))
+        self.padding = float(padding)
+        self.mode = mode
+        self.detectors: list[_Detector] = []
+        self.load_error: str | None = None
+        for name in detectors:
+            if name not in DETECTORS:
+                self.load_error = f"unknown detector {name!r} (known: {sorted(DETECTORS)})"
+                break
+            kind, stem, sf, mn, ms, mirrored, max_share = DETECTORS[name]
+            path = find_cascade(stem, cascade_dirs)
+            if path is None:
+                self.load_error = f"cascade {stem} not found (looked in {list(cascade_dirs)}, cv2.data, {VENDORED_CASCADES})"
+                break
+            try:
+                cascade = load_cascade(path)
+            except (RuntimeError, cv2.error) as exc:
+                self.load_error = str(exc)
+                break
+            self.detectors.append(_Detector(name, kind, path, cascade, sf, mn, ms, mirrored, max_share))
+        if not self.detectors and self.load_error is None:
+            self.load_error = "no detectors configured"
+        if self.load_error:
+            log.error("privacy stage cannot anonymise (every clip will be quarantined): %s", self.load_error)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": PRIVACY_VERSION,
+            "opencv": cv2.__version__,
+            "cascades": {d.name: d.path.name for d in self.detectors},
+            "detect_max_side": self.detect_max_side,
+            "detect_every": self.detect_every,
+            "padding": self.padding,
+            "mode": self.mode,
+        }
+
+    def detect(self, frame: np.ndarray) -> list[tuple[str, Box]]:
+        """(kind, box in frame pixels) of every face/plate found in an RGB frame."""
+        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        h, w = grey.shape
+        s = min(1.0, self.detect_max_side / max(h, w))
+        if s < 1.0:
+            grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        grey = cv2.equalizeHist(grey)
+        out = []
+        for d in self.detectors:
+            for x, y, bw, bh in d.detect(grey):
+                x0, y0 = int(np.floor(x / s)), int(np.floor(y / s))
+                x1, y1 = int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s))
+                out.append((d.kind, (x0, y0, min(w, x1) - x0, min(h, y1) - y0)))
+        return sorted(out)
+
+    def anonymise_camera(self, frames: list[np.ndarray | None]) -> tuple[int, int]:
+        """Blur every distinct frame of one camera in place. Returns (regions blurred, frames)."""
+        uniq: list[np.ndarray] = []
+        seen: dict[int, int] = {}
+        for f in frames:
+            if f is not None and id(f) not in seen:
+                seen[id(f)] = len(uniq)
+                uniq.append(f)
+        n = len(uniq)
+        k = self.detect_every
+        det_idx = sorted(set(range(0, n, k)) | ({n - 1} if n else set()))
+        found = {j: [b for _, b in self.detect(uniq[j])] for j in det_idx}
+        regions = 0
+        replaced: dict[int, np.ndarray] = {}
+        for j, f in enumerate(uniq):
+            # sorted and unique: overlapping blurs must be applied in a fixed order (determinism)
+            boxes = sorted({b for jd in det_idx if abs(jd - j) <= (k if k > 1 else 0) for b in found[jd]})
+            if not boxes:
+                continue
+            if not f.flags.writeable:
+                g = f.copy()
+                replaced[id(f)] = g
+                f = g
+            for b in boxes:
+                blur_region(f, pad_box(b, self.padding, f.shape), self.mode)
+            regions += len(boxes)
+        if replaced:
+            for i, f in enumerate(frames):
+                if f is not None and id(f) in replaced:
+                    frames[i] = replaced[id(f)]
+        return regions, n
+
+    def __call__(self, *, clip: Any, telemetry: Any, drive: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+        clip_id = str(record.get("clip_id", "?"))
+        if self.load_error:
+            raise PrivacyError(clip_id, self.load_error)
+        regions = frames_done = 0
+        for cam in clip.cameras:
+            try:
+                r, n = self.anonymise_camera(clip.frames[cam])
+            except (cv2.error, ValueError, RuntimeError, AttributeError, TypeError) as exc:
+                raise PrivacyError(clip_id, f"camera {cam}: detection failed: {type(exc).__name__}: {exc}") from exc
+            regions += r
+            frames_done += n
+        record["privacy"] = {"enabled": True, "regions_blurred": regions, "frames_processed": frames_done, "detector": self.describe()}
+        return [
+            {
+                "clip_id": clip_id,
+                "labeller": "privacy",
+                "labeller_version": PRIVACY_VERSION,
+                "label": "regions_blurred",
+                "value": None,
+                "score": float(regions),
+            }
+        ]
+
+
+CONFIG_ENV = "FLEET_PRIVACY_CONFIG"
+_CONFIG_KEYS = ("detectors", "detect_max_side", "detect_every", "padding", "mode", "cascade_dirs")
+
+
+def load_privacy_config(path: str | Path) -> dict[str, Any]:
+    """PrivacyStage keyword options from a YAML/JSON mapping (keys: see ``_CONFIG_KEYS``)."""
+    import json
+
+    import yaml
+
+    from fleetcore.errors import ConfigError
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+        cfg = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(str(p), None, f"cannot read privacy config: {exc}") from exc
+    cfg = cfg or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(str(p), None, "expected a mapping")
+    for k in cfg:
+        if k not in _CONFIG_KEYS:
+            raise ConfigError(str(p), str(k), f"unknown key (expected one of {list(_CONFIG_KEYS)})")
+    if cfg.get("mode", "gaussian") not in ("gaussian", "pixelate"):
+        raise ConfigError(str(p), "mode", "expected gaussian or pixelate")
+    for k in ("detect_max_side", "detect_every"):
+        if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1):
+            raise ConfigError(str(p), k, "expected a positive integer")
+    return cfg
+
+
+@register("privacy")
+def privacy_stage() -> PrivacyStage:
+    """Default stage; options from the YAML/JSON file named by FLEET_PRIVACY_CONFIG (read when built)."""
+    import os
+
+    path = os.environ.get(CONFIG_ENV)
+    return PrivacyStage(**load_privacy_config(path)) if path else PrivacyStage()

@@ -1,0 +1,200 @@
+"""The dataset build job: a dataset spec over a clip store's catalog -> an immutable, versioned
+training dataset (WebDataset tar or Arrow IPC shards + manifest).
+
+Run it as::
+
+    python -m pipelines.build_dataset --spec datasets/night_braking.yaml --store STORE --datasets-root DATASETS
+        [--runner FnApiRunner --direct_running_mode multi_processing --direct_num_workers 2]
+
+Stages: select (polars, in the launcher: the catalog is small) -> render each sample (read its
+members from the clip store by offset, resample, resize, encode; staged one file per sample) ->
+assign samples to shards by size, in the seeded shuffled order (one step, deterministic) -> write
+shards (in parallel) -> index + manifest (last) -> rename the temp folder into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from fleetcore.datasets.build import (
+    MANIFEST_NAME,
+    DatasetError,
+    Plan,
+    Staged,
+    assign_shards,
+    finish_build,
+    plan_build,
+    stage_sample,
+    write_shard,
+)
+from fleetcore.datasets.spec import DatasetSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+NS = "build_dataset"
+DEFAULT_RUNNER = "FnApiRunner"  # Beam's local engine, named: "DirectRunner" first tries to download Prism
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    version: str
+    path: str
+    manifest_path: str
+    samples: int
+    shards: int
+    built: bool  # False when the version already existed (no-op)
+
+
+class _RenderFn(beam.DoFn):
+    def __init__(self, spec: DatasetSpec, staging: str):
+        self.spec, self.staging = spec, staging
+        self.samples = Metrics.counter(NS, "samples_rendered")
+
+    def process(self, task):
+        self.samples.inc()
+        yield stage_sample(task, self.spec, self.staging)
+
+
+class _WriteShardFn(beam.DoFn):
+    def __init__(self, spec: DatasetSpec, out_dir: str):
+        self.spec, self.out_dir = spec, out_dir
+        self.shards = Metrics.counter(NS, "shards_written")
+        self.bytes = Metrics.counter(NS, "shard_bytes_written")
+
+    def process(self, group: tuple[str, list[Staged]]):
+        name, items = group
+        entry = write_shard(self.out_dir, name, items, self.spec)
+        self.shards.inc()
+        self.bytes.inc(entry["bytes"])
+        yield entry
+
+
+class _FinishFn(beam.DoFn):
+    def __init__(self, plan: Plan, out_dir: str):
+        self.plan, self.out_dir = plan, out_dir
+
+    def process(self, shards: list[dict[str, Any]]):
+        yield finish_build(self.plan, self.out_dir, shards)
+
+
+class BuildDataset(beam.PTransform):
+    """Planned sample tasks -> one summary element; writes shards, index and manifest into ``out_dir``."""
+
+    def __init__(self, plan: Plan, out_dir: str):
+        super().__init__()
+        self.plan, self.out_dir = plan, out_dir
+
+    def expand(self, pbegin):
+        spec = self.plan.spec
+        staging = os.path.join(self.out_dir, "_staging")
+        ext = "tar" if spec.format == "webdataset" else "arrow"
+        return (
+            pbegin
+            | "Samples" >> beam.Create(list(self.plan.tasks), reshuffle=False)
+            | "Spread" >> beam.Reshuffle()
+            | "Render" >> beam.ParDo(_RenderFn(spec, staging))
+            | "GatherStaged" >> beam.combiners.ToList()
+            | "AssignShards" >> beam.FlatMap(lambda staged: assign_shards(staged, spec.shard_bytes, ext=ext))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "WriteShards" >> beam.ParDo(_WriteShardFn(spec, self.out_dir))
+            | "GatherShards" >> beam.combiners.ToList()
+            | "Finish" >> beam.ParDo(_FinishFn(self.plan, self.out_dir))
+        )
+
+
+def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
+    opts = PipelineOptions(list(beam_args))
+    std = opts.view_as(StandardOptions)
+    if not std.runner:
+        std.runner = DEFAULT_RUNNER
+    return opts
+
+
+def _result(spec: DatasetSpec, version: str, path: Path, built: bool) -> BuildResult:
+    import json
+
+    doc = json.loads((path / MANIFEST_NAME).read_text())
+    return BuildResult(spec.name, version, str(path), str(path / MANIFEST_NAME), int(doc["n_samples"]), len(doc["shards"]), built)
+
+
+def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str | None = None, datasets_root: str | os.PathLike[str],
+                      beam_args: Sequence[str] = ()) -> BuildResult:
+    """Build (or find) the dataset version of ``spec`` over ``store`` (default: the spec's ``store``).
+
+    Returns the BuildResult; ``built`` is False when that version already existed (nothing is
+    written). Raises ConfigError for a bad spec, DatasetError for an empty selection.
+    """
+    sp = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
+    store_root = store or sp.store
+    if not store_root:
+        raise DatasetError(sp.path, "no clip store: give --store or a 'store' field in the spec", code="no_store")
+    plan = plan_build(sp, str(store_root))
+    base = Path(datasets_root, sp.name)
+    final = base / plan.version
+    if (final / MANIFEST_NAME).is_file():
+        log.info("dataset %s@%s already built at %s; nothing to do", sp.name, plan.version, final)
+        return _result(sp, plan.version, final, False)
+    if final.exists():
+        raise DatasetError(str(final), "version folder exists without a manifest (not written by a build); remove it", code="version_incomplete")
+    if not plan.tasks:
+        raise DatasetError(sp.path, f"the selection is empty ({plan.selection.counts})", code="empty_selection")
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f".tmp-{plan.version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        p = beam.Pipeline(options=pipeline_options(beam_args))
+        _ = p | "BuildDataset" >> BuildDataset(plan, str(tmp))
+        result = p.run()
+        result.wait_until_finish()
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
+        if not (tmp / MANIFEST_NAME).is_file():
+            raise DatasetError(str(tmp), "the job finished without writing the manifest", code="build_incomplete")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if (final / MANIFEST_NAME).is_file():  # a concurrent build of the same version won
+                shutil.rmtree(tmp)
+                return _result(sp, plan.version, final, False)
+            raise
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        raise
+    log.info("dataset %s@%s: %d samples built at %s", sp.name, plan.version, len(plan.tasks), final)
+    return _result(sp, plan.version, final, True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.build_dataset", description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--spec", required=True, help="dataset spec YAML")
+    p.add_argument("--store", default=None, help="clip store root (overrides the spec's store)")
+    p.add_argument("--datasets-root", required=True, help="folder holding <name>/<version>/ datasets")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import json
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args, beam_args = build_parser().parse_known_args(argv)
+    res = run_build_dataset(args.spec, store=args.store, datasets_root=args.datasets_root, beam_args=beam_args)
+    log.info("build_dataset: %s", json.dumps(res.__dict__))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

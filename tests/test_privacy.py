@@ -1,0 +1,224 @@
+"""Privacy stage on real bytes: a real face photo and a drawn licence plate pasted into a real road
+frame are detected and blurred, the JPEG (simplejpeg, as the clip store writes it) shows it, pixels
+elsewhere are untouched, and detector failures quarantine the clip (PrivacyError).
+
+The face is scikit-image's bundled ``astronaut`` photo (scikit-image is a test-only dependency)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import simplejpeg
+
+from fleetcore import privacy
+from fleetcore.errors import FleetError
+from fleetcore.privacy import PrivacyError, PrivacyStage, pad_box
+from fleetcore.stages import build_stages
+
+skdata = pytest.importorskip("skimage.data")
+
+FACE_AT = (40, 40)  # x, y of the pasted face crop
+PLATE_BOX = (380, 250, 168, 42)  # x, y, w, h of the drawn plate
+
+
+@dataclass
+class Clip:
+    sample_times_ns: np.ndarray
+    cameras: list[str]
+    frames: dict[str, list[np.ndarray | None]]
+    pts_ns: dict[str, np.ndarray] = field(default_factory=dict)
+    offset_ns: dict[str, np.ndarray] = field(default_factory=dict)
+    frames_decoded: int = 0
+
+
+@pytest.fixture(scope="module")
+def road(real_data: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(real_data / "video" / "udacity_lanelines_solidWhiteRight.mp4")) as c:
+        f = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
+    return cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA)
+
+
+def face_crop() -> np.ndarray:
+    """The astronaut's head and shoulders (face about 80 px wide)."""
+    img = skdata.astronaut()  # 512x512 RGB, face at about (177, 66, 95, 95)
+    crop = img[20:220, 130:320]
+    return cv2.resize(crop, (160, 168), interpolation=cv2.INTER_AREA)
+
+
+def draw_plate(frame: np.ndarray) -> None:
+    x, y, w, h = PLATE_BOX
+    cv2.rectangle(frame, (x, y), (x + w, y + h), (250, 250, 250), -1)
+    cv2.rectangle(frame, (x, y), (x + w, y + h), (0, 0, 0), 2)
+    cv2.putText(frame, "A123BC77", (x + 7, y + h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.85, (0, 0, 0), 2, cv2.LINE_AA)
+
+
+def scene(road: np.ndarray) -> np.ndarray:
+    f = road.copy()
+    fc = face_crop()
+    x, y = FACE_AT
+    f[y : y + fc.shape[0], x : x + fc.shape[1]] = fc
+    draw_plate(f)
+    return f
+
+
+def jpeg_roundtrip(f: np.ndarray) -> np.ndarray:
+    return simplejpeg.decode_jpeg(simplejpeg.encode_jpeg(np.ascontiguousarray(f), quality=90, colorspace="RGB"), colorspace="RGB")
+
+
+def hf_energy(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    x, y, w, h = box
+    g = cv2.cvtColor(img[y : y + h, x : x + w], cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(g, cv2.CV_64F).var())
+
+
+def make_clip(frames: list[np.ndarray | None], cameras: tuple[str, ...] = ("front",)) -> Clip:
+    return Clip(np.arange(len(frames), dtype=np.int64) * 100_000_000, list(cameras), {c: list(frames) for c in cameras})
+
+
+def test_detects_face_and_plate(road):
+    found = PrivacyStage().detect(scene(road))
+    kinds = sorted(k for k, _ in found)
+    assert "face" in kinds and "plate" in kinds
+    fx, fy = FACE_AT
+    face = [b for k, b in found if k == "face"]
+    assert any(fx <= b[0] + b[2] / 2 <= fx + 160 and fy <= b[1] + b[3] / 2 <= fy + 168 for b in face)
+    px, py, pw, ph = PLATE_BOX
+    plate = [b for k, b in found if k == "plate"]
+    assert any(px <= b[0] + b[2] / 2 <= px + pw and py <= b[1] + b[3] / 2 <= py + ph for b in plate)
+    assert PrivacyStage().detect(road) == []  # the empty road has neither
+
+
+@pytest.mark.parametrize("detect_every", [1, 2])
+def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
+    original = scene(road)
+    # 5 samples: distinct frame objects plus two samples sharing one frame (as ClipFrames does)
+    def camera_frames() -> list[np.ndarray | None]:
+        frames: list[np.ndarray | None] = [original.copy() for _ in range(4)]
+        frames.insert(2, frames[1])
+        frames.append(None)
+        return frames
+
+    clip = Clip(np.arange(6, dtype=np.int64) * 100_000_000, ["front", "rear"], {"front": camera_frames(), "rear": camera_frames()})
+    stage = PrivacyStage(detect_every=detect_every)
+    record = {"clip_id": "clip-1", "start_utc_ns": 0}
+    rows = stage(clip=clip, telemetry={}, drive=None, record=record)
+    rec = record["privacy"]
+    assert rec["enabled"] is True and rec["frames_processed"] == 8  # 4 distinct frames x 2 cameras
+    assert rec["regions_blurred"] >= 2 * 8
+    assert rec["detector"]["cascades"]["face"].startswith("haarcascade_frontalface_default")
+    assert rows == [{"clip_id": "clip-1", "labeller": "privacy", "labeller_version": "1", "label": "regions_blurred", "value": None, "score": float(rec["regions_blurred"])}]
+
+    boxes = [b for _, b in stage.detect(original)]
+    padded = [pad_box(b, 0.15, original.shape) for b in boxes]
+    outside = np.ones(original.shape[:2], bool)
+    for x, y, w, h in padded:
+        outside[y : y + h, x : x + w] = False
+    fx, fy = FACE_AT
+    face_box = (fx + 30, fy + 30, 90, 100)
+    px, py, pw, ph = PLATE_BOX
+    plate_box = (px + 4, py + 4, pw - 8, ph - 8)
+    ref = jpeg_roundtrip(original)
+    for cam in ("front", "rear"):
+        assert clip.frames[cam][5] is None
+        assert clip.frames[cam][1] is clip.frames[cam][2]
+        for f in clip.frames[cam][:5]:
+            # raw frame: untouched outside the padded boxes, byte for byte
+            np.testing.assert_array_equal(f[outside], original[outside])
+            dec = jpeg_roundtrip(f)
+            # the face and the plate lost their detail in the JPEG the clip store writes
+            assert hf_energy(dec, face_box) < hf_energy(ref, face_box) / 5
+            assert hf_energy(dec, plate_box) < hf_energy(ref, plate_box) / 5
+            # elsewhere the JPEG matches the unblurred one (away from block bleed at box edges)
+            far = cv2.erode(outside.astype(np.uint8), np.ones((33, 33), np.uint8)).astype(bool)
+            diff = np.abs(dec.astype(np.int16) - ref.astype(np.int16))[far]
+            assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 8
+
+
+def test_read_only_frames_are_replaced_not_passed_through(road):
+    f = scene(road)
+    f.flags.writeable = False
+    clip = make_clip([f, f])
+    PrivacyStage().__call__(clip=clip, telemetry={}, drive=None, record={"clip_id": "c"})
+    out = clip.frames["front"]
+    assert out[0] is out[1] and out[0] is not f
+    assert hf_energy(out[0], (PLATE_BOX[0] + 4, PLATE_BOX[1] + 4, 160, 34)) < hf_energy(f, (PLATE_BOX[0] + 4, PLATE_BOX[1] + 4, 160, 34)) / 5
+
+
+def test_registered_stage(road):
+    (stage,) = build_stages(["privacy"])
+    assert isinstance(stage, PrivacyStage) and stage.load_error is None
+    record = {"clip_id": "c2", "start_utc_ns": 0}
+    stage(clip=make_clip([road.copy()]), telemetry={}, drive=None, record=record)
+    assert record["privacy"]["enabled"] is True and record["privacy"]["regions_blurred"] == 0
+
+
+def test_missing_cascade_quarantines(road, tmp_path, monkeypatch):
+    monkeypatch.setattr(privacy, "VENDORED_CASCADES", tmp_path / "nowhere")
+    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path / "nowhere-either"), raising=False)
+    stage = PrivacyStage()
+    assert stage.load_error and "not found" in stage.load_error
+    f = scene(road)
+    before = f.copy()
+    with pytest.raises(PrivacyError, match="clip c3.*not found") as ei:
+        stage(clip=make_clip([f]), telemetry={}, drive=None, record={"clip_id": "c3"})
+    assert isinstance(ei.value, FleetError) and ei.value.clip_id == "c3"
+    np.testing.assert_array_equal(f, before)
+
+
+def test_corrupt_cascade_quarantines(road, tmp_path):
+    (tmp_path / "haarcascade_frontalface_default.xml").write_text("<?xml version='1.0'?><opencv_storage></opencv_storage>")
+    stage = PrivacyStage(cascade_dirs=[tmp_path])
+    assert stage.load_error and "failed to load" in stage.load_error
+    with pytest.raises(PrivacyError):
+        stage(clip=make_clip([scene(road)]), telemetry={}, drive=None, record={"clip_id": "c4"})
+
+
+def test_detector_raising_quarantines(road):
+    class Exploding:
+        def detectMultiScale(self, *a, **k):
+            raise cv2.error("detector crashed")
+
+    stage = PrivacyStage()
+    stage.detectors[-1].cascade = Exploding()
+    with pytest.raises(PrivacyError, match="detection failed.*detector crashed"):
+        stage(clip=make_clip([scene(road)]), telemetry={}, drive=None, record={"clip_id": "c5"})
+
+
+def test_privacy_config_via_env(tmp_path, monkeypatch):
+    from fleetcore.errors import ConfigError
+
+    cfg = tmp_path / "privacy.yaml"
+    cfg.write_text("detectors: [face, plate]\ndetect_every: 3\nmode: pixelate\n")
+    monkeypatch.setenv(privacy.CONFIG_ENV, str(cfg))
+    (stage,) = build_stages(["privacy"])
+    d = stage.describe()
+    assert sorted(d["cascades"]) == ["face", "plate"] and d["detect_every"] == 3 and d["mode"] == "pixelate"
+    cfg.write_text("detect_evry: 3\n")
+    with pytest.raises(ConfigError, match="detect_evry"):
+        build_stages(["privacy"])
+
+
+def test_pixelate_mode_blurs(road):
+    f = scene(road)
+    ref = f.copy()
+    clip = make_clip([f])
+    PrivacyStage(mode="pixelate")(clip=clip, telemetry={}, drive=None, record={"clip_id": "c6"})
+    px, py, pw, ph = PLATE_BOX
+    box = (px + 4, py + 4, pw - 8, ph - 8)
+    assert hf_energy(clip.frames["front"][0], box) < hf_energy(ref, box) / 5
+
+
+def test_deterministic_and_empty_cameras(road):
+    outs = []
+    for _ in range(2):
+        clip = Clip(np.arange(3, dtype=np.int64), ["front", "dead"], {"front": [scene(road), None, scene(road)], "dead": [None, None, None]})
+        rec: dict = {"clip_id": "c7"}
+        PrivacyStage(detectors=["face", "plate"])(clip=clip, telemetry={}, drive=None, record=rec)
+        outs.append((clip.frames["front"][0].tobytes(), clip.frames["front"][2].tobytes(), rec["privacy"]["regions_blurred"], rec["privacy"]["frames_processed"]))
+    assert outs[0] == outs[1] and outs[0][3] == 2
