@@ -84,6 +84,10 @@ def make_drive(clip_3s):
     return _make
 
 
+#: Curate options of the simulated-fleet store: 5 Hz samples keep the labels and privacy stages quick.
+SIM_CURATE_ARGS = ["--rate-hz", "5"]
+
+
 @pytest.fixture(scope="session")
 def sim_fleet(tmp_path_factory) -> Path:
     """A simulated fleet covering every event type and time of day: 3 vehicles x 2 drives x 2 cameras x 30 s."""
@@ -100,6 +104,6 @@ def sim_store(sim_fleet, tmp_path_factory):
     from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
 
     out = tmp_path_factory.mktemp("store") / "store"
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y"]))
+    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", *SIM_CURATE_ARGS]))
     summary = run_curate(str(sim_fleet), str(out), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return out, summary

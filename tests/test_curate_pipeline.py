@@ -17,6 +17,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from conftest import SIM_CURATE_ARGS
 from fleetcore.clipstore import verify_store
 from fleetcore.curate import CurateConfig, StoreLayout
 from fleetcore.landing import GROUND_TRUTH, list_drives
@@ -38,7 +39,7 @@ TRIGGER_TYPES = [
 
 
 def _cfg(**kw) -> CurateConfig:
-    args = ["--input", "x", "--output", "y"]
+    args = ["--input", "x", "--output", "y", *SIM_CURATE_ARGS]
     for k, v in kw.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return config_from_args(build_parser().parse_args(args))
@@ -145,7 +146,7 @@ def test_multi_camera_samples_are_aligned_on_decoded_frames(store):
                 got = decode_marker(np.ascontiguousarray(rgb[:, :, ::-1]))
                 assert got == marker_value(pts[i]), (rec["key"], cam, i)
                 checked += 1
-    assert checked > 500
+    assert checked > 250
 
 
 def test_second_run_is_a_noop(fleet, store):
