@@ -31,7 +31,18 @@ test-fast: $(STAMP)
 
 ## Benchmarks: ratios against bounds measured in the same run (not tests).
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/decode.py --json bench/results/decode.json
+	$(BIN)/python bench/loader.py --json bench/results/loader.json
+	$(BIN)/python bench/query.py --json bench/results/query.json
+
+UI_PORT ?= 3000
+DAGSTER_HOME_DIR ?= $(CURDIR)/.dagster_home
+
+## The Dagster UI (webserver + daemon) on 127.0.0.1 with a project-local DAGSTER_HOME (SQLite).
+ui: $(STAMP)
+	$(BIN)/python -m dagster_project.home $(DAGSTER_HOME_DIR)
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache build *.egg-info

@@ -298,5 +298,15 @@ def demo(out_dir: Path, vehicles: int, drives: int, cameras: int, duration: floa
              progress=progress_bar, show_landing=print_landing_summary, show_curate=print_curate_summary, console=out)
 
 
+def _register(modules: list[str]) -> None:
+    import importlib
+
+    for name in modules:
+        for cmd in importlib.import_module(name).COMMANDS:
+            cli.add_command(cmd)
+
+
+_register(["fleet_cli.mine"])
+
 if __name__ == "__main__":
     cli()

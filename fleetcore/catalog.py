@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
+import pyarrow as pa
 
 from fleetcore.errors import FleetError
 
@@ -27,6 +28,20 @@ _PATHS: dict[str, tuple[str, ...]] = {
     "frames": ("frames",),
     "triggers": ("triggers",),
 }
+
+
+def _with_date(schema: pa.Schema) -> pa.Schema:
+    return schema if "date" in schema.names else schema.append(pa.field("date", pa.string()))
+
+
+def _contract_schema(table: str) -> pa.Schema | None:
+    """The Arrow schema a store table is read with (its contract, plus the ``date`` partition)."""
+    from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, LABELS, SHARD_INDEX, TRIGGER_EVENTS
+
+    contracts = {"clips": CLIPS, "labels": LABELS, "index": SHARD_INDEX, "drives": DRIVE_INDEX, "telemetry": CURATED_TELEMETRY,
+                 "frames": FRAME_INDEX, "triggers": TRIGGER_EVENTS}
+    c = contracts.get(table)
+    return None if c is None else _with_date(c.schema)
 
 
 class CatalogError(FleetError):
@@ -53,14 +68,23 @@ class Catalog:
     def exists(self, table: TableName) -> bool:
         return bool(self.files(table))
 
-    def scan(self, table: TableName) -> pl.LazyFrame:
-        """Lazy scan with the ``date`` partition column (predicate pushdown prunes partitions)."""
-        files = self.files(table)
-        if not files:
+    def scan(self, table: TableName, *, missing_ok: bool = False) -> pl.LazyFrame:
+        """Lazy scan with a String ``date`` partition column (predicate pushdown prunes partitions).
+
+        Contract tables scan with the contract's columns, so partitions written before a contract grew
+        a column still scan (the column reads as null). With ``missing_ok`` a table with no partitions
+        yet is an empty frame with the contract's columns; otherwise it is a CatalogError."""
+        schema = _contract_schema(table)
+        if not self.files(table):
+            if missing_ok and schema is not None:
+                return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
             raise CatalogError(str(self.path(table)), f"no {table} partitions yet (has the curate job run on this store?)")
-        base = self.path(table)
-        lf = pl.scan_parquet(str(base / "date=*" / "*.parquet"), hive_partitioning=True)
-        return lf
+        src = str(self.path(table) / "date=*" / "*.parquet")
+        if schema is None:
+            return pl.scan_parquet(src, hive_partitioning=True, hive_schema={"date": pl.String})
+        want = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+        return pl.scan_parquet(src, hive_partitioning=True, hive_schema={"date": pl.String}, schema=want,
+                               missing_columns="insert", extra_columns="ignore")
 
     def read(self, table: TableName) -> pl.DataFrame:
         return self.scan(table).collect()

@@ -1,0 +1,372 @@
+"""Assets. Each is thin: it calls a Beam job in ``pipelines`` or a function in ``fleetcore`` and reports
+what happened as metadata (numbers, so the UI plots them across materialisations).
+
+Graph::
+
+    landing_drives (observed) -> curated_drives -> trigger_events -> clip_store -> clip_catalog
+        -> coverage_report;  clip_catalog -> dataset_<spec> (one per datasets/*.yaml)
+
+``curated_drives``, ``trigger_events``, ``clip_store`` and ``clip_catalog`` are one Beam run of the curate
+job per daily partition (a multi-asset: the job writes all four at once).
+"""
+
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import dagster as dg
+
+from dagster_project import dataset_specs, facts
+from dagster_project.landing_scan import scan_landing
+from dagster_project.resources import BeamRunner, FleetPaths
+
+log = logging.getLogger(__name__)
+
+LANDING = dg.AssetKey("landing_drives")
+CURATED = dg.AssetKey("curated_drives")
+TRIGGERS = dg.AssetKey("trigger_events")
+CLIP_STORE = dg.AssetKey("clip_store")
+CLIP_CATALOG = dg.AssetKey("clip_catalog")
+COVERAGE = dg.AssetKey("coverage_report")
+
+GROUP_INGEST = "ingest"
+GROUP_CURATE = "curate"
+GROUP_DATASETS = "datasets"
+
+#: Transient errors (I/O, a lost Dask worker) are retried; domain errors fail at once (Failure(allow_retries=False)).
+RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+DECODE_POOL = "decode"
+
+
+def _permanent(exc: BaseException, what: str) -> dg.Failure:
+    return dg.Failure(description=f"{what}: {type(exc).__name__}: {exc}", allow_retries=False)
+
+
+def _report_dir(paths: FleetPaths, *parts: str) -> Path:
+    return paths.store() / "reports" / "dagster" / Path(*parts)
+
+
+def _image_md(png: bytes, alt: str) -> dg.MetadataValue:
+    from dagster_project.visuals import markdown_image
+
+    return dg.MetadataValue.md(markdown_image(png, alt))
+
+
+def _counts_md(pairs: list[tuple[str, int]], what: str) -> dg.MetadataValue:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in pairs) or "| (none) | 0 |"
+    return dg.MetadataValue.md(f"| {what} | count |\n|---|---|\n{rows}")
+
+
+# --------------------------------------------------------------------------------------
+# landing_drives: observed, not produced
+# --------------------------------------------------------------------------------------
+@dg.observable_source_asset(
+    key=LANDING,
+    group_name=GROUP_INGEST,
+    description="Drives uploaded by the fleet (<landing>/<vehicle>/<drive>/). Observed: counts of complete "
+    "and incomplete uploads; the data version changes when a drive completes.",
+)
+def landing_drives(paths: FleetPaths) -> dg.ObserveResult:
+    import hashlib
+
+    root = paths.landing()
+    complete, incomplete = scan_landing(root)
+    keys = "\n".join(r.key for r in complete)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(hashlib.sha256(keys.encode()).hexdigest()[:16]),
+        metadata={
+            "complete_drives": len(complete),
+            "incomplete_uploads": len(incomplete),
+            "vehicles": len({r.vehicle_id for r in complete}),
+            "landing_root": dg.MetadataValue.path(str(root)),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The curate job, one daily partition per run
+# --------------------------------------------------------------------------------------
+class CurateRunConfig(dg.Config):
+    """Options of the curate job (``python -m pipelines.curate --help``)."""
+
+    labels: bool = True  # the labelling stage
+    privacy: bool = True  # blur faces and plates before encoding (off is recorded in every sample)
+    extra_stages: list[str] = []  # further registered clip stages
+    rate_hz: float = 10.0
+    max_side: int = 640
+    extra_triggers: list[str] = []
+
+    def argv(self) -> list[str]:
+        argv = ["--input", "-", "--output", "-", "--rate-hz", str(self.rate_hz), "--max-side", str(self.max_side),
+                "--labels" if self.labels else "--no-labels", "--privacy" if self.privacy else "--no-privacy"]
+        for s in self.extra_stages:
+            argv += ["--stage", s]
+        for t in self.extra_triggers:
+            argv += ["--triggers", t]
+        return argv
+
+
+def run_curate_partition(date: str, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner) -> dict[str, Any]:
+    """Run ``pipelines.curate.run_curate`` for one UTC date; domain errors become non-retried failures."""
+    from fleetcore.errors import FleetError
+    from pipelines.curate import build_parser, config_from_args, run_curate
+
+    landing, store = paths.landing(), paths.store()
+    if not landing.is_dir():
+        raise dg.Failure(description=f"{landing}: landing root is not a directory (set FleetPaths.landing_root or $FLEET_LANDING_ROOT)", allow_retries=False)
+    try:
+        cfg = config_from_args(build_parser().parse_args(config.argv()))
+        return run_curate(str(landing), str(store), cfg, beam_args=beam.beam_args(), dates=[date])
+    except FleetError as exc:
+        raise _permanent(exc, f"curate {date}") from exc
+
+
+def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> dict[dg.AssetKey, dict[str, Any]]:
+    """Metadata of the four curate assets: this run's work (Beam counters, run summary) and the state of
+    the partition in the store (catalog rows)."""
+    from dagster_project.visuals import bar_chart, contact_sheet
+
+    store = paths.store()
+    metrics = summary.get("metrics") or {}
+    seconds = float(summary.get("seconds") or 0.0)
+    frames = int(metrics.get("frames_decoded", 0))
+    run_common = {
+        "run_seconds": seconds,
+        "runner": str(summary.get("runner")),
+        "config_version": str(summary.get("config_version")),
+    }
+    drives = facts.table(store, "drives", date=date)
+    triggers = facts.table(store, "triggers", date=date)
+    clips = facts.table(store, "clips", date=date)
+    labels_all = facts.table(store, "labels")
+    labels = labels_all.filter(labels_all["clip_id"].is_in(clips["clip_id"].to_list())) if not labels_all.is_empty() and not clips.is_empty() else labels_all.head(0)
+    quarantined = [q for q in summary.get("quarantined", []) if not q.get("clip_id")]
+    out: dict[dg.AssetKey, dict[str, Any]] = {}
+
+    out[CURATED] = {
+        **run_common,
+        "drives": drives.height,
+        "drives_curated_this_run": int(summary.get("drives_curated", 0)),
+        "quarantined_this_run": len(quarantined),
+        "quarantined_total": len(facts.quarantine_records(store)),
+        "video_seconds": float(drives["video_seconds"].sum()) if drives.height else 0.0,
+        "telemetry_rows": int(drives["telemetry_rows"].sum()) if drives.height else 0,
+        "vehicles": drives["vehicle_id"].n_unique() if drives.height else 0,
+    }
+    trig_counts = facts.counts(triggers, "trigger")
+    tdir = _report_dir(paths, "trigger_events", date)
+    out[TRIGGERS] = {
+        "events": triggers.height,
+        "events_this_run": int(metrics.get("trigger_events", 0)),
+        "trigger_types": len(trig_counts),
+        "events_by_trigger": _counts_md(trig_counts, "trigger"),
+        "trigger_chart": _image_md(bar_chart(trig_counts, tdir / "triggers.png", title=f"trigger events {date}"), "trigger events"),
+    }
+    man: dict[str, Any] = {}
+    if Path(store, "clips", "manifest.json").is_file():
+        from fleetcore.catalog import Catalog
+
+        man = Catalog(str(store)).store_manifest()
+    cdir = _report_dir(paths, "clip_store", date)
+    sheet = contact_sheet(store, clips, cdir / "contact_sheet.png", labels=labels)
+    out[CLIP_STORE] = {
+        **run_common,
+        "clips": clips.height,
+        "clips_this_run": int(summary.get("clips", 0)),
+        "frames_decoded": frames,
+        "frames_per_second": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "shards_written": int(summary.get("shards_written", 0)),
+        "bytes_written": int(summary.get("bytes_written", 0)),
+        "store_shards": int(man.get("n_shards", 0)),
+        "store_samples": int(man.get("n_samples", 0)),
+        "store_bytes": int(man.get("total_bytes", 0)),
+        "clips_quarantined_total": facts.clip_quarantine_count(store),
+        "contact_sheet": _image_md(sheet, "contact sheet"),
+        "contact_sheet_path": dg.MetadataValue.path(str(cdir / "contact_sheet.png")),
+    }
+    label_counts = facts.label_counts(labels)
+    primary = facts.counts(clips, "primary_trigger")
+    kdir = _report_dir(paths, "clip_catalog", date)
+    all_clips = facts.table(store, "clips")
+    out[CLIP_CATALOG] = {
+        "clips": clips.height,
+        "clips_total": all_clips.height,
+        "clip_seconds": float(clips["duration_s"].sum()) if clips.height else 0.0,
+        "labelled_clips": labels["clip_id"].n_unique() if not labels.is_empty() else 0,
+        "label_distribution": _image_md(bar_chart(label_counts, kdir / "labels.png", title=f"labels {date}"), "labels"),
+        "trigger_distribution": _image_md(bar_chart(primary, kdir / "primary_triggers.png", title=f"clips by primary trigger {date}"), "primary triggers"),
+        "snapshot_id": _snapshot(store),
+    }
+    return out
+
+
+def _snapshot(store: Path) -> str:
+    from fleetcore.catalog import Catalog
+
+    return Catalog(str(store)).snapshot_id()
+
+
+def build_curate_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name="curate",
+        partitions_def=partitions_def,
+        pool=DECODE_POOL,
+        retry_policy=RETRY,
+        specs=[
+            dg.AssetSpec(CURATED, deps=[LANDING], group_name=GROUP_CURATE, kinds={"beam", "parquet"},
+                         description="Validated drives of the day: drive index, curated telemetry and frame index (bad drives quarantined)."),
+            dg.AssetSpec(TRIGGERS, deps=[CURATED], group_name=GROUP_CURATE, kinds={"parquet"},
+                         description="Trigger events found in the day's telemetry (triggers/date=D/)."),
+            dg.AssetSpec(CLIP_STORE, deps=[TRIGGERS], group_name=GROUP_CURATE, kinds={"webdataset"},
+                         description="Time-synced multi-camera clips as WebDataset shards (clips/date=D/*.tar + clips/manifest.json)."),
+            dg.AssetSpec(CLIP_CATALOG, deps=[CLIP_STORE], group_name=GROUP_CURATE, kinds={"parquet", "polars"},
+                         description="Parquet clip catalog, shard index and labels of the day (catalog/*/date=D/)."),
+        ],
+        description="One run of the curate Beam job (pipelines.curate) for one UTC drive date.",
+    )
+    def curate(context: dg.AssetExecutionContext, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner) -> Iterator[dg.MaterializeResult]:
+        date = context.partition_key
+        t0 = time.monotonic()
+        summary = run_curate_partition(date, config, paths, beam)
+        context.log.info("curate %s: %d drives, %d clips, %d quarantined in %.1f s (runner %s)", date,
+                         summary.get("drives_curated", 0), summary.get("clips", 0), len(summary.get("quarantined", [])),
+                         time.monotonic() - t0, summary.get("runner"))
+        for key, md in curate_metadata(date, summary, paths).items():
+            yield dg.MaterializeResult(asset_key=key, metadata=md)
+
+    return curate
+
+
+# --------------------------------------------------------------------------------------
+# Coverage report
+# --------------------------------------------------------------------------------------
+class CoverageConfig(dg.Config):
+    """Dimensions of the coverage table (``fleetcore.coverage.available_dims``: catalog columns, label
+    names, ``trigger``, ``speed_band``) and the count below which a cell is "thin"."""
+
+    dims: list[str] = ["trigger", "speed_band"]
+    min_count: int = 5
+
+
+@dg.asset(key=COVERAGE, deps=[CLIP_CATALOG], group_name=GROUP_CURATE, kinds={"polars"},
+          description="Coverage of the catalog over chosen dimensions (fleetcore.coverage) with a heatmap.")
+def coverage_report(context: dg.AssetExecutionContext, config: CoverageConfig, paths: FleetPaths) -> dg.MaterializeResult:
+    store = paths.store()
+    out = _report_dir(paths, "coverage")
+    out.mkdir(parents=True, exist_ok=True)
+    from fleetcore.coverage import coverage_report as compute, render_heatmap
+
+    report = compute(str(store), config.dims, min_count=config.min_count)
+    png_path = out / "coverage_heatmap.png"
+    render_heatmap(report, png_path)
+    md: dict[str, Any] = {
+        "clips_total": int(report.total_clips),
+        "cells": int(report.table.height),
+        "empty_cells": int(report.empty_cells.height),
+        "thin_cells": int(report.thin_cells.height),
+        "dims": " x ".join(report.dims),
+        "source": "fleetcore.coverage",
+        "heatmap": _image_md(png_path.read_bytes(), "coverage heatmap"),
+        "heatmap_path": dg.MetadataValue.path(str(png_path)),
+    }
+    context.log.info("coverage over %s: %d cells, %d empty, %d thin", report.dims, md["cells"], md["empty_cells"], md["thin_cells"])
+    return dg.MaterializeResult(metadata=md)
+
+
+# --------------------------------------------------------------------------------------
+# Datasets: one asset per datasets/*.yaml
+# --------------------------------------------------------------------------------------
+PREFLIGHT_CHECK = "privacy_and_selection"
+
+
+def build_dataset_from_spec(context: dg.OpExecutionContext, spec_path: Path, key: dg.AssetKey, paths: FleetPaths,
+                            beam: BeamRunner) -> Iterator[Any]:
+    """Gate (blocking check result, then Failure if it fails) -> ``run_build_dataset`` -> metadata."""
+    from fleetcore.errors import FleetError
+
+    from dagster_project.visuals import bar_chart, contact_sheet
+
+    store = paths.store()
+    try:
+        pf = dataset_specs.preflight(spec_path, store)
+    except FleetError as exc:
+        raise _permanent(exc, f"dataset spec {spec_path.name}") from exc
+    check = dg.AssetCheckResult(
+        asset_key=key,
+        check_name=PREFLIGHT_CHECK,
+        passed=pf.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(pf.problems) or "selection non-empty, privacy on for every selected clip",
+        metadata={"selected_clips": pf.selected.height, "clips_without_privacy": len(pf.without_privacy),
+                  **{f"selection_{k}": int(v) for k, v in pf.counts.items()}},
+    )
+    yield check
+    if not check.passed:
+        raise dg.Failure(description=f"{spec_path.name}: not built: {check.description}", allow_retries=False,
+                         metadata={"spec": dg.MetadataValue.path(str(spec_path))})
+    try:
+        from pipelines.build_dataset import run_build_dataset
+    except ImportError as exc:
+        raise dg.Failure(description=f"pipelines.build_dataset is not available ({exc}); cannot build {spec_path.name}", allow_retries=False) from exc
+    t0 = time.monotonic()
+    try:
+        res = run_build_dataset(str(spec_path), store=str(store), datasets_root=str(paths.datasets()), beam_args=beam.beam_args())
+    except FleetError as exc:
+        raise _permanent(exc, f"build {spec_path.name}") from exc
+    seconds = time.monotonic() - t0
+    md: dict[str, Any] = {
+        "samples": int(res.samples),
+        "shards": int(res.shards),
+        "selected_clips": pf.selected.height,
+        "built_now": str(bool(res.built)),
+        "version": res.version,
+        "seconds": round(seconds, 3),
+        "dataset_path": dg.MetadataValue.path(res.path),
+        "manifest": dg.MetadataValue.path(res.manifest_path),
+        "spec": dg.MetadataValue.path(str(spec_path)),
+        "dataset_bytes": sum(p.stat().st_size for p in Path(res.path).rglob("*") if p.is_file()),
+    }
+    if seconds > 0 and res.built:
+        md["samples_per_second"] = round(res.samples / seconds, 2)
+    rdir = _report_dir(paths, "datasets", key.path[-1])
+    sel_ids = pf.selected["clip_id"].to_list()
+    clips = facts.table(store, "clips")
+    clips = clips.filter(clips["clip_id"].is_in(sel_ids)) if not clips.is_empty() else clips
+    labels = facts.table(store, "labels")
+    sel_labels = labels.filter(labels["clip_id"].is_in(sel_ids)) if not labels.is_empty() else labels
+    sheet = contact_sheet(store, clips, rdir / "contact_sheet.png", labels=sel_labels)
+    md["contact_sheet"] = _image_md(sheet, "contact sheet")
+    md["contact_sheet_path"] = dg.MetadataValue.path(str(rdir / "contact_sheet.png"))
+    md["label_distribution"] = _image_md(bar_chart(facts.label_counts(sel_labels), rdir / "labels.png", title="labels"), "labels")
+    trig = facts.counts(pf.selected, "trigger") if "trigger" in pf.selected.columns else facts.counts(clips, "primary_trigger")
+    md["trigger_distribution"] = _image_md(bar_chart(trig, rdir / "triggers.png", title="clips by trigger"), "triggers")
+    context.log.info("dataset %s@%s: %d samples from %d clips in %.1f s", res.name, res.version, res.samples, pf.selected.height, seconds)
+    yield dg.MaterializeResult(asset_key=key, metadata=md)
+
+
+def dataset_asset(spec_path: Path) -> dg.AssetsDefinition:
+    key = dg.AssetKey(dataset_specs.asset_name(spec_path))
+
+    @dg.asset(
+        key=key,
+        deps=[CLIP_CATALOG],
+        group_name=GROUP_DATASETS,
+        kinds={"beam", "webdataset"},
+        retry_policy=RETRY,
+        pool=DECODE_POOL,
+        description=dataset_specs.describe(spec_path),
+        metadata={"spec_path": dg.MetadataValue.path(str(spec_path))},
+        check_specs=[dg.AssetCheckSpec(PREFLIGHT_CHECK, asset=key, blocking=True,
+                                       description="BLOCKS the build: empty selection, or clips curated with privacy off.")],
+    )
+    def _dataset(context: dg.AssetExecutionContext, paths: FleetPaths, beam: BeamRunner):
+        yield from build_dataset_from_spec(context, spec_path, key, paths, beam)
+
+    return _dataset
+
+
+def dataset_assets(specs_dir: str | Path) -> list[dg.AssetsDefinition]:
+    """One asset per spec file: a new YAML in ``datasets/`` is a new asset, no code change."""
+    return [dataset_asset(p) for p in dataset_specs.spec_files(specs_dir)]

@@ -1,0 +1,49 @@
+"""The code location: ``dagster dev`` (with ``[tool.dagster] module_name = "dagster_project.definitions"``
+in pyproject.toml) or ``make ui`` load ``defs``.
+
+Dataset assets come from ``datasets/*.yaml`` at load time: a new spec file is a new asset after a
+reload, no code change.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_project import assets as A
+from dagster_project.checks import CHECKS
+from dagster_project.jobs import curate_job, datasets_job, mine_dataset
+from dagster_project.partitions import DEFAULT_START_DATE, drive_date_partitions
+from dagster_project.resources import PROJECT_ROOT, BeamRunner, FleetPaths, QualityThresholds
+from dagster_project.schedules import nightly_curate, weekly_datasets
+from dagster_project.sensors import landing_sensor
+
+DEFAULT_SPECS_DIR = PROJECT_ROOT / "datasets"
+
+
+def build_defs(
+    *,
+    start_date: str = DEFAULT_START_DATE,
+    specs_dir: str | Path = DEFAULT_SPECS_DIR,
+    paths: FleetPaths | None = None,
+    beam: BeamRunner | None = None,
+    limits: QualityThresholds | None = None,
+) -> dg.Definitions:
+    parts = drive_date_partitions(start_date)
+    cjob = curate_job(parts)
+    djob = datasets_job()
+    return dg.Definitions(
+        assets=[A.landing_drives, A.build_curate_assets(parts), A.coverage_report, *A.dataset_assets(specs_dir)],
+        asset_checks=CHECKS,
+        jobs=[cjob, djob, mine_dataset],
+        sensors=[landing_sensor(cjob, parts)],
+        schedules=[nightly_curate(cjob), weekly_datasets(djob)],
+        resources={
+            "paths": paths or FleetPaths(),
+            "beam": beam or BeamRunner(),
+            "limits": limits or QualityThresholds(),
+        },
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,23 @@
+"""Schedules: curate yesterday's partition every night; rebuild the datasets every week."""
+
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+
+
+def nightly_curate(job: Any, *, cron: str = "0 2 * * *") -> dg.ScheduleDefinition:
+    @dg.schedule(name="nightly_curate", cron_schedule=cron, job=job, execution_timezone="UTC",
+                 description="02:00 UTC: curate yesterday's UTC date (late uploads are caught by the landing sensor).")
+    def _nightly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        yesterday = (when.astimezone(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"nightly:{yesterday}", partition_key=yesterday)
+
+    return _nightly
+
+
+def weekly_datasets(job: Any, *, cron: str = "0 4 * * 0") -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(name="weekly_datasets", cron_schedule=cron, job=job, execution_timezone="UTC",
+                                 description="Sundays 04:00 UTC: rebuild the coverage report and every dataset asset.")

@@ -1,0 +1,284 @@
+"""Trigger backtests: run trigger specs over a clip store's historical telemetry, without video.
+
+For every curated drive in the drive index (``drives/``, optionally limited to a date range) the
+drive's canonical telemetry (``telemetry/date=D/<vehicle>__<drive>.parquet``) goes through
+:func:`fleetcore.triggers.find_events` with the curate job's telemetry rate and drive span, so a
+backtest of the shipped triggers reproduces the store's ``triggers/`` tables exactly. The report
+gives firings per day and per vehicle, the clip windows they would cut
+(:func:`fleetcore.triggers.merge_windows`), clip-hours and the clip-store bytes they would cost
+(bytes per clip-second of the store: ``clips/manifest.json`` total bytes / catalog duration).
+
+:func:`window_thumbnails` decodes a few frames of sample windows: from the clip store when a
+stored clip covers the window, else from the landing drive (``drives.path``) with
+``fleetcore.video.extract.ClipExtractor`` (only the frames asked for are decoded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fleetcore.errors import FleetError
+from fleetcore.mining import Filters, scan_table
+from fleetcore.triggers import DEFAULT_RATE_HZ, TriggerSpec, find_events, merge_windows
+from schemas import TELEMETRY, TRIGGER_EVENTS
+
+log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+
+
+class BacktestError(FleetError):
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class BacktestResult:
+    """What a trigger set would have fired over the store's history."""
+
+    events: pl.DataFrame  # TRIGGER_EVENTS columns + date
+    windows: pl.DataFrame  # merged clip windows: vehicle_id, drive_id, date, start_ns, end_ns, duration_s, triggers, primary_trigger
+    per_day: pl.DataFrame  # date, trigger, firings, clip_seconds
+    per_vehicle: pl.DataFrame  # vehicle_id, trigger, firings
+    drives: int
+    drive_hours: float
+    clip_hours: float
+    bytes_per_clip_second: float | None
+    estimated_bytes: int | None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        by_trigger = self.events.group_by("trigger").len().sort("trigger")
+        return {
+            "drives": self.drives,
+            "drive_hours": round(self.drive_hours, 6),
+            "firings": self.events.height,
+            "firings_by_trigger": {k: int(v) for k, v in by_trigger.iter_rows()},
+            "clips": self.windows.height,
+            "clip_hours": round(self.clip_hours, 6),
+            "bytes_per_clip_second": self.bytes_per_clip_second,
+            "estimated_bytes": self.estimated_bytes,
+            "per_day": self.per_day.to_dicts(),
+            "per_vehicle": self.per_vehicle.to_dicts(),
+            "examples": self.examples,
+        }
+
+
+def store_config(store: str | Path) -> dict[str, Any]:
+    """The curate config of the store's last run (``runs/last.json``), or {}."""
+    p = Path(store, "runs", "last.json")
+    if not p.is_file():
+        return {}
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise BacktestError(str(p), f"not valid JSON ({exc})") from exc
+    return dict(doc.get("config") or {})
+
+
+def bytes_per_clip_second(store: str | Path) -> float | None:
+    """Clip-store bytes per second of clip: manifest total bytes / summed catalog ``duration_s``."""
+    man = Path(store, "clips", "manifest.json")
+    if not man.is_file():
+        return None
+    total = int(json.loads(man.read_text()).get("total_bytes") or 0)
+    secs = scan_table(store, "clips").select(pl.col("duration_s").sum()).collect().item()
+    if not secs:
+        return None
+    return total / float(secs)
+
+
+def drive_telemetry(store: str | Path, vehicle_id: str, drive_id: str, date: str) -> pa.Table | None:
+    """A drive's canonical telemetry from the store (None for a video-only drive)."""
+    p = Path(store, "telemetry", f"date={date}", f"{vehicle_id}__{drive_id}.parquet")
+    if not p.is_file():
+        return None
+    t = pq.read_table(p, columns=TELEMETRY.column_names)
+    return TELEMETRY.conform(t)
+
+
+def backtest(
+    store: str | Path,
+    specs: Sequence[TriggerSpec],
+    *,
+    filters: Filters | None = None,
+    rate_hz: float | None = None,
+    max_clip_s: float | None = None,
+    examples: int = 5,
+) -> BacktestResult:
+    """Run ``specs`` over every drive of the store (within ``filters``' date range; geo filters do not apply).
+
+    ``rate_hz`` / ``max_clip_s`` default to the store's last curate config (else 20 Hz / 30 s).
+    """
+    if not specs:
+        raise BacktestError(str(store), "no trigger specs to backtest")
+    cfg = store_config(store)
+    rate = float(rate_hz or cfg.get("telemetry_rate_hz") or DEFAULT_RATE_HZ)
+    max_clip = max_clip_s if max_clip_s is not None else cfg.get("max_clip_s", 30.0)
+    f = filters or Filters()
+    _, s_d, _, u_d = f.bounds()
+    drives = scan_table(store, "drives")
+    if s_d is not None:
+        drives = drives.filter(pl.col("date") >= s_d)
+    if u_d is not None:
+        drives = drives.filter(pl.col("date") <= u_d)
+    dr = drives.select("vehicle_id", "drive_id", "date", "start_ns", "end_ns").sort(["date", "vehicle_id", "drive_id"]).collect()
+    tables: list[pa.Table] = []
+    dates: list[str] = []
+    drive_s = 0.0
+    for veh, drv, date, s, e in dr.iter_rows():
+        tel = drive_telemetry(store, veh, drv, date)
+        ev = find_events(tel, specs, vehicle_id=veh, drive_id=drv, rate_hz=rate, drive_span_ns=(int(s), int(e)))
+        tables.append(ev)
+        dates += [date] * ev.num_rows
+        drive_s += (int(e) - int(s)) / NS_PER_S
+    events_pa = pa.concat_tables(tables) if tables else TRIGGER_EVENTS.schema.empty_table()
+    events = pl.from_arrow(events_pa).with_columns(pl.Series("date", dates, dtype=pl.String))  # type: ignore[union-attr]
+    assert isinstance(events, pl.DataFrame)
+
+    date_of = {(v, d): dt for v, d, dt in dr.select("vehicle_id", "drive_id", "date").iter_rows()}
+    wins = merge_windows(events_pa, max_clip_s=max_clip)
+    windows = pl.DataFrame(
+        [
+            {
+                "vehicle_id": w.vehicle_id, "drive_id": w.drive_id, "date": date_of[(w.vehicle_id, w.drive_id)],
+                "start_ns": w.start_ns, "end_ns": w.end_ns, "duration_s": w.duration_s,
+                "triggers": list(w.triggers), "primary_trigger": w.primary_trigger,
+            }
+            for w in wins
+        ],
+        schema={"vehicle_id": pl.String, "drive_id": pl.String, "date": pl.String, "start_ns": pl.Int64, "end_ns": pl.Int64,
+                "duration_s": pl.Float64, "triggers": pl.List(pl.String), "primary_trigger": pl.String},
+    )
+    ev_s = ((pl.col("window_end_ns") - pl.col("window_start_ns")) / NS_PER_S).alias("window_s")
+    per_day = (
+        events.with_columns(ev_s).group_by("date", "trigger").agg(pl.len().alias("firings"), pl.col("window_s").sum().alias("window_seconds"))
+        .sort("date", "trigger")
+    )
+    day_clips = windows.group_by("date").agg(pl.col("duration_s").sum().alias("clip_seconds"))
+    per_day = per_day.join(day_clips, on="date", how="left")
+    per_vehicle = events.group_by("vehicle_id", "trigger").agg(pl.len().alias("firings")).sort("vehicle_id", "trigger")
+    clip_s = float(windows["duration_s"].sum()) if windows.height else 0.0
+    bpcs = bytes_per_clip_second(store)
+    ex = []
+    for r in windows.sort("date", "vehicle_id", "drive_id", "start_ns").head(examples).iter_rows(named=True):
+        ex.append({k: r[k] for k in ("vehicle_id", "drive_id", "date", "start_ns", "end_ns", "duration_s", "triggers", "primary_trigger")})
+    log.info("backtest: %d drives, %d firings, %d clip windows", dr.height, events.height, windows.height)
+    return BacktestResult(
+        events=events, windows=windows, per_day=per_day, per_vehicle=per_vehicle, drives=dr.height, drive_hours=drive_s / 3600,
+        clip_hours=clip_s / 3600, bytes_per_clip_second=bpcs, estimated_bytes=None if bpcs is None else int(round(bpcs * clip_s)),
+        examples=ex,
+    )
+
+
+def _from_store(store: str | Path, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray]] | None:
+    """Frames of a window that lies inside a stored clip of the same drive (None if none does)."""
+    from fleetcore.preview import clip_frames
+
+    clips = (
+        scan_table(store, "clips")
+        .filter((pl.col("date") == window["date"]) & (pl.col("vehicle_id") == window["vehicle_id"]) & (pl.col("drive_id") == window["drive_id"])
+                & (pl.col("start_ns") <= window["start_ns"]) & (pl.col("end_ns") >= window["end_ns"]))
+        .sort("start_ns").head(1).collect()
+    )
+    if clips.is_empty():
+        return None
+    got = clip_frames(store, clips, camera=camera, n=None)[0]
+    row = clips.row(0, named=True)
+    rate = float(row["sample_rate_hz"])
+    i0 = int(round((window["start_ns"] - row["start_ns"]) * rate / NS_PER_S))
+    i1 = int(round((window["end_ns"] - row["start_ns"]) * rate / NS_PER_S))
+    inside = [k for k, idx in enumerate(got.indices) if i0 <= idx <= i1] or list(range(len(got.frames)))
+    pick = [inside[int(j)] for j in np.linspace(0, len(inside) - 1, min(n, len(inside))).round().astype(int)]
+    return got.camera, [got.frames[k] for k in pick]
+
+
+def _from_landing(store: str | Path, window: dict[str, Any], n: int, camera: str | None, max_side: int) -> tuple[str, list[np.ndarray]]:
+    from fleetcore.video.extract import ClipExtractor
+
+    drv = (
+        scan_table(store, "drives")
+        .filter((pl.col("date") == window["date"]) & (pl.col("vehicle_id") == window["vehicle_id"]) & (pl.col("drive_id") == window["drive_id"]))
+        .select("path").collect()
+    )
+    if drv.is_empty():
+        raise BacktestError(str(store), f"drive {window['drive_id']} is not in the drive index")
+    path = Path(drv.item())
+    man_p = path / "manifest.json"
+    if not man_p.is_file():
+        raise BacktestError(str(man_p), "landing drive manifest not found (was the drive removed from the landing zone?)")
+    manifest = json.loads(man_p.read_text())
+    fi = Path(store, "frames", f"date={window['date']}", f"{window['vehicle_id']}__{window['drive_id']}.parquet")
+    if not fi.is_file():
+        raise BacktestError(str(fi), "frame index of the drive not found in the store")
+    frame_index = pq.read_table(fi)
+    names = [c["name"] for c in manifest["cameras"]]
+    cam = camera or ("front" if "front" in names else names[0])
+    dur = max((window["end_ns"] - window["start_ns"]) / NS_PER_S, 1e-3)
+    rate = max(n, 1) / dur
+    with ClipExtractor(path, manifest, frame_index, cameras=[cam], max_side=max_side, threads=1) as ex:
+        clip = ex.extract(int(window["start_ns"]), int(window["end_ns"]), rate_hz=rate)
+        frames = [f.copy() for f in clip.frames[cam] if f is not None]
+    return cam, frames[:n]
+
+
+def window_thumbnails(store: str | Path, windows: Sequence[dict[str, Any]], *, n: int = 6, camera: str | None = None,
+                      max_side: int = 320) -> list[tuple[dict[str, Any], str, list[np.ndarray], str]]:
+    """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``."""
+    out = []
+    for w in windows:
+        got = _from_store(store, w, n, camera)
+        if got is not None:
+            out.append((w, got[0], got[1], "store"))
+        else:
+            cam, frames = _from_landing(store, w, n, camera, max_side)
+            out.append((w, cam, frames, "landing"))
+    return out
+
+
+def window_sheet(store: str | Path, windows: Sequence[dict[str, Any]], path: str | Path, *, n: int = 6, camera: str | None = None,
+                 thumb_width: int = 160) -> Path:
+    """A contact-sheet PNG of sample windows (caption: drive, window, triggers, frame source)."""
+    import cv2
+
+    from fleetcore.fsio import atomic_write_bytes
+    from fleetcore.preview import ACCENT, BG, FG, FONT, _thumb
+
+    rows = window_thumbnails(store, windows, n=n, camera=camera)
+    if not rows:
+        raise BacktestError(str(path), "no windows to preview")
+    pad, line_h = 6, 16
+    strips = []
+    for w, cam, frames, src in rows:
+        lines = [f"{w['vehicle_id']} {w['drive_id']} [{w['start_ns'] / 1e9:.2f}s, {w['end_ns'] / 1e9:.2f}s]",
+                 f"triggers: {', '.join(w['triggers'])}  ({cam}, from {src})"]
+        thumbs = [_thumb(f, thumb_width) for f in frames]
+        th = max((t.shape[0] for t in thumbs), default=thumb_width * 9 // 16)
+        strip = np.full((pad + 2 * line_h + pad + th + pad, pad + n * (thumb_width + pad), 3), BG, np.uint8)
+        for i, text in enumerate(lines):
+            cv2.putText(strip, text[:120], (pad, pad + (i + 1) * line_h - 4), FONT, 0.42, ACCENT if i == 0 else FG, 1, cv2.LINE_AA)
+        y = pad + 2 * line_h + pad
+        for j, t in enumerate(thumbs):
+            x = pad + j * (thumb_width + pad)
+            strip[y:y + t.shape[0], x:x + t.shape[1]] = t
+        strips.append(strip)
+    width = max(s.shape[1] for s in strips)
+    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in strips], axis=0)
+    ok, buf = cv2.imencode(".png", sheet)
+    if not ok:
+        raise BacktestError(str(path), "PNG encoding failed")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(str(p), buf.tobytes())
+    return p

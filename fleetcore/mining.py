@@ -1,0 +1,510 @@
+"""Clip mining: read-only SQL over a clip store's catalog (see ``docs/mining.md``).
+
+Tables registered in a ``pl.SQLContext`` (``register_globals=False``), all lazy scans of the
+store's hive-partitioned Parquet (``date=YYYY-MM-DD``); a table the store does not have yet is
+registered empty with its contract schema:
+
+* ``clips`` — the clip catalog (``schemas.CLIPS``);
+* ``labels`` — labels, long format (``schemas.LABELS`` + ``date``);
+* ``clip_labels`` — labels pivoted wide: one row per labelled clip, one column per label name
+  (its ``value``; or its ``score`` for a label that only has scores, as dataset specs see
+  labels), plus ``<label>_score`` for labels that have both values and scores. The
+  alphabetically first labeller wins where two give the same label. (The catalog's ``clips``
+  also carries the key labels as typed columns: ``time_of_day``, ``pedestrians`` ...);
+* ``triggers`` — trigger events (``schemas.TRIGGER_EVENTS`` + ``date``);
+* ``drives`` — the drive index (``schemas.DRIVE_INDEX``);
+* ``telemetry_summary`` — per clip speed (m/s and km/h) min/mean/max, peak decel, peak lateral
+  accel, bbox and bbox centre.
+
+Filters (:class:`Filters`) apply before the query: ``since``/``until`` prune the ``date``
+partitions of every table (the scan reads only those files), and relative values (``30d``) also
+compare ``clips.start_utc``; geo filters restrict the clip tables (``clips``,
+``telemetry_summary``, ``clip_labels``, ``labels``).
+
+Only one ``SELECT`` (or ``WITH ... SELECT``, set operations) over the registered tables runs:
+:func:`check_query` parses it with sqlglot and refuses any other statement, any other table
+name and any file-reading table function (``read_parquet`` ...), so a query cannot read or write
+other files. Errors are :class:`MiningError` with the position (line/column, where known) and the
+tables with their columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Final, Mapping, Sequence
+
+import polars as pl
+
+from fleetcore.catalog import Catalog
+from fleetcore.errors import FleetError
+
+log = logging.getLogger(__name__)
+
+TABLES: Final = ("clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary")
+EARTH_RADIUS_M: Final = 6_371_008.8
+KMH_PER_MPS: Final = 3.6
+_REL_RE: Final = re.compile(r"^(\d+)\s*([dhw])$")
+_DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FILE_FUNC_RE: Final = re.compile(r"^(read|scan|write|sink|copy|load|glob)_?", re.IGNORECASE)
+
+
+class MiningError(FleetError):
+    """A mining query (or option) is invalid or failed.
+
+    ``problem`` says what is wrong; ``line``/``column`` locate it in the query (1-based, where
+    known); ``tables`` maps each visible table to its columns (name -> dtype) for the message.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        query: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        tables: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.query = query
+        self.line = line
+        self.column = column
+        self.tables = dict(tables or {})
+        parts = [problem]
+        if line is not None:
+            parts.append(f"at line {line}, column {column if column is not None else '?'}")
+            if query is not None:
+                lines = query.splitlines() or [query]
+                if 1 <= line <= len(lines):
+                    parts.append("  " + lines[line - 1])
+                    if column is not None:
+                        parts.append("  " + " " * max(column - 1, 0) + "^")
+        if self.tables:
+            parts.append("tables:")
+            for name, cols in self.tables.items():
+                parts.append(f"  {name}(" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")")
+        super().__init__("\n".join(parts))
+
+
+# --------------------------------------------------------------------------------------
+# Filters
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Filters:
+    """Pre-query filters. ``bbox`` = (min_lon, min_lat, max_lon, max_lat): clips whose bbox intersects it;
+    ``near`` = (lat, lon, radius_m): clips whose bbox centre lies within radius (haversine);
+    ``since``/``until``: ``30d`` / ``12h`` / ``2w`` before ``now`` or an inclusive ``YYYY-MM-DD``."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    near: tuple[float, float, float] | None = None
+    since: str | None = None
+    until: str | None = None
+    now: dt.datetime | None = None  # default: the current UTC time
+
+    def _now(self) -> dt.datetime:
+        now = self.now or dt.datetime.now(dt.timezone.utc)
+        return now if now.tzinfo is not None else now.replace(tzinfo=dt.timezone.utc)
+
+    def bounds(self) -> tuple[dt.datetime | None, str | None, dt.datetime | None, str | None]:
+        """(since instant, since date, until instant, until date) — instants only for relative values."""
+        s_t, s_d = _parse_time(self.since, "since", self._now(), end=False)
+        u_t, u_d = _parse_time(self.until, "until", self._now(), end=True)
+        if s_d is not None and u_d is not None and s_d > u_d:
+            raise MiningError(f"--since {self.since} is after --until {self.until}")
+        return s_t, s_d, u_t, u_d
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.bbox, self.near, self.since, self.until))
+
+
+def _parse_time(value: str | None, what: str, now: dt.datetime, *, end: bool) -> tuple[dt.datetime | None, str | None]:
+    if value is None:
+        return None, None
+    v = value.strip()
+    m = _REL_RE.match(v)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        delta = {"d": dt.timedelta(days=n), "h": dt.timedelta(hours=n), "w": dt.timedelta(weeks=n)}[unit]
+        t = now - delta
+        return t, t.date().isoformat()
+    if _DATE_RE.match(v):
+        try:
+            dt.date.fromisoformat(v)
+        except ValueError as exc:
+            raise MiningError(f"--{what} {value!r}: not a valid date ({exc})") from exc
+        return None, v
+    raise MiningError(f"--{what} {value!r}: expected a relative age like 30d, 12h, 2w or a date YYYY-MM-DD")
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``minlon,minlat,maxlon,maxlat`` -> floats (raises MiningError)."""
+    vals = _floats(text, 4, "--bbox", "minlon,minlat,maxlon,maxlat")
+    mnlon, mnlat, mxlon, mxlat = vals
+    if not (-180 <= mnlon <= 180 and -180 <= mxlon <= 180 and -90 <= mnlat <= 90 and -90 <= mxlat <= 90):
+        raise MiningError(f"--bbox {text!r}: longitudes must be in [-180, 180] and latitudes in [-90, 90]")
+    if mnlon > mxlon or mnlat > mxlat:
+        raise MiningError(f"--bbox {text!r}: expected min <= max (minlon,minlat,maxlon,maxlat)")
+    return mnlon, mnlat, mxlon, mxlat
+
+
+def parse_near(text: str) -> tuple[float, float, float]:
+    """``lat,lon,radius_m`` -> floats (raises MiningError)."""
+    lat, lon, r = _floats(text, 3, "--near", "lat,lon,radius_m")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180) or r <= 0:
+        raise MiningError(f"--near {text!r}: expected lat in [-90, 90], lon in [-180, 180], radius_m > 0")
+    return lat, lon, r
+
+
+def _floats(text: str, n: int, opt: str, form: str) -> list[float]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != n:
+        raise MiningError(f"{opt} {text!r}: expected {n} comma-separated numbers {form}")
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError as exc:
+        raise MiningError(f"{opt} {text!r}: expected numbers {form} ({exc})") from exc
+    if not all(math.isfinite(v) for v in vals):
+        raise MiningError(f"{opt} {text!r}: numbers must be finite")
+    return vals
+
+
+def haversine_m(lat: pl.Expr, lon: pl.Expr, lat0: float, lon0: float) -> pl.Expr:
+    """Great-circle distance in metres from (lat0, lon0) (degrees) to the expressions' points."""
+    p1, p2 = math.radians(lat0), lat.radians()
+    dphi = p2 - p1
+    dlmb = lon.radians() - math.radians(lon0)
+    a = (dphi / 2).sin() ** 2 + math.cos(p1) * p2.cos() * (dlmb / 2).sin() ** 2
+    return 2 * EARTH_RADIUS_M * a.sqrt().clip(upper_bound=1.0).arcsin()
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+def scan_table(store: str | Path, table: str) -> pl.LazyFrame:
+    """A store table as a lazy scan with a String ``date`` partition column (empty with the contract
+    schema when the store has none yet); see ``Catalog.scan``."""
+    return Catalog(str(store)).scan(table, missing_ok=True)  # type: ignore[arg-type]
+
+
+def telemetry_summary_frame(clips: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-clip telemetry summary derived from the catalog columns."""
+    out = [pl.col(c) for c in ("clip_id", "vehicle_id", "drive_id", "date", "start_utc", "duration_s")]
+    for stat in ("min", "mean", "max"):
+        out.append(pl.col(f"speed_{stat}_mps"))
+        out.append((pl.col(f"speed_{stat}_mps") * KMH_PER_MPS).alias(f"speed_{stat}_kmh"))
+    out += [pl.col(c) for c in ("peak_decel_mps2", "peak_lat_accel_mps2", "lat_min", "lat_max", "lon_min", "lon_max")]
+    out.append(((pl.col("lat_min") + pl.col("lat_max")) / 2).alias("lat_centre"))
+    out.append(((pl.col("lon_min") + pl.col("lon_max")) / 2).alias("lon_centre"))
+    return clips.select(out)
+
+
+def _label_kinds(labels: pl.LazyFrame) -> list[tuple[str, bool, bool, int]]:
+    """(label, has values, has scores, number of labellers) for every label name, sorted."""
+    stats = (
+        labels.group_by("label")
+        .agg(pl.col("value").is_not_null().any().alias("v"), pl.col("score").is_not_null().any().alias("s"),
+             pl.col("labeller").n_unique().alias("n"))
+        .sort("label")
+        .collect()
+    )
+    return [(str(n), bool(v), bool(s), int(k)) for n, v, s, k in stats.iter_rows()]
+
+
+def clip_labels_frame(labels: pl.LazyFrame, *, kinds_from: pl.LazyFrame | None = None, only: set[str] | None = None) -> pl.LazyFrame:
+    """Labels pivoted wide (see the module docstring). ``kinds_from`` (default ``labels``) decides the
+    columns; ``only`` limits the pivot to the labels a query names (None: every label)."""
+    src = kinds_from if kinds_from is not None else labels
+    if only is not None:
+        src = src.filter(pl.col("label").is_in(sorted(only)))
+        labels = labels.filter(pl.col("label").is_in(sorted(only)))
+    kinds = _label_kinds(src)
+    if not kinds:
+        return pl.LazyFrame(schema={"clip_id": pl.String})
+    first = labels.select("clip_id", "label", "labeller", "value", "score")
+    if any(k[3] > 1 for k in kinds):
+        # group_by keeps the row order within each group, so after sorting by labeller the first row
+        # of a (clip, label) is the alphabetically first labeller's
+        first = first.sort("labeller", maintain_order=True)
+    aggs: list[pl.Expr] = []
+    taken = {"clip_id"}
+    for name, has_v, has_s, _ in kinds:
+        is_l = pl.col("label") == name
+        if has_v or not has_s:
+            aggs.append(pl.col("value").filter(is_l).first().alias(name))
+            if has_s and f"{name}_score" not in taken:
+                aggs.append(pl.col("score").filter(is_l).first().alias(f"{name}_score"))
+                taken.add(f"{name}_score")
+        else:
+            aggs.append(pl.col("score").filter(is_l).first().alias(name))
+        taken.add(name)
+    return first.group_by("clip_id").agg(aggs)
+
+
+def query_columns(sql: str) -> set[str] | None:
+    """Column names a query mentions (as written and lower-cased), or None when it selects ``*`` anywhere."""
+    import sqlglot
+    from sqlglot import exp
+
+    stmt = sqlglot.parse_one(sql)
+    if any(True for _ in stmt.find_all(exp.Star)) or any(isinstance(c.this, exp.Star) for c in stmt.find_all(exp.Column)):
+        return None
+    names = {c.name for c in stmt.find_all(exp.Column)} | {i.name for i in stmt.find_all(exp.Identifier)}
+    return names | {n.lower() for n in names}
+
+
+class MiningSession:
+    """The tables of one store under one set of filters (open once, query many).
+
+    Tables are built on first use (:meth:`table`); a query registers only the tables it names, so
+    e.g. the label pivot is not computed for a query over ``clips`` alone.
+    """
+
+    def __init__(self, store: str, filters: Filters) -> None:
+        self.store = store
+        self.filters = filters
+        self._cache: dict[str, pl.LazyFrame] = {}
+        s_t, s_d, u_t, u_d = filters.bounds()
+        self._bounds = (s_t, s_d, u_t, u_d)
+
+    @classmethod
+    def open(cls, store: str | Path, filters: Filters | None = None) -> "MiningSession":
+        root = Path(store)
+        if not root.is_dir():
+            raise MiningError(f"{store}: clip store folder does not exist")
+        return cls(str(root), filters or Filters())
+
+    def _by_date(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        _, s_d, _, u_d = self._bounds
+        if s_d is not None:
+            lf = lf.filter(pl.col("date") >= s_d)
+        if u_d is not None:
+            lf = lf.filter(pl.col("date") <= u_d)
+        return lf
+
+    def _geo_filtered(self) -> bool:
+        return self.filters.bbox is not None or self.filters.near is not None
+
+    def _build(self, name: str) -> pl.LazyFrame:
+        f = self.filters
+        s_t, _, u_t, _ = self._bounds
+        if name == "clips":
+            clips = self._by_date(scan_table(self.store, "clips"))
+            if s_t is not None:
+                clips = clips.filter(pl.col("start_utc") >= s_t)
+            if u_t is not None:
+                clips = clips.filter(pl.col("start_utc") <= u_t)
+            if f.bbox is not None:
+                mnlon, mnlat, mxlon, mxlat = f.bbox
+                clips = clips.filter(
+                    (pl.col("lon_max") >= mnlon) & (pl.col("lon_min") <= mxlon) & (pl.col("lat_max") >= mnlat) & (pl.col("lat_min") <= mxlat)
+                )
+            if f.near is not None:
+                lat0, lon0, radius = f.near
+                lat_c = (pl.col("lat_min") + pl.col("lat_max")) / 2
+                lon_c = (pl.col("lon_min") + pl.col("lon_max")) / 2
+                clips = clips.filter(haversine_m(lat_c, lon_c, lat0, lon0) <= radius)
+            return clips
+        if name == "labels":
+            labels = self._by_date(scan_table(self.store, "labels"))
+            if self._geo_filtered():
+                labels = labels.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
+            return labels
+        if name == "clip_labels":
+            return clip_labels_frame(self.table("labels"), kinds_from=self._by_date(scan_table(self.store, "labels")))
+        if name in ("triggers", "drives"):
+            return self._by_date(scan_table(self.store, name))
+        if name == "telemetry_summary":
+            return telemetry_summary_frame(self.table("clips"))
+        raise MiningError(f"unknown table {name!r}; tables: {list(TABLES)}")
+
+    def table(self, name: str) -> pl.LazyFrame:
+        """One table (built on first use)."""
+        if name not in self._cache:
+            self._cache[name] = self._build(name)
+        return self._cache[name]
+
+    def _clip_labels_for(self, sql: str) -> pl.LazyFrame:
+        """``clip_labels`` pivoting only the labels the query names (all of them for ``SELECT *``)."""
+        if "clip_labels" in self._cache:
+            return self._cache["clip_labels"]
+        cols = query_columns(sql)
+        if cols is None:
+            return self.table("clip_labels")
+        wanted = {c[: -len("_score")] if c.endswith("_score") else c for c in cols} | cols
+        return clip_labels_frame(self.table("labels"), kinds_from=self._by_date(scan_table(self.store, "labels")), only=wanted)
+
+    @property
+    def frames(self) -> dict[str, pl.LazyFrame]:
+        """Every table (builds them all)."""
+        return {name: self.table(name) for name in TABLES}
+
+    def schemas(self) -> dict[str, dict[str, str]]:
+        """Every table's columns (name -> polars dtype), for help and error messages."""
+        return {name: {c: str(t) for c, t in lf.collect_schema().items()} for name, lf in self.frames.items()}
+
+    def lazy(self, sql: str) -> pl.LazyFrame:
+        """The query as a LazyFrame (checked read-only first). Raises MiningError."""
+        used = check_query(sql, tables=TABLES, describe=self.schemas)
+        frames = {name: self.table(name) for name in sorted(used) if name != "clip_labels"}
+        if "clip_labels" in used:
+            frames["clip_labels"] = self._clip_labels_for(sql)
+        ctx = pl.SQLContext(frames=frames, register_globals=False)
+        try:
+            out = ctx.execute(sql, eager=False)
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise self._error(sql, exc) from exc
+        return out
+
+    def query(self, sql: str) -> pl.DataFrame:
+        """Run the query; returns a DataFrame. Raises MiningError."""
+        lf = self.lazy(sql)
+        try:
+            return lf.collect()
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise self._error(sql, exc) from exc
+
+    def _error(self, sql: str, exc: Exception) -> MiningError:
+        msg = str(exc).strip()
+        line, col = _position(sql, msg)
+        first = (msg.splitlines()[0] if msg else repr(exc)).split("; valid columns")[0]
+        return MiningError(f"query failed: {type(exc).__name__}: {first[:500]}", query=sql, line=line, column=col,
+                           tables=self.schemas())
+
+
+    def breakdown(self, result: pl.DataFrame, *, max_values: int = 50) -> dict[str, Any]:
+        """``--count``: rows, clips, and clip counts per trigger, primary trigger and label value.
+
+        Needs a ``clip_id`` column in the result (else only ``rows`` is given)."""
+        out: dict[str, Any] = {"rows": result.height}
+        if "clip_id" not in result.columns:
+            return out
+        ids = result.select(pl.col("clip_id").cast(pl.String)).unique()
+        out["clips"] = ids.height
+        clips = self.table("clips").join(ids.lazy(), on="clip_id", how="semi").select("clip_id", "triggers", "primary_trigger").collect()
+        trig = clips.select(pl.col("triggers").explode().alias("trigger")).drop_nulls().group_by("trigger").len()
+        out["by_trigger"] = {k: int(v) for k, v in trig.sort(["len", "trigger"], descending=[True, False]).iter_rows()}
+        prim = clips.group_by("primary_trigger").len().sort(["len", "primary_trigger"], descending=[True, False])
+        out["by_primary_trigger"] = {k: int(v) for k, v in prim.iter_rows()}
+        labels = (
+            self.table("labels").join(ids.lazy(), on="clip_id", how="semi").filter(pl.col("value").is_not_null())
+            .unique(["clip_id", "label", "value"]).group_by("label", "value").len().sort(["label", "len", "value"], descending=[False, True, False])
+            .collect()
+        )
+        by_label: dict[str, dict[str, int]] = {}
+        for lab, val, n in labels.iter_rows():
+            d = by_label.setdefault(lab, {})
+            if len(d) < max_values:
+                d[str(val)] = int(n)
+        out["by_label"] = by_label
+        return out
+
+
+def run_query(store: str | Path, sql: str, *, filters: Filters | None = None) -> pl.DataFrame:
+    """Run one read-only SQL query over the store's tables (see the module docstring)."""
+    return MiningSession.open(store, filters).query(sql)
+
+
+# --------------------------------------------------------------------------------------
+# Read-only guard
+# --------------------------------------------------------------------------------------
+def _position(sql: str, msg: str) -> tuple[int | None, int | None]:
+    m = re.search(r"Line:\s*(\d+),\s*Column:\s*(\d+)", msg)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    for pat in (r'unable to find column "([^"]+)"', r"relation '([^']+)' was not found", r'column "([^"]+)"', r"'([A-Za-z_][A-Za-z0-9_]*)'"):
+        m = re.search(pat, msg)
+        if m:
+            pos = _locate(sql, m.group(1))
+            if pos is not None:
+                return pos
+    return None, None
+
+
+def _locate(sql: str, word: str) -> tuple[int, int] | None:
+    m = re.search(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])", sql, flags=re.IGNORECASE)
+    if m is None:
+        return None
+    before = sql[: m.start()]
+    line = before.count("\n") + 1
+    col = m.start() - (before.rfind("\n") + 1) + 1
+    return line, col
+
+
+def check_query(sql: str, *, tables: Sequence[str] = TABLES, describe: Callable[[], Mapping[str, Mapping[str, str]]] | None = None) -> set[str]:
+    """Refuse anything but one read-only query over ``tables`` (raises MiningError with the position).
+
+    Parsed with sqlglot: exactly one statement, a SELECT / WITH / set operation; every table
+    reference is a registered table or a CTE of the query; no table function and no function
+    whose name reads or writes files (``read_parquet``, ``read_csv``, ``scan_*`` ...), no
+    ``SELECT ... INTO``. The tokens are checked too, in case parsers disagree. Returns the names
+    of the tables the query reads. ``describe`` gives the tables' columns for error messages.
+    """
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError, TokenError
+
+    names = {t.lower() for t in tables}
+
+    def err(problem: str, line: int | None = None, col: int | None = None) -> MiningError:
+        tabs = describe() if describe is not None else {n: {} for n in sorted(names)}
+        return MiningError(problem, query=sql, line=line, column=col, tables=tabs)
+
+    if not isinstance(sql, str) or not sql.strip():
+        raise err("empty query: expected one SELECT statement")
+    try:
+        tokens = sqlglot.tokenize(sql)
+    except TokenError as exc:
+        raise err(f"cannot tokenize the query: {exc}") from exc
+    from sqlglot.tokens import TokenType
+
+    for i, tok in enumerate(tokens):
+        if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.RAW_STRING):
+            continue
+        if tok.token_type == TokenType.SEMICOLON and i != len(tokens) - 1:
+            raise err("only one statement is allowed (found ';' before the end)", tok.line, tok.col)
+        if tok.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or tok.text.isidentifier():
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+            if nxt is not None and nxt.token_type == TokenType.L_PAREN and _FILE_FUNC_RE.match(tok.text) and tok.text.lower() not in _SAFE_FUNCS:
+                raise err(f"function {tok.text}() is not allowed: queries may only read the registered tables", tok.line, tok.col - len(tok.text) + 1)
+    try:
+        stmts = [s for s in sqlglot.parse(sql) if s is not None]
+    except ParseError as exc:
+        e0 = exc.errors[0] if exc.errors else {}
+        raise err(f"SQL syntax error: {e0.get('description') or exc}", e0.get("line"), e0.get("col")) from exc
+    if len(stmts) != 1:
+        raise err(f"expected exactly one SELECT statement, found {len(stmts)}")
+    stmt = stmts[0]
+    if not isinstance(stmt, exp.Query):
+        raise err(f"only SELECT queries are allowed, found a {stmt.key.upper()} statement")
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    used: set[str] = set()
+    for node in stmt.walk():
+        if isinstance(node, exp.Into):
+            raise err("SELECT ... INTO is not allowed (queries are read-only)")
+        if isinstance(node, (exp.Create, exp.Insert, exp.Drop, exp.Delete, exp.Update, exp.Copy, exp.Command, exp.Merge, exp.Alter)):
+            raise err(f"{node.key.upper()} is not allowed (queries are read-only)")
+        if isinstance(node, exp.Table):
+            if not isinstance(node.this, exp.Identifier):
+                raise err(f"table functions are not allowed ({node.this.sql()[:60]}): use one of the registered tables {sorted(names)}")
+            if node.args.get("db") or node.args.get("catalog"):
+                raise err(f"qualified table name {node.sql()!r} is not allowed; tables: {sorted(names)}")
+            name = node.name.lower()
+            if name in names and name not in ctes:
+                used.add(name)
+            if name not in names and name not in ctes:
+                pos = _locate(sql, node.name)
+                raise err(f"unknown table {node.name!r}: only {sorted(names)} are visible", *(pos or (None, None)))
+        if isinstance(node, exp.Func):
+            fname = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else str(node.name).lower()
+            if _FILE_FUNC_RE.match(fname) and fname not in _SAFE_FUNCS:
+                raise err(f"function {fname}() is not allowed: queries may only read the registered tables")
+    return used
+
+
+#: functions whose names look like file access but are not (none in polars SQL today)
+_SAFE_FUNCS: Final = frozenset()

@@ -1,0 +1,266 @@
+"""Previews of clips from the clip store: a contact-sheet PNG or an HTML page of short MP4s.
+
+Frames are read by random access: the catalog's shard index gives each JPEG member's offset in
+its shard (``fleetcore.tario.read_member``), so only the frames shown are read and decoded.
+
+* :func:`clip_frames` — decoded RGB frames of one camera of one clip (all, or ``n`` evenly spaced);
+* :func:`contact_sheet` — one captioned thumbnail strip per clip, written as a PNG;
+* :func:`html_preview` — ``index.html`` + one H.264 (yuv420p, +faststart) MP4 per clip.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from fleetcore.catalog import Catalog
+from fleetcore.errors import FleetError
+from fleetcore.fsio import atomic_write_bytes
+from fleetcore.tario import read_member
+
+log = logging.getLogger(__name__)
+
+BG: Final = (24, 24, 24)  # BGR
+FG: Final = (235, 235, 235)
+ACCENT: Final = (80, 200, 255)
+FONT: Final = 0  # cv2.FONT_HERSHEY_SIMPLEX
+
+
+class PreviewError(FleetError):
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    clip_id: str
+    camera: str
+    indices: list[int]  # sample indices of the frames
+    frames: list[np.ndarray]  # RGB uint8
+    rate_hz: float
+
+
+def _members(store: str | Path, clips: pl.DataFrame) -> pl.DataFrame:
+    """Shard-index rows (shard, key, member, data_offset, size) of the given clips' members."""
+    from fleetcore.mining import scan_table
+
+    dates = sorted({s.split("/", 1)[0].removeprefix("date=") for s in clips["shard"].to_list()})
+    keys = clips.select(pl.col("shard"), pl.col("member_key").alias("key"))
+    return (
+        scan_table(store, "index")
+        .filter(pl.col("date").is_in(dates))
+        .join(keys.lazy(), on=["shard", "key"], how="semi")
+        .select("shard", "key", "member", "data_offset", "size")
+        .collect()
+    )
+
+
+def _frame_rows(members: pl.DataFrame, key: str, camera: str | None) -> tuple[str, list[tuple[int, int, int, str]]]:
+    """(camera, [(sample index, data_offset, size, member)]) for one clip's image members."""
+    rows = members.filter(pl.col("key") == key)
+    by_cam: dict[str, list[tuple[int, int, int, str]]] = {}
+    for _, _, member, off, size in rows.iter_rows():
+        parts = member[len(key) + 1:].split(".")
+        if len(parts) == 3 and parts[2] in ("jpg", "png") and parts[1].isdigit():
+            by_cam.setdefault(parts[0], []).append((int(parts[1]), int(off), int(size), member))
+    if not by_cam:
+        raise PreviewError(key, "the clip has no image members in the shard index")
+    if camera is None:
+        camera = "front" if "front" in by_cam else sorted(by_cam)[0]
+    if camera not in by_cam:
+        raise PreviewError(key, f"camera {camera!r} not in the clip (cameras: {sorted(by_cam)})")
+    return camera, sorted(by_cam[camera])
+
+
+def _decode(data: bytes, member: str) -> np.ndarray:
+    if member.endswith(".jpg"):
+        import simplejpeg
+
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise PreviewError(member, "image does not decode")
+    return np.ascontiguousarray(arr[:, :, ::-1])
+
+
+def clip_frames(store: str | Path, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6) -> list[ClipFrames]:
+    """Frames of each clip of ``clips`` (needs columns clip_id, shard, member_key, sample_rate_hz):
+    ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera)."""
+    if clips.is_empty():
+        return []
+    members = _members(store, clips)
+    cat = Catalog(str(store))
+    out = []
+    for cid, shard, key, rate in clips.select("clip_id", "shard", "member_key", "sample_rate_hz").iter_rows():
+        cam, rows = _frame_rows(members.filter(pl.col("shard") == shard), key, camera)
+        if n is not None and len(rows) > n:
+            pick = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
+            rows = [rows[i] for i in pick]
+        path = cat.shard_path(shard)
+        frames = [_decode(read_member(path, off, size), m) for _, off, size, m in rows]
+        out.append(ClipFrames(cid, cam, [r[0] for r in rows], frames, float(rate or 10.0)))
+    return out
+
+
+def _thumb(rgb: np.ndarray, width: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    th = max(2, int(round(h * width / w)))
+    return cv2.resize(np.ascontiguousarray(rgb[:, :, ::-1]), (width, th), interpolation=cv2.INTER_AREA)
+
+
+def caption_lines(row: Mapping[str, Any], labels: Mapping[str, str]) -> list[str]:
+    trig = row.get("triggers") or []
+    lines = [str(row.get("clip_id", "")), "triggers: " + ", ".join(map(str, trig))]
+    if labels:
+        lines.append("  ".join(f"{k}={v}" for k, v in list(labels.items())[:6]))
+    return lines
+
+
+def clip_label_values(store: str | Path, clip_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """Label values per clip (value, else rounded score), sorted by label name; ``keys`` restricts them."""
+    from fleetcore.mining import scan_table
+
+    lab = scan_table(store, "labels").filter(pl.col("clip_id").is_in(list(clip_ids)))
+    if keys:
+        lab = lab.filter(pl.col("label").is_in(list(keys)))
+    df = lab.sort(["clip_id", "label", "labeller"]).unique(["clip_id", "label"], keep="first").sort(["clip_id", "label"]).collect()
+    out: dict[str, dict[str, str]] = {}
+    for cid, name, val, score in df.select("clip_id", "label", "value", "score").iter_rows():
+        out.setdefault(cid, {})[name] = val if val is not None else ("" if score is None else f"{score:.3g}")
+    return out
+
+
+def contact_sheet(
+    store: str | Path,
+    clips: pl.DataFrame,
+    path: str | Path,
+    *,
+    camera: str | None = None,
+    frames: int = 6,
+    thumb_width: int = 160,
+    max_clips: int = 24,
+    label_keys: Sequence[str] | None = None,
+) -> Path:
+    """Write a PNG: per clip (first ``max_clips``), a caption (id, triggers, labels) over a strip of
+    ``frames`` thumbnails. Returns the path."""
+    import cv2
+
+    if "clip_id" not in clips.columns:
+        raise PreviewError(str(path), "the result has no clip_id column to preview")
+    sel = _catalog_rows(store, clips, max_clips)
+    if sel.is_empty():
+        raise PreviewError(str(path), "no clips to preview (empty result)")
+    got = clip_frames(store, sel, camera=camera, n=frames)
+    labels = clip_label_values(store, sel["clip_id"].to_list(), keys=label_keys)
+    rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
+    pad, line_h = 6, 16
+    strips = []
+    for cf in got:
+        thumbs = [_thumb(f, thumb_width) for f in cf.frames]
+        th = max(t.shape[0] for t in thumbs)
+        lines = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))
+        width = pad + frames * (thumb_width + pad)
+        strip = np.full((pad + len(lines) * line_h + pad + th + pad, width, 3), BG, np.uint8)
+        for i, text in enumerate(lines):
+            cv2.putText(strip, text[:120], (pad, pad + (i + 1) * line_h - 4), FONT, 0.42, ACCENT if i == 0 else FG, 1, cv2.LINE_AA)
+        y = pad + len(lines) * line_h + pad
+        for j, t in enumerate(thumbs):
+            x = pad + j * (thumb_width + pad)
+            strip[y:y + t.shape[0], x:x + t.shape[1]] = t
+        strips.append(strip)
+    width = max(s.shape[1] for s in strips)
+    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in strips], axis=0)
+    ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise PreviewError(str(path), "PNG encoding failed")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(str(p), buf.tobytes())
+    log.info("contact sheet of %d clips -> %s", len(strips), p)
+    return p
+
+
+def _catalog_rows(store: str | Path, clips: pl.DataFrame, max_clips: int) -> pl.DataFrame:
+    """The catalog rows of the result's clips (result order, first ``max_clips`` distinct ids)."""
+    from fleetcore.mining import scan_table
+
+    ids = clips.select(pl.col("clip_id").cast(pl.String)).unique(maintain_order=True).head(max_clips).with_row_index("_o")
+    cat = scan_table(store, "clips").join(ids.lazy(), on="clip_id", how="inner").sort("_o").drop("_o")
+    return cat.collect()
+
+
+def encode_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: float, ffmpeg: str | None = None) -> Path:
+    """Encode RGB frames as H.264 yuv420p MP4 with +faststart (imageio-ffmpeg's binary), atomically."""
+    if not frames:
+        raise PreviewError(str(path), "no frames to encode")
+    if ffmpeg is None:
+        import imageio_ffmpeg
+
+        ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    h, w = frames[0].shape[:2]
+    w2, h2 = w - w % 2, h - h % 2
+    raw = b"".join(np.ascontiguousarray(f[:h2, :w2]).tobytes() for f in frames)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp.mp4")
+    cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w2}x{h2}", "-r", f"{fps:g}", "-i", "-",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "28", "-threads", "1",
+           "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", str(tmp)]
+    proc = subprocess.run(cmd, input=raw, capture_output=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise PreviewError(str(p), f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-400:]}")
+    tmp.replace(p)
+    return p
+
+
+def html_preview(
+    store: str | Path,
+    clips: pl.DataFrame,
+    out_dir: str | Path,
+    *,
+    camera: str | None = None,
+    max_clips: int = 24,
+    label_keys: Sequence[str] | None = None,
+) -> Path:
+    """Write ``out_dir/index.html`` with one playable MP4 (``out_dir/clips/<clip_id>.mp4``) per clip."""
+    if "clip_id" not in clips.columns:
+        raise PreviewError(str(out_dir), "the result has no clip_id column to preview")
+    sel = _catalog_rows(store, clips, max_clips)
+    if sel.is_empty():
+        raise PreviewError(str(out_dir), "no clips to preview (empty result)")
+    out = Path(out_dir)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    labels = clip_label_values(store, sel["clip_id"].to_list(), keys=label_keys)
+    rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
+    cards = []
+    for cf in clip_frames(store, sel, camera=camera, n=None):
+        rel = f"clips/{cf.clip_id}.mp4"
+        encode_mp4(cf.frames, out / rel, fps=cf.rate_hz)
+        cap = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))
+        text = "".join(f"<div>{html.escape(c)}</div>" for c in cap)
+        cards.append(
+            f'<figure><video src="{html.escape(rel)}" controls muted loop autoplay playsinline preload="metadata"></video>'
+            f"<figcaption><b>{html.escape(cf.camera)}</b>{text}</figcaption></figure>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Fleet clips</title><style>"
+        "body{background:#181818;color:#eee;font:13px sans-serif}figure{display:inline-block;margin:8px;vertical-align:top;width:420px}"
+        "video{width:100%}figcaption div{word-break:break-all}</style></head><body>"
+        f"<h1>{len(cards)} clips</h1>" + "\n".join(cards) + "</body></html>\n"
+    )
+    atomic_write_bytes(str(out / "index.html"), page.encode("utf-8"))
+    return out / "index.html"
