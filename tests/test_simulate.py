@@ -209,7 +209,7 @@ def test_fleet_plan_covers_everything(seed: int) -> None:
             k = e["type"]
             if k == "hard_brake":
                 assert acc[ins].max() <= HARD_BRAKE_MPS2 and dur >= 0.5
-            elif k == "harsh_accel":
+            elif k == "harsh_acceleration":
                 assert acc[ins].min() >= HARSH_ACCEL_MPS2 and dur >= 0.5
             elif k == "sharp_turn":
                 assert np.abs(lat[ins]).min() >= SHARP_TURN_LAT_MPS2

@@ -19,7 +19,7 @@ should reproduce it exactly:
 =====================  ==========================================================================
 hard_brake             ``accel_lon_mps2 <= -4.5`` (designed: -5.5 .. -7 m/s^2 held 0.6-1.0 s;
                        the interval where the threshold is met lasts >= 0.5 s)
-harsh_accel            ``accel_lon_mps2 >= +3.0`` (designed: +3.4 .. +4.2 held 0.7-1.1 s)
+harsh_acceleration         ``accel_lon_mps2 >= +3.0`` (designed: +3.4 .. +4.2 held 0.7-1.1 s)
 sharp_turn             ``|accel_lat_mps2| >= 4.0`` (designed 4.6 .. 6.0 m/s^2 at 9-12.5 m/s, so the
                        yaw rate is also >= 0.3 rad/s); params.direction left|right
 lane_change_left/right whole S-curve: lateral offset of one lane (3.5 m) in 3.5-4.5 s, sinusoidal
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES: tuple[str, ...] = (
     "hard_brake",
-    "harsh_accel",
+    "harsh_acceleration",
     "sharp_turn",
     "lane_change_left",
     "lane_change_right",
@@ -181,7 +181,7 @@ def _v_pre_range(kind: str, params: dict[str, Any]) -> tuple[float, float]:
     if kind == "hard_brake":
         dv = params["decel"] * (params["hold_s"] + 0.35)
         return max(17.0, 9.5 + dv), 26.5
-    if kind == "harsh_accel":
+    if kind == "harsh_acceleration":
         dv = params["accel"] * (params["hold_s"] + 0.35)
         return 10.0, min(22.0, 26.5 - dv)
     if kind == "sharp_turn":
@@ -198,7 +198,7 @@ def _v_pre_range(kind: str, params: dict[str, Any]) -> tuple[float, float]:
 def _event_params(kind: str, rng: np.random.Generator, hz: float) -> dict[str, Any]:
     if kind == "hard_brake":
         return {"decel": float(rng.uniform(5.5, 7.0)), "hold_s": float(rng.uniform(0.6, 1.0))}
-    if kind == "harsh_accel":
+    if kind == "harsh_acceleration":
         return {"accel": float(rng.uniform(3.4, 4.2)), "hold_s": float(rng.uniform(0.7, 1.1))}
     if kind == "sharp_turn":
         return {
@@ -237,7 +237,7 @@ def _event_accel(kind: str, p: dict[str, Any], v: float, dt: float) -> np.ndarra
     if kind == "hard_brake":
         shape = _trapezoid(n_r, int(round(p["hold_s"] / dt)))
         return -p["decel"] * shape
-    if kind == "harsh_accel":
+    if kind == "harsh_acceleration":
         shape = _trapezoid(n_r, int(round(p["hold_s"] / dt)))
         return p["accel"] * shape
     if kind == "sharp_turn":
@@ -333,7 +333,7 @@ def _layout(
 def _est_duration(kind: str) -> float:
     return {
         "hard_brake": 2.0,
-        "harsh_accel": 2.0,
+        "harsh_acceleration": 2.0,
         "sharp_turn": 4.0,
         "lane_change_left": 4.5,
         "lane_change_right": 4.5,
@@ -583,7 +583,7 @@ def build_scenario(
             runs = _intervals(accel_meas[sl] <= HARD_BRAKE_MPS2)
             a, b = runs[0][0] + ph.i0, runs[-1][1] + ph.i0
             ev(k, a, b, {"peak_decel_mps2": round(float(accel_meas[sl].min()), 3), "speed_before_mps": round(float(speed[ph.i0]), 3)})
-        elif k == "harsh_accel":
+        elif k == "harsh_acceleration":
             runs = _intervals(accel_meas[sl] >= HARSH_ACCEL_MPS2)
             a, b = runs[0][0] + ph.i0, runs[-1][1] + ph.i0
             ev(k, a, b, {"peak_accel_mps2": round(float(accel_meas[sl].max()), 3), "speed_before_mps": round(float(speed[ph.i0]), 3)})
