@@ -306,7 +306,7 @@ def _register(modules: list[str]) -> None:
             cli.add_command(cmd)
 
 
-_register(["fleet_cli.mine"])
+_register(["fleet_cli.mine", "fleet_cli.datasets"])
 
 if __name__ == "__main__":
     cli()

@@ -129,13 +129,17 @@ def caption_lines(row: Mapping[str, Any], labels: Mapping[str, str]) -> list[str
     return lines
 
 
+#: Labels shown in captions unless asked otherwise: the ones people mine by.
+KEY_LABELS = ("time_of_day", "manoeuvre", "speed_band", "road_type", "pedestrians", "pedestrian_count", "light_conflict", "regions_blurred")
+
+
 def clip_label_values(store: str | Path, clip_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
-    """Label values per clip (value, else rounded score), sorted by label name; ``keys`` restricts them."""
+    """Label values per clip (value, else rounded score), sorted by label name; ``keys`` chooses them
+    (default: KEY_LABELS)."""
     from fleetcore.mining import scan_table
 
     lab = scan_table(store, "labels").filter(pl.col("clip_id").is_in(list(clip_ids)))
-    if keys:
-        lab = lab.filter(pl.col("label").is_in(list(keys)))
+    lab = lab.filter(pl.col("label").is_in(list(keys or KEY_LABELS)))
     df = lab.sort(["clip_id", "label", "labeller"]).unique(["clip_id", "label"], keep="first").sort(["clip_id", "label"]).collect()
     out: dict[str, dict[str, str]] = {}
     for cid, name, val, score in df.select("clip_id", "label", "value", "score").iter_rows():

@@ -3,7 +3,7 @@ training dataset (WebDataset tar or Arrow IPC shards + manifest).
 
 Run it as::
 
-    python -m pipelines.build_dataset --spec datasets/night_braking.yaml --store STORE --datasets-root DATASETS
+    python -m pipelines.build_dataset --spec datasets/braking_front.yaml --store STORE --datasets-root DATASETS
         [--runner FnApiRunner --direct_running_mode multi_processing --direct_num_workers 2]
 
 Stages: select (polars, in the launcher: the catalog is small) -> render each sample (read its
@@ -140,8 +140,8 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
     store_root = store or sp.store
     if not store_root:
         raise DatasetError(sp.path, "no clip store: give --store or a 'store' field in the spec", code="no_store")
-    plan = plan_build(sp, str(store_root))
-    base = Path(datasets_root, sp.name)
+    plan = plan_build(sp, str(Path(store_root).resolve()) if "://" not in str(store_root) else str(store_root))
+    base = Path(datasets_root).resolve() / sp.name
     final = base / plan.version
     if (final / MANIFEST_NAME).is_file():
         log.info("dataset %s@%s already built at %s; nothing to do", sp.name, plan.version, final)
