@@ -250,35 +250,11 @@ def window_thumbnails(store: str | Path, windows: Sequence[dict[str, Any]], *, n
 def window_sheet(store: str | Path, windows: Sequence[dict[str, Any]], path: str | Path, *, n: int = 6, camera: str | None = None,
                  thumb_width: int = 160) -> Path:
     """A contact-sheet PNG of sample windows (caption: drive, window, triggers, frame source)."""
-    import cv2
-
-    from fleetcore.fsio import atomic_write_bytes
-    from fleetcore.preview import ACCENT, BG, FG, FONT, _thumb
+    from fleetcore.preview import render_sheet
 
     rows = window_thumbnails(store, windows, n=n, camera=camera)
     if not rows:
         raise BacktestError(str(path), "no windows to preview")
-    pad, line_h = 6, 16
-    strips = []
-    for w, cam, frames, src in rows:
-        lines = [f"{w['vehicle_id']} {w['drive_id']} [{w['start_ns'] / 1e9:.2f}s, {w['end_ns'] / 1e9:.2f}s]",
-                 f"triggers: {', '.join(w['triggers'])}  ({cam}, from {src})"]
-        thumbs = [_thumb(f, thumb_width) for f in frames]
-        th = max((t.shape[0] for t in thumbs), default=thumb_width * 9 // 16)
-        strip = np.full((pad + 2 * line_h + pad + th + pad, pad + n * (thumb_width + pad), 3), BG, np.uint8)
-        for i, text in enumerate(lines):
-            cv2.putText(strip, text[:120], (pad, pad + (i + 1) * line_h - 4), FONT, 0.42, ACCENT if i == 0 else FG, 1, cv2.LINE_AA)
-        y = pad + 2 * line_h + pad
-        for j, t in enumerate(thumbs):
-            x = pad + j * (thumb_width + pad)
-            strip[y:y + t.shape[0], x:x + t.shape[1]] = t
-        strips.append(strip)
-    width = max(s.shape[1] for s in strips)
-    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in strips], axis=0)
-    ok, buf = cv2.imencode(".png", sheet)
-    if not ok:
-        raise BacktestError(str(path), "PNG encoding failed")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(str(p), buf.tobytes())
-    return p
+    strips = [([f"{w['vehicle_id']} {w['drive_id']} [{w['start_ns'] / 1e9:.2f}s, {w['end_ns'] / 1e9:.2f}s]",
+                f"triggers: {', '.join(w['triggers'])}  ({cam}, from {src})"], frames) for w, cam, frames, src in rows]
+    return render_sheet(strips, path, frames=n, thumb_width=thumb_width)

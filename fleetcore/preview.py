@@ -160,8 +160,6 @@ def contact_sheet(
 ) -> Path:
     """Write a PNG: per clip (first ``max_clips``), a caption (id, triggers, labels) over a strip of
     ``frames`` thumbnails. Returns the path."""
-    import cv2
-
     if "clip_id" not in clips.columns:
         raise PreviewError(str(path), "the result has no clip_id column to preview")
     sel = _catalog_rows(store, clips, max_clips)
@@ -170,30 +168,41 @@ def contact_sheet(
     got = clip_frames(store, sel, camera=camera, n=frames)
     labels = clip_label_values(store, sel["clip_id"].to_list(), keys=label_keys)
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
+    strips = [(caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {})), cf.frames) for cf in got]
+    p = render_sheet(strips, path, frames=frames, thumb_width=thumb_width)
+    log.info("contact sheet of %d clips -> %s", len(strips), p)
+    return p
+
+
+def render_sheet(strips: Sequence[tuple[Sequence[str], Sequence[np.ndarray]]], path: str | Path, *, frames: int,
+                 thumb_width: int = 160) -> Path:
+    """Write a contact-sheet PNG: per strip, caption lines (the first highlighted) over a row of up to
+    ``frames`` thumbnails. Written atomically; returns the path."""
+    import cv2
+
+    if not strips:
+        raise PreviewError(str(path), "nothing to draw")
     pad, line_h = 6, 16
-    strips = []
-    for cf in got:
-        thumbs = [_thumb(f, thumb_width) for f in cf.frames]
-        th = max(t.shape[0] for t in thumbs)
-        lines = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))
-        width = pad + frames * (thumb_width + pad)
-        strip = np.full((pad + len(lines) * line_h + pad + th + pad, width, 3), BG, np.uint8)
+    out = []
+    for lines, imgs in strips:
+        thumbs = [_thumb(f, thumb_width) for f in imgs]
+        th = max((t.shape[0] for t in thumbs), default=thumb_width * 9 // 16)
+        strip = np.full((pad + len(lines) * line_h + pad + th + pad, pad + frames * (thumb_width + pad), 3), BG, np.uint8)
         for i, text in enumerate(lines):
             cv2.putText(strip, text[:120], (pad, pad + (i + 1) * line_h - 4), FONT, 0.42, ACCENT if i == 0 else FG, 1, cv2.LINE_AA)
         y = pad + len(lines) * line_h + pad
         for j, t in enumerate(thumbs):
             x = pad + j * (thumb_width + pad)
             strip[y:y + t.shape[0], x:x + t.shape[1]] = t
-        strips.append(strip)
-    width = max(s.shape[1] for s in strips)
-    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in strips], axis=0)
+        out.append(strip)
+    width = max(s.shape[1] for s in out)
+    sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in out], axis=0)
     ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise PreviewError(str(path), "PNG encoding failed")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(str(p), buf.tobytes())
-    log.info("contact sheet of %d clips -> %s", len(strips), p)
     return p
 
 

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from fleetcore.datasets.build import (
     MANIFEST_NAME,
@@ -39,11 +38,11 @@ from fleetcore.datasets.build import (
     write_shard,
 )
 from fleetcore.datasets.spec import DatasetSpec, load_spec
+from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
 log = logging.getLogger(__name__)
 
 NS = "build_dataset"
-DEFAULT_RUNNER = "FnApiRunner"  # Beam's local engine, named: "DirectRunner" first tries to download Prism
 
 
 @dataclass(frozen=True)
@@ -114,14 +113,6 @@ class BuildDataset(beam.PTransform):
         )
 
 
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    opts = PipelineOptions(list(beam_args))
-    std = opts.view_as(StandardOptions)
-    if not std.runner:
-        std.runner = DEFAULT_RUNNER
-    return opts
-
-
 def _result(spec: DatasetSpec, version: str, path: Path, built: bool) -> BuildResult:
     import json
 
@@ -156,11 +147,7 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
     try:
         p = beam.Pipeline(options=pipeline_options(beam_args))
         _ = p | "BuildDataset" >> BuildDataset(plan, str(tmp))
-        result = p.run()
-        result.wait_until_finish()
-        client = getattr(result, "client", None)
-        if client is not None:
-            client.close()
+        run_to_completion(p)
         if not (tmp / MANIFEST_NAME).is_file():
             raise DatasetError(str(tmp), "the job finished without writing the manifest", code="build_incomplete")
         try:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions
 
 from fleetcore.curate import (
     ClipResult,
@@ -46,15 +46,12 @@ from fleetcore.errors import DriveError, DriveIncomplete
 from fleetcore.fsio import is_local
 from fleetcore.landing import list_drives, localize_drive
 from fleetcore.stages import stages_fingerprint
+from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
 
 NS = "curate"
-#: Beam's local Python runner, named explicitly: "DirectRunner" (and Beam's unnamed default) first try to
-#: download a Prism runner binary, then fall back to this same engine. It honours
-#: --direct_running_mode (in_memory | multi_threading | multi_processing) and --direct_num_workers.
-DEFAULT_RUNNER = "FnApiRunner"
 
 OK, QUARANTINE, CLIP, DRIVE, SKIP = "ok", "quarantine", "clip", "drive", "skip"
 
@@ -377,14 +374,6 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
     return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 
 
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    opts = PipelineOptions(list(beam_args))
-    std = opts.view_as(StandardOptions)
-    if not std.runner:
-        std.runner = DEFAULT_RUNNER
-    return opts
-
-
 def beam_counters(result: Any) -> dict[str, int] | None:
     """The job's Beam counters (namespace ``curate``), or None on runners without metrics (Dask)."""
     try:
@@ -413,13 +402,7 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
         | "Curate" >> Curate(landing, store, cfg, vehicles=vehicles, dates=dates)
         | "WriteSummary" >> beam.Map(lambda s: atomic_write_bytes(summary_path, dumps_json(s)))
     )
-    result = p.run()
-    try:
-        result.wait_until_finish()
-    finally:
-        client = getattr(result, "client", None)  # DaskRunner opens a distributed.Client: close it
-        if client is not None:
-            client.close()
+    result = run_to_completion(p)
     summary = json.loads(read_bytes(summary_path))
     remove(summary_path)
     summary["metrics"] = beam_counters(result)
