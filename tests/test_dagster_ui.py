@@ -113,6 +113,18 @@ mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) { __typen
 
 STATUS = """query S($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
 
+SET_CURSOR = """mutation C($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) { __typename
+  ... on PythonError { message } } }"""
+
+START_SENSOR = """mutation S($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename
+  ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+
+RUNS_FOR_DATE = """query R($date: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $date}]}) {
+  __typename ... on Runs { results { runId status tags { key value } } } } }"""
+
+SENSOR_TICKS = """query T($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { __typename
+  ... on Sensor { sensorState { ticks(limit: 5) { status timestamp } } } } }"""
+
 
 def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
     if not CHROMIUM.exists():
@@ -183,6 +195,43 @@ def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
         group_html = _render(tmp_path, port, f"locations/{repo_name}@{loc_name}/asset-groups/curate", procs)
         missing = [a for a in ASSETS if a not in group_html]
         assert not missing, f"the curate asset graph lacks {missing}:\n{group_html[:3000]}"
+
+        # The landing sensor under the running daemon: its cursor holds the drive already curated; a new
+        # drive dropped into the landing zone leads to exactly one run for its date, and its clips reach
+        # the catalog.
+        import polars as pl
+
+        from dagster_project.landing_scan import key_digest, landed_drive, write_cursor
+        from fleetcore.landing import list_drives
+        from fleetcore.simulate import simulate_drive
+
+        sensor = {"repositoryLocationName": loc_name, "repositoryName": repo_name, "sensorName": "landing_sensor"}
+        assert _gql(port, SET_CURSOR, {"s": sensor, "c": write_cursor({key_digest(r.key) for r in list_drives(landing)})})["setSensorCursor"]["__typename"] == "Sensor"
+        assert _gql(port, START_SENSOR, {"s": sensor})["startSensor"]["__typename"] == "Sensor"
+        ref = simulate_drive(landing, "veh-new", cameras=1, width=320, height=180, fps=10.0, duration_s=12.0, seed=5, start_date="2026-11-23")
+        new_date = landed_drive(ref).date
+
+        def runs_for_new_date():
+            return _gql(port, RUNS_FOR_DATE, {"date": new_date})["runsOrError"]["results"]
+
+        def sensor_run_done():
+            runs = runs_for_new_date()
+            return runs if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) else None
+
+        runs = _wait(f"a sensor run for {new_date}", sensor_run_done, deadline_s=300, proc=dev, log=log)
+        assert len(runs) == 1 and runs[0]["status"] == "SUCCESS", (runs, log.read_text()[-4000:])
+        assert {"key": "fleet/trigger", "value": "landing_sensor"} in runs[0]["tags"]
+        # a later tick of the sensor requests nothing more for the same drive
+        t_done = time.time()
+
+        def later_tick():
+            ticks = _gql(port, SENSOR_TICKS, {"s": sensor})["sensorOrError"]["sensorState"]["ticks"]
+            return ticks if any(t["timestamp"] > t_done and t["status"] in ("SKIPPED", "SUCCESS") for t in ticks) else None
+
+        _wait("a later sensor tick", later_tick, deadline_s=120, proc=dev, log=log)
+        assert len(runs_for_new_date()) == 1
+        clips = pl.read_parquet(store / "catalog" / "clips" / "**" / "*.parquet")
+        assert clips.filter(pl.col("drive_id") == ref.drive_id).height >= 1
     finally:
         for p in reversed(procs):
             _stop(p)
