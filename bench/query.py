@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--root", default=None, help="reuse/keep the synthetic store here (default: a temp dir)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import duckdb  # bench-only dependency
@@ -163,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'query':<{w}}  {'ours s':>8}  {'duckdb s':>8}  {'ratio':>6}  {'rows':>8}  goal")
     for r in results:
         print(f"{r['query']:<{w}}  {r['ours_s']:>8.3f}  {r['duckdb_s']:>8.3f}  {r['ratio']:>6.2f}  {r['rows']:>8}  {'yes' if r['goal_met'] else 'NO'}")
-    print(json.dumps({"clips": args.clips, "days": args.days, "repeat": args.repeat, "results": results}, indent=1))
+    doc = json.dumps({"clips": args.clips, "days": args.days, "repeat": args.repeat, "results": results}, indent=1)
+    print(doc)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(doc + "\n")
     return 0
 
 
