@@ -236,7 +236,7 @@ def clip_labels_frame(labels: pl.LazyFrame, *, kinds_from: pl.LazyFrame | None =
         is_l = pl.col("label") == name
         if has_v or not has_s:
             aggs.append(pl.col("value").filter(is_l).first().alias(name))
-            if has_s and f"{name}_score" not in taken:
+            if has_s and f"{name}_score" not in taken and (only is None or f"{name}_score" in only):
                 aggs.append(pl.col("score").filter(is_l).first().alias(f"{name}_score"))
                 taken.add(f"{name}_score")
         else:
