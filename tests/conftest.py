@@ -107,3 +107,17 @@ def sim_store(sim_fleet, tmp_path_factory):
     cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", *SIM_CURATE_ARGS]))
     summary = run_curate(str(sim_fleet), str(out), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return out, summary
+
+
+@pytest.fixture(scope="session")
+def plain_store(tmp_path_factory):
+    """A 2 vehicles x 2 drives fleet curated without the labels and privacy stages (fast): (landing, store)."""
+    from fleetcore.simulate import simulate_fleet
+    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+
+    tmp = tmp_path_factory.mktemp("plain")
+    landing, store = tmp / "landing", tmp / "store"
+    simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
+    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--no-privacy"]))
+    run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    return landing, store

@@ -19,16 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
-    from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
-
-    tmp = tmp_path_factory.mktemp("backtest")
-    landing, store = tmp / "landing", tmp / "store"
-    simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--no-privacy"]))
-    run_curate(str(landing), str(store), cfg, beam_args=["--runner=FnApiRunner"])
-    return landing, store
+def fleet(plain_store):
+    return plain_store
 
 
 _KEY = ["vehicle_id", "drive_id", "trigger", "window_start_ns", "window_end_ns", "event_start_ns", "event_end_ns"]

@@ -16,16 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
-
-    tmp = tmp_path_factory.mktemp("coverage")
-    landing, store = tmp / "landing", tmp / "store"
-    simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--no-privacy"]))
-    run_curate(str(landing), str(store), cfg, beam_args=["--runner=FnApiRunner"])
-    return store
+def store(plain_store):
+    return plain_store[1]
 
 
 def test_counts_trigger_by_vehicle(store):
