@@ -297,6 +297,14 @@ class ClipResult:
     labels: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ClipFailure:
+    """A clip that could not be extracted or processed: quarantined, its drive goes on."""
+
+    clip_id: str
+    error: DriveError
+
+
 def staged_result(layout: StoreLayout, clip_id: str) -> ClipResult | None:
     """A clip staged by an earlier (possibly killed) run, if complete."""
     frag = layout.staged(clip_id, "tar")
@@ -320,10 +328,10 @@ def extract_clips(
     layout: StoreLayout,
     *,
     stages: Sequence[Any] = (),
-) -> Iterator[ClipResult | DriveError]:
+) -> Iterator[ClipResult | ClipFailure]:
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
 
-    Yields a ClipResult per clip, or a DriveError for a clip that failed (the caller quarantines it;
+    Yields a ClipResult per clip, or a ClipFailure for a clip that failed (the caller quarantines it;
     the other clips go on). Clips already staged by an earlier run are reused.
     """
     from fleetcore.clipstore import write_fragment
@@ -346,7 +354,7 @@ def extract_clips(
             try:
                 clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
             except FleetError as exc:
-                yield DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")
+                yield ClipFailure(task.clip_id, DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}"))
                 continue
             if stages:
                 # Extracted frames are views into a reused buffer, and two samples may share one source
@@ -361,7 +369,7 @@ def extract_clips(
                 for stage in stages:
                     labels.extend(stage(clip=clip, telemetry=tel, drive=vd, record=extra) or [])
             except FleetError as exc:
-                yield DriveError("clip_stage_failed", f"clip {task.clip_id}: {exc}")
+                yield ClipFailure(task.clip_id, DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {task.clip_id}: {exc}"))
                 continue
             n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
             summary = telemetry_summary(vd, task.start_ns, task.end_ns)

@@ -115,7 +115,10 @@ def load_cascade(path: Path) -> Any:
         raise RuntimeError(
             f"this OpenCV build ({cv2.__version__}) has no CascadeClassifier; install opencv-contrib-python-headless"
         )
-    c = cv2.CascadeClassifier(str(path))
+    try:
+        c = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError) as exc:  # a malformed XML raises from inside the constructor
+        raise RuntimeError(f"{path}: cascade failed to load ({str(exc).strip().splitlines()[-1]})") from exc
     if c.empty():
         raise RuntimeError(f"{path}: cascade failed to load (empty classifier)")
     return c

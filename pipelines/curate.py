@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
 from fleetcore.curate import (
+    ClipFailure,
     ClipResult,
     CurateConfig,
     StoreLayout,
@@ -197,10 +198,10 @@ class _ExtractFn(beam.DoFn):
             vd = replace(vd, path=str(localize_drive(vd.source_uri, self.cache)))
         n = 0
         for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages):
-            if isinstance(res, DriveError):
+            if isinstance(res, ClipFailure):
                 self.bad.inc()
-                clip_id = res.message.split(":", 1)[0].removeprefix("clip ").strip()
-                yield QUARANTINE, quarantine_record(vd.path, res, stage="extract", vehicle_id=vd.vehicle_id, drive_id=vd.drive_id, clip_id=clip_id)
+                yield QUARANTINE, quarantine_record(vd.source_uri or vd.path, res.error, stage="extract", vehicle_id=vd.vehicle_id,
+                                                    drive_id=vd.drive_id, clip_id=res.clip_id)
                 continue
             n += 1
             self.clips.inc()
