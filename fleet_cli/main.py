@@ -27,6 +27,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _drop_import_noise(record: logging.LogRecord) -> bool:
+    """Beam warns on the root logger, when imported, that optional GCP client libraries are absent."""
+    return not (record.name == "root" and "apitools not found" in record.getMessage())
+
+
 class FleetGroup(click.Group):
     """Turns expected failures into one line on stderr and exit code 1."""
 
@@ -70,6 +75,10 @@ def cli(verbose: int) -> None:
     if not verbose:
         # Beam logs a failing DoFn's traceback before re-raising it; the CLI prints the error once.
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+        # cantools warns about every repeated message name of a DBC (the CSS GNSS DBC has nine).
+        logging.getLogger("cantools").setLevel(logging.ERROR)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_drop_import_noise)
 
 
 # --------------------------------------------------------------------------------------
