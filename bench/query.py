@@ -1,7 +1,8 @@
 """Benchmark `fleet mine` queries (fleetcore.mining) against DuckDB on the same Parquet files.
 
 Builds a synthetic catalog (default 1,000,000 clips over 60 hive ``date=`` partitions, CLIPS
-columns + a long LABELS table) in a temp dir, then times typical queries with our command path
+columns + a long LABELS table + the wide ``clip_labels`` table the curate job writes beside it) in a
+temp dir, then times typical queries with our command path
 (a fresh ``MiningSession`` + query + collect, as ``fleet mine`` runs them) and with DuckDB (bench-only
 dependency, imported only here). Prints a table and a JSON document.
 
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fleetcore.curate import clip_labels_table
 from fleetcore.mining import Filters, MiningSession
 
 log = logging.getLogger("bench.query")
@@ -92,6 +94,10 @@ def build_catalog(root: Path, n: int, days: int, seed: int = 0) -> None:
         p = root / "catalog" / "labels" / f"date={date}"
         p.mkdir(parents=True, exist_ok=True)
         pq.write_table(lab, p / "part-0.parquet", compression="zstd")
+        # the curate job writes the labels pivoted per clip beside them (fleetcore.curate.clip_labels_table)
+        p = root / "catalog" / "clip_labels" / f"date={date}"
+        p.mkdir(parents=True, exist_ok=True)
+        pq.write_table(clip_labels_table(lab), p / "part-0.parquet", compression="zstd")
 
 
 def queries(now: dt.datetime) -> list[dict[str, Any]]:
@@ -116,9 +122,8 @@ def queries(now: dt.datetime) -> list[dict[str, Any]]:
         {"name": "labels_pivot_night_ped_7d",
          "ours": ("SELECT c.clip_id FROM clips c JOIN clip_labels l ON c.clip_id = l.clip_id "
                   "WHERE l.time_of_day = 'night' AND l.pedestrians = 'true'", Filters(since="7d", now=now)),
-         "duck": (f"WITH cl AS (SELECT clip_id, max(value) FILTER (WHERE label = 'time_of_day') AS time_of_day, "
-                  f"max(value) FILTER (WHERE label = 'pedestrians') AS pedestrians FROM labels WHERE date >= '{(now - dt.timedelta(days=7)).date().isoformat()}' GROUP BY clip_id) "
-                  f"SELECT c.clip_id FROM clips c JOIN cl ON c.clip_id = cl.clip_id WHERE c.date >= '{(now - dt.timedelta(days=7)).date().isoformat()}' "
+         "duck": (f"SELECT c.clip_id FROM clips c JOIN clip_labels cl ON c.clip_id = cl.clip_id "
+                  f"WHERE c.date >= '{(now - dt.timedelta(days=7)).date().isoformat()}' AND cl.date >= '{(now - dt.timedelta(days=7)).date().isoformat()}' "
                   f"AND c.start_utc >= TIMESTAMPTZ '{(now - dt.timedelta(days=7)).isoformat()}' AND cl.time_of_day = 'night' AND cl.pedestrians = 'true'")},
     ]
 
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         con = duckdb.connect()
         con.execute(f"CREATE VIEW clips AS SELECT * FROM read_parquet('{root}/catalog/clips/*/*.parquet', hive_partitioning = true)")
         con.execute(f"CREATE VIEW labels AS SELECT * FROM read_parquet('{root}/catalog/labels/*/*.parquet', hive_partitioning = true)")
+        con.execute(f"CREATE VIEW clip_labels AS SELECT * FROM read_parquet('{root}/catalog/clip_labels/*/*.parquet', hive_partitioning = true, union_by_name = true)")
         results = []
         for q in queries(now):
             sql, filt = q["ours"]

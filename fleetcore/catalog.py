@@ -17,11 +17,12 @@ import pyarrow as pa
 
 from fleetcore.errors import FleetError
 
-TableName = Literal["clips", "labels", "index", "drives", "telemetry", "frames", "triggers"]
+TableName = Literal["clips", "labels", "clip_labels", "index", "drives", "telemetry", "frames", "triggers"]
 
 _PATHS: dict[str, tuple[str, ...]] = {
     "clips": ("catalog", "clips"),
     "labels": ("catalog", "labels"),
+    "clip_labels": ("catalog", "clip_labels"),  # labels pivoted wide per clip, written with them
     "index": ("catalog", "index"),
     "drives": ("drives",),
     "telemetry": ("telemetry",),
@@ -42,6 +43,17 @@ def _contract_schema(table: str) -> pa.Schema | None:
                  "frames": FRAME_INDEX, "triggers": TRIGGER_EVENTS}
     c = contracts.get(table)
     return None if c is None else _with_date(c.schema)
+
+
+def _union_schema(files: list[Path]) -> pa.Schema:
+    """The union of the files' columns (Parquet footers only), with the ``date`` partition."""
+    import pyarrow.parquet as pq
+
+    fields: dict[str, pa.Field] = {}
+    for f in files:
+        for fld in pq.read_schema(f):
+            fields.setdefault(fld.name, fld)
+    return _with_date(pa.schema(list(fields.values())))
 
 
 class CatalogError(FleetError):
@@ -80,6 +92,8 @@ class Catalog:
                 return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
             raise CatalogError(str(self.path(table)), f"no {table} partitions yet (has the curate job run on this store?)")
         src = str(self.path(table) / "date=*" / "*.parquet")
+        if schema is None and table == "clip_labels":
+            schema = _union_schema(self.files(table))  # one column per label: files of other dates may lack some
         if schema is None:
             return pl.scan_parquet(src, hive_partitioning=True, hive_schema={"date": pl.String})
         want = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]

@@ -484,7 +484,9 @@ def pack_date(
         if labels:
             from schemas import LABELS
 
-            write_parquet_atomic(LABELS.validate(LABELS.from_pylist(labels)), layout.catalog_path("labels", date, group))
+            table = LABELS.validate(LABELS.from_pylist(labels))
+            write_parquet_atomic(table, layout.catalog_path("labels", date, group))
+            write_parquet_atomic(clip_labels_table(table), layout.catalog_path("clip_labels", date, group))
     version = cfg.version()
     for d in sorted(drives, key=lambda r: (r["vehicle_id"], r["drive_id"])):
         name = layout.drive_name(d["vehicle_id"], d["drive_id"])
@@ -505,6 +507,17 @@ def pack_date(
         "shards": [{**s.manifest_entry(), "name": f"date={date}/{s.name}"} for s in shards],
         "bytes": sum(s.bytes for s in shards),
     }
+
+
+def clip_labels_table(labels: pa.Table) -> pa.Table:
+    """LABELS rows pivoted wide (one row per clip, one column per label), as ``fleet mine`` shows them:
+    stored beside the long table so queries over ``clip_labels`` do not pivot every time."""
+    import polars as pl
+
+    from fleetcore.mining import clip_labels_frame
+
+    wide = clip_labels_frame(pl.from_arrow(labels).lazy()).collect().sort("clip_id")  # type: ignore[union-attr]
+    return wide.to_arrow()
 
 
 def _clips_table(rows: list[dict[str, Any]]) -> pa.Table:

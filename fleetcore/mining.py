@@ -315,12 +315,27 @@ class MiningSession:
                 labels = labels.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
             return labels
         if name == "clip_labels":
+            stored = self._stored_clip_labels()
+            if stored is not None:
+                return stored
             return clip_labels_frame(self.table("labels"), kinds_from=self._by_date(scan_table(self.store, "labels")))
         if name in ("triggers", "drives"):
             return self._by_date(scan_table(self.store, name))
         if name == "telemetry_summary":
             return telemetry_summary_frame(self.table("clips"))
         raise MiningError(f"unknown table {name!r}; tables: {list(TABLES)}")
+
+    def _stored_clip_labels(self) -> pl.LazyFrame | None:
+        """The curate job's materialised ``clip_labels`` (pivoted when the labels were written), when every
+        ``labels`` file has its wide twin of the same name; None to pivot at query time instead."""
+        cat = Catalog(str(self.store))
+        have = {(p.parent.name, p.name) for p in cat.files("clip_labels")}
+        if not have or have != {(p.parent.name, p.name) for p in cat.files("labels")}:
+            return None  # labels written some other way (or before the wide table existed): pivot them
+        lf = self._by_date(cat.scan("clip_labels"))
+        if self._geo_filtered():
+            lf = lf.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
+        return lf
 
     def table(self, name: str) -> pl.LazyFrame:
         """One table (built on first use)."""
@@ -332,6 +347,9 @@ class MiningSession:
         """``clip_labels`` pivoting only the labels the query names (all of them for ``SELECT *``)."""
         if "clip_labels" in self._cache:
             return self._cache["clip_labels"]
+        stored = self._stored_clip_labels()
+        if stored is not None:
+            return stored
         cols = query_columns(sql)
         if cols is None:
             return self.table("clip_labels")

@@ -97,3 +97,20 @@ def test_pedestrian_presence_recall_is_reported(scored, record_property):
     record_property("pedestrian_recall", recall)
     log.warning("pedestrian presence recall on the simulated fleet: %s of %s clips (%.2f)", detected, positives, recall)
     assert clips["pedestrians"].null_count() == 0  # the labeller ran on every clip
+
+
+def test_stored_clip_labels_equal_the_query_time_pivot(sim_store):
+    """The curate job writes labels pivoted per clip beside the long table; `fleet mine` reads that
+    instead of pivoting, and it must be exactly the pivot of the long table."""
+    from fleetcore.mining import MiningSession, clip_labels_frame
+
+    store, _ = sim_store
+    session = MiningSession.open(store)
+    stored = session._stored_clip_labels()
+    assert stored is not None
+    labels = pl.scan_parquet(str(store / "catalog" / "labels" / "*" / "*.parquet"))
+    pivot = clip_labels_frame(labels).collect().sort("clip_id")
+    got = stored.drop("date").collect().sort("clip_id").select(pivot.columns)
+    assert got.equals(pivot)
+    res = session.query('SELECT clip_id, time_of_day FROM clip_labels WHERE "front.blocked" = \'true\'')
+    assert set(res["clip_id"]) <= set(got["clip_id"])
