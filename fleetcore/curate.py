@@ -13,6 +13,8 @@ Store layout under the output root (``StoreLayout``)::
     clips/date=D/clips-D-<hash>-NNNNNN.tar        WebDataset shards (immutable once written)
     catalog/clips/date=D/<hash>.parquet           catalog rows of those shards (CLIPS)
     catalog/index/date=D/<hash>.parquet           tar member offsets (SHARD_INDEX)
+    catalog/labels/date=D/<hash>.parquet          label values (LABELS, long: clip x labeller x label)
+    catalog/clip_labels/date=D/<hash>.parquet     the same labels pivoted wide, one row per clip
     state/<vehicle>__<drive>.json                 "curated with config X" marker, written last per drive
     clips/manifest.json                           every shard: samples, bytes, sha256 (written last)
 """
