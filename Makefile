@@ -39,8 +39,10 @@ bench: $(STAMP)
 UI_PORT ?= 3000
 DAGSTER_HOME_DIR ?= $(CURDIR)/.dagster_home
 
-## The Dagster UI (webserver + daemon) on 127.0.0.1 with a project-local DAGSTER_HOME (SQLite).
+## The Dagster UI (webserver + daemon) on 127.0.0.1 with a project-local DAGSTER_HOME (SQLite); on a
+## fresh clone it first simulates a fleet into demo_out/landing so there is a partition to materialise.
 ui: $(STAMP)
+	test -d $(DEMO_OUT)/landing || $(BIN)/fleet simulate --out $(DEMO_OUT)/landing --vehicles 3 --drives 2 --cameras 3
 	$(BIN)/python -m dagster_project.home $(DAGSTER_HOME_DIR)
 	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT)
 
