@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -18,27 +17,21 @@ from fleetcore.labels.stage import LabelsStage, build_labellers
 from fleetcore.labels.telemetry import TelemetryLabeller, clip_sun, dominant_manoeuvre, manoeuvre_sequence
 from fleetcore.labels.vision import PedestrianLabeller, VisionLabeller, blocked_stats, grey_scaled, sharpness
 from fleetcore.stages import build_stages
+from fleetcore.video.extract import ClipFrames
 from schemas import LABELS
 
 HZ = 10.0
 SF = (37.7749, -122.4194)
 
 
-@dataclass
-class Clip:
-    """ClipFrames-like: sample times, cameras, per-camera frame lists."""
-
-    sample_times_ns: np.ndarray
-    cameras: list[str]
-    frames: dict[str, list[np.ndarray | None]]
-    pts_ns: dict[str, np.ndarray] = field(default_factory=dict)
-    offset_ns: dict[str, np.ndarray] = field(default_factory=dict)
-    frames_decoded: int = 0
+def clip_frames(sample_times_ns: np.ndarray, cameras: list[str], frames: dict[str, list[np.ndarray | None]]) -> ClipFrames:
+    """The extractor's own ClipFrames, without presentation times (the stages do not read them)."""
+    return ClipFrames(sample_times_ns, cameras, frames, pts_ns={}, offset_ns={})
 
 
-def make_clip(frames: dict[str, list[np.ndarray | None]]) -> Clip:
+def make_clip(frames: dict[str, list[np.ndarray | None]]) -> ClipFrames:
     n = len(next(iter(frames.values())))
-    return Clip(np.arange(n, dtype=np.int64) * int(1e9 / HZ), list(frames), frames)
+    return clip_frames(np.arange(n, dtype=np.int64) * int(1e9 / HZ), list(frames), frames)
 
 
 def utc_ns(y: int, mo: int, d: int, h: int, mi: int = 0) -> int:

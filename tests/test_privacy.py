@@ -6,7 +6,6 @@ The face is scikit-image's bundled ``astronaut`` photo (scikit-image is a test-o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ from fleetcore import privacy
 from fleetcore.errors import FleetError
 from fleetcore.privacy import PrivacyError, PrivacyStage, pad_box
 from fleetcore.stages import build_stages
+from fleetcore.video.extract import ClipFrames
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -25,14 +25,9 @@ FACE_AT = (40, 40)  # x, y of the pasted face crop
 PLATE_BOX = (380, 250, 168, 42)  # x, y, w, h of the drawn plate
 
 
-@dataclass
-class Clip:
-    sample_times_ns: np.ndarray
-    cameras: list[str]
-    frames: dict[str, list[np.ndarray | None]]
-    pts_ns: dict[str, np.ndarray] = field(default_factory=dict)
-    offset_ns: dict[str, np.ndarray] = field(default_factory=dict)
-    frames_decoded: int = 0
+def clip_frames(sample_times_ns: np.ndarray, cameras: list[str], frames: dict[str, list[np.ndarray | None]]) -> ClipFrames:
+    """The extractor's own ClipFrames, without presentation times (the stages do not read them)."""
+    return ClipFrames(sample_times_ns, cameras, frames, pts_ns={}, offset_ns={})
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +72,8 @@ def hf_energy(img: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(cv2.Laplacian(g, cv2.CV_64F).var())
 
 
-def make_clip(frames: list[np.ndarray | None], cameras: tuple[str, ...] = ("front",)) -> Clip:
-    return Clip(np.arange(len(frames), dtype=np.int64) * 100_000_000, list(cameras), {c: list(frames) for c in cameras})
+def make_clip(frames: list[np.ndarray | None], cameras: tuple[str, ...] = ("front",)) -> ClipFrames:
+    return clip_frames(np.arange(len(frames), dtype=np.int64) * 100_000_000, list(cameras), {c: list(frames) for c in cameras})
 
 
 def test_detects_face_and_plate(road):
@@ -104,7 +99,7 @@ def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
         frames.append(None)
         return frames
 
-    clip = Clip(np.arange(6, dtype=np.int64) * 100_000_000, ["front", "rear"], {"front": camera_frames(), "rear": camera_frames()})
+    clip = clip_frames(np.arange(6, dtype=np.int64) * 100_000_000, ["front", "rear"], {"front": camera_frames(), "rear": camera_frames()})
     stage = PrivacyStage(detect_every=detect_every)
     record = {"clip_id": "clip-1", "start_utc_ns": 0}
     rows = stage(clip=clip, telemetry={}, drive=None, record=record)
@@ -217,7 +212,7 @@ def test_pixelate_mode_blurs(road):
 def test_deterministic_and_empty_cameras(road):
     outs = []
     for _ in range(2):
-        clip = Clip(np.arange(3, dtype=np.int64), ["front", "dead"], {"front": [scene(road), None, scene(road)], "dead": [None, None, None]})
+        clip = clip_frames(np.arange(3, dtype=np.int64), ["front", "dead"], {"front": [scene(road), None, scene(road)], "dead": [None, None, None]})
         rec: dict = {"clip_id": "c7"}
         PrivacyStage(detectors=["face", "plate"])(clip=clip, telemetry={}, drive=None, record=rec)
         outs.append((clip.frames["front"][0].tobytes(), clip.frames["front"][2].tobytes(), rec["privacy"]["regions_blurred"], rec["privacy"]["frames_processed"]))
