@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/decode.py --json bench/results/decode.json
+	$(BIN)/python bench/privacy.py --json bench/results/privacy.json
 	$(BIN)/python bench/loader.py --json bench/results/loader.json
 	$(BIN)/python bench/query.py --json bench/results/query.json
 

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 import fleetcore
 from fleetcore.errors import DriveError, FleetError
+from fleetcore.stages import run_stages
 from fleetcore.fsio import atomic_write_bytes, file_size, join, read_bytes, remove
 from fleetcore.landing import dumps_json
 from fleetcore.validate import ValidatedDrive
@@ -74,10 +75,15 @@ class CurateConfig:
     trigger_hash: str = ""  # filled by with_triggers()
     stages: tuple[str, ...] = ("labels", "privacy")  # post-extraction stages, in order (labels see unblurred frames)
     stages_hash: str = ""  # filled by the launcher: fleetcore.stages.stages_fingerprint(stages)
+    #: clips post-processed (stages, JPEG encoding, staging) at once by worker threads while the
+    #: calling thread decodes the next clip; 0 = all in the calling thread. Not in the version: the
+    #: bytes written do not depend on it.
+    post_workers: int = 2
 
     def version(self) -> str:
         payload = asdict(self)
         payload.pop("trigger_paths")  # the content (trigger_hash) matters, not where files lie
+        payload.pop("post_workers")
         payload["code"] = fleetcore.__version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]
@@ -334,13 +340,18 @@ def extract_clips(
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
 
     Yields a ClipResult per clip, or a ClipFailure for a clip that failed (the caller quarantines it;
-    the other clips go on). Clips already staged by an earlier run are reused.
+    the other clips go on), in task order. Clips already staged by an earlier run are reused.
+
+    While ``cfg.post_workers`` worker threads run the stages, JPEG encoding and staging of the
+    clips already decoded, this thread decodes the next one (OpenCV, libjpeg and the decoder release
+    the GIL), so at most ``post_workers + 1`` clips are in memory. The output does not depend on
+    this overlap: each clip is processed by one thread, and results are yielded in task order.
     """
-    from fleetcore.clipstore import write_fragment
-    from fleetcore.sample import encode_sample
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from fleetcore.video.extract import ClipExtractor
 
-    version = cfg.version()
     todo = []
     for task in tasks:
         prev = staged_result(layout, task.clip_id)
@@ -351,88 +362,110 @@ def extract_clips(
     if not todo:
         return
     cams = [c.name for c in vd.cameras if cfg.cameras is None or c.name in cfg.cameras]
-    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, max_side=cfg.max_side) as ex:
+    workers = max(0, int(cfg.post_workers))
+    pending: deque[Future[ClipResult | ClipFailure]] = deque()
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, max_side=cfg.max_side) as ex, \
+            ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clip-post") as post:
         for task in todo:
             try:
                 clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
             except FleetError as exc:
-                yield ClipFailure(task.clip_id, DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}"))
-                continue
-            if stages:
-                # Extracted frames are views into a reused buffer, and two samples may share one source
-                # frame: stages that edit pixels in place (privacy blurring) get private copies.
-                clip.frames = {cam: [None if f is None else f.copy() for f in fs] for cam, fs in clip.frames.items()}
-            tel = sample_telemetry(vd, clip.sample_times_ns)
-            labels: list[dict[str, Any]] = []
-            start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
-            # Stages read the clip's identity from here and add their own keys (labels, privacy...).
-            extra: dict[str, Any] = {"clip_id": task.clip_id, "window_ns": [task.start_ns, task.end_ns], "start_utc_ns": start_utc_ns}
-            try:
-                for stage in stages:
-                    labels.extend(stage(clip=clip, telemetry=tel, drive=vd, record=extra) or [])
-            except FleetError as exc:
-                yield ClipFailure(task.clip_id, DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {task.clip_id}: {exc}"))
-                continue
-            n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
-            summary = telemetry_summary(vd, task.start_ns, task.end_ns)
-            digests = {k: v for k, v in vd.source_digests.items()}
-            record = {
-                "clip_id": task.clip_id,
-                "vehicle_id": vd.vehicle_id,
-                "drive_id": vd.drive_id,
-                "window_ns": [task.start_ns, task.end_ns],
-                "start_utc_ns": start_utc_ns,
-                "triggers": list(task.triggers),
-                "primary_trigger": task.primary_trigger,
-                "config_version": version,
-                "sample_rate_hz": cfg.rate_hz,
-                "source_digests": digests,
-                "telemetry_summary": summary,
-                **{k: v for k, v in extra.items() if k not in ("clip_id", "window_ns", "start_utc_ns")},
-            }
-            members = encode_sample(
-                task.clip_id,
-                frames=clip.frames,
-                sample_times_ns=clip.sample_times_ns,
-                pts_ns=clip.pts_ns,
-                offset_ns=clip.offset_ns,
-                telemetry=tel,
-                record=record,
-                jpeg_quality=cfg.jpeg_quality,
-            )
-            frag = write_fragment(layout.staging, task.clip_id, members)
-            row = {
-                "clip_id": task.clip_id,
-                "vehicle_id": vd.vehicle_id,
-                "drive_id": vd.drive_id,
-                "date": vd.date,
-                "start_ns": task.start_ns,
-                "end_ns": task.end_ns,
-                "start_utc_ns": start_utc_ns,
-                "duration_s": (task.end_ns - task.start_ns) / 1e9,
-                "triggers": list(task.triggers),
-                "primary_trigger": task.primary_trigger,
-                "priority": task.priority,
-                "cameras": list(clip.cameras),
-                "n_samples": int(len(clip.sample_times_ns)),
-                "sample_rate_hz": cfg.rate_hz,
-                "missing_frames": n_missing,
-                **summary,
-                "config_version": version,
-                "source_digests": sorted(digests.items()),
-            }
-            res = ClipResult(
-                clip_id=task.clip_id,
-                date=vd.date,
-                drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id),
-                fragment=str(frag.path),
-                fragment_bytes=int(frag.bytes),
-                row=row,
-                frames_decoded=int(clip.frames_decoded),
-                labels=labels,
-            )
-            atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
-            yield res
+                failed: Future[ClipResult | ClipFailure] = Future()
+                failed.set_result(ClipFailure(task.clip_id, DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")))
+                pending.append(failed)
+            else:
+                if workers:
+                    pending.append(post.submit(finish_clip, vd, task, clip, cfg, layout, stages))
+                else:
+                    done: Future[ClipResult | ClipFailure] = Future()
+                    done.set_result(finish_clip(vd, task, clip, cfg, layout, stages))
+                    pending.append(done)
+                del clip  # the worker holds it; its frame memory is reused once it is done
+            while len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig, layout: StoreLayout,
+                stages: Sequence[Any] = ()) -> ClipResult | ClipFailure:
+    """Run the clip stages on one extracted clip, encode its sample and stage it (fragment + JSON)."""
+    from fleetcore.clipstore import write_fragment
+    from fleetcore.sample import encode_sample
+
+    version = cfg.version()
+    # Extracted frames are views into the extractor's arenas, and two samples may share one source
+    # frame: run_stages hands them to the stages read-only, and a stage that edits pixels (privacy
+    # blurring) replaces the frames it changes with edited copies (copy on write).
+    tel = sample_telemetry(vd, clip.sample_times_ns)
+    labels: list[dict[str, Any]] = []
+    start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
+    # Stages read the clip's identity from here and add their own keys (labels, privacy...).
+    extra: dict[str, Any] = {"clip_id": task.clip_id, "window_ns": [task.start_ns, task.end_ns], "start_utc_ns": start_utc_ns}
+    try:
+        labels.extend(run_stages(stages, clip=clip, telemetry=tel, drive=vd, record=extra))
+    except FleetError as exc:
+        return ClipFailure(task.clip_id, DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {task.clip_id}: {exc}"))
+    n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
+    summary = telemetry_summary(vd, task.start_ns, task.end_ns)
+    digests = {k: v for k, v in vd.source_digests.items()}
+    record = {
+        "clip_id": task.clip_id,
+        "vehicle_id": vd.vehicle_id,
+        "drive_id": vd.drive_id,
+        "window_ns": [task.start_ns, task.end_ns],
+        "start_utc_ns": start_utc_ns,
+        "triggers": list(task.triggers),
+        "primary_trigger": task.primary_trigger,
+        "config_version": version,
+        "sample_rate_hz": cfg.rate_hz,
+        "source_digests": digests,
+        "telemetry_summary": summary,
+        **{k: v for k, v in extra.items() if k not in ("clip_id", "window_ns", "start_utc_ns")},
+    }
+    members = encode_sample(
+        task.clip_id,
+        frames=clip.frames,
+        sample_times_ns=clip.sample_times_ns,
+        pts_ns=clip.pts_ns,
+        offset_ns=clip.offset_ns,
+        telemetry=tel,
+        record=record,
+        jpeg_quality=cfg.jpeg_quality,
+    )
+    frag = write_fragment(layout.staging, task.clip_id, members)
+    row = {
+        "clip_id": task.clip_id,
+        "vehicle_id": vd.vehicle_id,
+        "drive_id": vd.drive_id,
+        "date": vd.date,
+        "start_ns": task.start_ns,
+        "end_ns": task.end_ns,
+        "start_utc_ns": start_utc_ns,
+        "duration_s": (task.end_ns - task.start_ns) / 1e9,
+        "triggers": list(task.triggers),
+        "primary_trigger": task.primary_trigger,
+        "priority": task.priority,
+        "cameras": list(clip.cameras),
+        "n_samples": int(len(clip.sample_times_ns)),
+        "sample_rate_hz": cfg.rate_hz,
+        "missing_frames": n_missing,
+        **summary,
+        "config_version": version,
+        "source_digests": sorted(digests.items()),
+    }
+    res = ClipResult(
+        clip_id=task.clip_id,
+        date=vd.date,
+        drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id),
+        fragment=str(frag.path),
+        fragment_bytes=int(frag.bytes),
+        row=row,
+        frames_decoded=int(clip.frames_decoded),
+        labels=labels,
+    )
+    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    return res
 
 
 # --------------------------------------------------------------------------------------

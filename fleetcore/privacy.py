@@ -4,20 +4,24 @@ before the frames are JPEG-encoded (the ``privacy`` clip stage).
 Guarantees
 ----------
 * Every present frame of every camera is processed (``frames_processed`` counts distinct frame
-  objects; samples sharing a source frame share the blurred array).
+  objects; samples sharing a source frame share the blurred array); a read-only frame is copied,
+  blurred and replaced in ``clip.frames`` (copy on write).
 * A frame is never passed on unblurred because a detector failed: if a cascade cannot be found or
   loaded, or detection raises, the stage raises :class:`PrivacyError` and the pipeline quarantines
   the clip (a load failure quarantines every clip, loudly logged once at build time).
 * Only the padded boxes are modified; every other pixel is left byte-identical.
 
 Detection runs OpenCV Haar cascades (frontal face, profile face in both directions, Russian-style
-plate; ``haarcascade_license_plate_rus_16stages`` can be added) on a grey, histogram-equalised copy
-of the frame downscaled to ``detect_max_side`` (384 px) and maps boxes back to frame pixels (plate
-boxes wider than a third of the frame are texture false positives and are dropped). Faces
-or plates smaller than ~20 px at that scale (about 27 px on a 640 px frame) are not detected.
-With ``detect_every = k > 1`` detection runs on every k-th distinct frame (and the last one) and
-each frame is blurred with the union of the boxes found on the detected frames within k frames of
-it, i.e. before and after (cheaper, and it also covers a frame where the detector flickers off).
+plate; ``haarcascade_license_plate_rus_16stages`` can be added) on a grey copy of the frame
+downscaled to ``detect_max_side`` (384 px; histogram-equalised only with ``equalize=True``) and
+maps boxes back to frame pixels (plate boxes wider than a third of the frame are texture false
+positives and are dropped). Faces smaller than ~24 px at that scale (about 40 px on a 640 px frame)
+and plates smaller than ~60 px (about 100 px) are not detected.
+Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one; each frame
+is blurred with the boxes found within ``detect_every`` frames of it, before and after, plus each
+box interpolated towards its match on the next detection frame (``boxes_per_frame``). Cameras are
+processed on ``threads`` threads, each with its own CascadeClassifier objects (one object shared by
+two threads corrupts both detections). ``bench/privacy.py`` measures coverage and cost per setting.
 Boxes are padded by ``padding`` (15 %) of their size on each side, then blurred with a Gaussian of
 sigma = max(w, h) / 8 (or pixelated to 8 px blocks then blurred, ``mode="pixelate"``).
 
@@ -29,7 +33,9 @@ see LICENSE.txt there) — OpenCV 5 wheels no longer ship them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -41,16 +47,16 @@ from fleetcore.stages import register
 
 log = logging.getLogger(__name__)
 
-PRIVACY_VERSION = "1"
+PRIVACY_VERSION = "2"
 VENDORED_CASCADES = Path(__file__).resolve().parent / "labels" / "data" / "haarcascades"
 
 #: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
 #: max box width as a share of the detection frame's width; None = no limit)
 DETECTORS: dict[str, tuple[str, str, float, int, tuple[int, int], bool, float | None]] = {
-    "face": ("face", "haarcascade_frontalface_default", 1.15, 4, (20, 20), False, None),
+    "face": ("face", "haarcascade_frontalface_default", 1.15, 3, (20, 20), False, None),
     "face_profile": ("face", "haarcascade_profileface", 1.1, 4, (20, 20), True, None),
     # a plate wider than a third of the frame is a texture false positive (grass, gravel), not a plate
-    "plate": ("plate", "haarcascade_russian_plate_number", 1.05, 3, (30, 10), False, 1 / 3),
+    "plate": ("plate", "haarcascade_russian_plate_number", 1.08, 2, (30, 10), False, 1 / 3),
     "plate_rus16": ("plate", "haarcascade_license_plate_rus_16stages", 1.05, 3, (30, 10), False, 1 / 3),
 }
 #: Profile faces cost about four times a frontal face (the cascade runs on the mirrored frame too):
@@ -58,6 +64,8 @@ DETECTORS: dict[str, tuple[str, str, float, int, tuple[int, int], bool, float | 
 DEFAULT_DETECTORS = ("face", "plate")
 
 Box = tuple[int, int, int, int]
+#: how many detection frames ahead a box's match is looked for when interpolating (see boxes_per_frame)
+INTERPOLATE_HOPS = 3
 
 
 class PrivacyError(FleetError):
@@ -88,19 +96,31 @@ class _Detector:
     name: str
     kind: str
     path: Path
-    cascade: Any
+    cascade: Any  # used by the thread that built the stage
     scale_factor: float
     min_neighbors: int
     min_size: tuple[int, int]
     mirrored: bool
     max_width_share: float | None = None
+    owner: int = field(default_factory=threading.get_ident)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def classifier(self) -> Any:
+        """This thread's CascadeClassifier: ``detectMultiScale`` keeps per-call state in the object,
+        so two threads must never share one (shared, their detections corrupt each other)."""
+        if threading.get_ident() == self.owner:
+            return self.cascade
+        c = getattr(self._local, "cascade", None)
+        if c is None:
+            c = self._local.cascade = load_cascade(self.path)
+        return c
 
     def _run(self, grey: np.ndarray) -> np.ndarray:
         kw: dict[str, Any] = {"scaleFactor": self.scale_factor, "minNeighbors": self.min_neighbors, "minSize": self.min_size}
         if self.max_width_share is not None:
             mw = max(self.min_size[0] + 1, int(grey.shape[1] * self.max_width_share))
             kw["maxSize"] = (mw, max(self.min_size[1] + 1, int(mw * self.min_size[1] / self.min_size[0]) * 2))
-        return np.asarray(self.cascade.detectMultiScale(grey, **kw)).reshape(-1, 4)
+        return np.asarray(self.classifier().detectMultiScale(grey, **kw)).reshape(-1, 4)
 
     def detect(self, grey: np.ndarray) -> list[Box]:
         found: list[Box] = [(int(x), int(y), int(bw), int(bh)) for x, y, bw, bh in self._run(grey)]
@@ -156,11 +176,16 @@ class PrivacyStage:
         *,
         detectors: Sequence[str] = DEFAULT_DETECTORS,
         detect_max_side: int = 384,
-        detect_every: int = 2,
+        detect_every: int = 6,
         padding: float = 0.15,
         mode: Literal["gaussian", "pixelate"] = "gaussian",
         cascade_dirs: Sequence[str | Path] = (),
+        threads: int | None = None,
+        equalize: bool = False,
     ) -> None:
+        #: cameras anonymised at once (default: one per CPU); does not change the output
+        self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
+        self.equalize = bool(equalize)
         self.detect_max_side = int(detect_max_side)
         self.detect_every = max(1, int(detect_every))
         self.padding = float(padding)
@@ -194,6 +219,7 @@ class PrivacyStage:
             "cascades": {d.name: d.path.name for d in self.detectors},
             "detect_max_side": self.detect_max_side,
             "detect_every": self.detect_every,
+            "equalize": self.equalize,
             "padding": self.padding,
             "mode": self.mode,
         }
@@ -205,7 +231,8 @@ class PrivacyStage:
         s = min(1.0, self.detect_max_side / max(h, w))
         if s < 1.0:
             grey = cv2.resize(grey, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        grey = cv2.equalizeHist(grey)
+        if self.equalize:
+            grey = cv2.equalizeHist(grey)
         out = []
         for d in self.detectors:
             for x, y, bw, bh in d.detect(grey):
@@ -213,6 +240,45 @@ class PrivacyStage:
                 x1, y1 = int(np.ceil((x + bw) / s)), int(np.ceil((y + bh) / s))
                 out.append((d.kind, (x0, y0, min(w, x1) - x0, min(h, y1) - y0)))
         return sorted(out)
+
+    def boxes_per_frame(self, n: int, detect: Any) -> list[list[Box]]:
+        """The boxes to blur on each of ``n`` distinct frames, calling ``detect(j) -> [(kind, box)]``
+        only on the detection frames (every ``detect_every``-th and the last one).
+
+        Frame j gets (a) every box found on a detection frame within ``detect_every`` frames of it,
+        before or after (a face seen at j-2 or j+2 is blurred at j too, which also covers a frame
+        where the detector flickers off; with ``detect_every=1`` the neighbouring frames' boxes),
+        and (b) each box of a detection frame linearly interpolated towards its match on the next
+        detection frame that has one (same kind, nearest centre, moved by at most its size per
+        frame; up to ``INTERPOLATE_HOPS`` detection frames on, as the detector may miss it in
+        between), so a face or plate that moves between detections is covered where it is, not
+        only where it was and will be. A wrong match only blurs more."""
+        k = self.detect_every
+        det_idx = sorted(set(range(0, n, k)) | ({n - 1} if n else set()))
+        found = {j: detect(j) for j in det_idx}
+        out: list[set[Box]] = [set() for _ in range(n)]
+        for jd in det_idx:
+            lo, hi = max(0, jd - k), min(n - 1, jd + k)
+            for j in range(lo, hi + 1):
+                out[j].update(b for _, b in found[jd])
+        for i, a in enumerate(det_idx):
+            for kind, (x0, y0, w0, h0) in found[a]:
+                # its match on the next detection frame that has one (up to 3 on: the detector may
+                # miss the object once or twice in between)
+                for b in det_idx[i + 1 : i + 1 + INTERPOLATE_HOPS]:
+                    best, best_d = None, None
+                    for kind1, (x1, y1, w1, h1) in found[b]:
+                        d = float(np.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2))
+                        if kind1 == kind and d <= (b - a) * max(w0, h0, w1, h1) and (best_d is None or d < best_d):
+                            best, best_d = (x1, y1, w1, h1), d
+                    if best is None:
+                        continue
+                    for j in range(a + 1, b):
+                        t = (j - a) / (b - a)
+                        out[j].add(tuple(int(round(u + t * (v - u))) for u, v in zip((x0, y0, w0, h0), best)))  # type: ignore[misc]
+                    break
+        # sorted: overlapping blurs must be applied in a fixed order (determinism)
+        return [sorted(s) for s in out]
 
     def anonymise_camera(self, frames: list[np.ndarray | None]) -> tuple[int, int]:
         """Blur every distinct frame of one camera in place. Returns (regions blurred, frames)."""
@@ -223,14 +289,11 @@ class PrivacyStage:
                 seen[id(f)] = len(uniq)
                 uniq.append(f)
         n = len(uniq)
-        k = self.detect_every
-        det_idx = sorted(set(range(0, n, k)) | ({n - 1} if n else set()))
-        found = {j: [b for _, b in self.detect(uniq[j])] for j in det_idx}
+        per_frame = self.boxes_per_frame(n, lambda j: self.detect(uniq[j]))
         regions = 0
         replaced: dict[int, np.ndarray] = {}
         for j, f in enumerate(uniq):
-            # sorted and unique: overlapping blurs must be applied in a fixed order (determinism)
-            boxes = sorted({b for jd in det_idx if abs(jd - j) <= (k if k > 1 else 0) for b in found[jd]})
+            boxes = per_frame[j]
             if not boxes:
                 continue
             if not f.flags.writeable:
@@ -251,11 +314,23 @@ class PrivacyStage:
         if self.load_error:
             raise PrivacyError(clip_id, self.load_error)
         regions = frames_done = 0
-        for cam in clip.cameras:
+
+        def one(cam: str) -> tuple[int, int]:
             try:
-                r, n = self.anonymise_camera(clip.frames[cam])
+                return self.anonymise_camera(clip.frames[cam])
             except (cv2.error, ValueError, RuntimeError, AttributeError, TypeError) as exc:
                 raise PrivacyError(clip_id, f"camera {cam}: detection failed: {type(exc).__name__}: {exc}") from exc
+
+        cams = list(clip.cameras)
+        if self.threads > 1 and len(cams) > 1:
+            # cameras are independent (each edits only its own frames); OpenCV releases the GIL
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(cams)), thread_name_prefix="privacy") as pool:
+                done = list(pool.map(one, cams))
+        else:
+            done = [one(cam) for cam in cams]
+        for r, n in done:
             regions += r
             frames_done += n
         record["privacy"] = {"enabled": True, "regions_blurred": regions, "frames_processed": frames_done, "detector": self.describe()}
@@ -272,7 +347,7 @@ class PrivacyStage:
 
 
 CONFIG_ENV = "FLEET_PRIVACY_CONFIG"
-_CONFIG_KEYS = ("detectors", "detect_max_side", "detect_every", "padding", "mode", "cascade_dirs")
+_CONFIG_KEYS = ("detectors", "detect_max_side", "detect_every", "padding", "mode", "cascade_dirs", "threads", "equalize")
 
 
 def load_privacy_config(path: str | Path) -> dict[str, Any]:
@@ -297,16 +372,16 @@ def load_privacy_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(str(p), str(k), f"unknown key (expected one of {list(_CONFIG_KEYS)})")
     if cfg.get("mode", "gaussian") not in ("gaussian", "pixelate"):
         raise ConfigError(str(p), "mode", "expected gaussian or pixelate")
-    for k in ("detect_max_side", "detect_every"):
-        if k in cfg and (not isinstance(cfg[k], int) or cfg[k] < 1):
+    for k in ("detect_max_side", "detect_every", "threads"):
+        if k in cfg and not (k == "threads" and cfg[k] is None) and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < 1):
             raise ConfigError(str(p), k, "expected a positive integer")
+    if "equalize" in cfg and not isinstance(cfg["equalize"], bool):
+        raise ConfigError(str(p), "equalize", "expected true or false")
     return cfg
 
 
 @register("privacy")
 def privacy_stage() -> PrivacyStage:
     """Default stage; options from the YAML/JSON file named by FLEET_PRIVACY_CONFIG (read when built)."""
-    import os
-
     path = os.environ.get(CONFIG_ENV)
     return PrivacyStage(**load_privacy_config(path)) if path else PrivacyStage()

@@ -1,10 +1,19 @@
 """Post-extraction clip stages: the place where labelling and anonymisation run, between frame
 extraction and JPEG encoding.
 
-A stage is a callable ``stage(*, clip, telemetry, drive, record) -> list[label rows]`` that may modify
-``clip.frames`` in place (e.g. blur faces) and add JSON-able keys to ``record`` (the sample's JSON).
+A stage is a callable ``stage(*, clip, telemetry, drive, record) -> list[label rows]`` that may
+change ``clip.frames`` (e.g. blur faces) and add JSON-able keys to ``record`` (the sample's JSON).
+The frames it gets are read-only views (several samples may share one): a stage that edits pixels
+copies a frame and puts the copy in ``clip.frames`` in place of the original, for every sample
+that shares it (copy on write, as the privacy stage does).
 It raises a :class:`~fleetcore.errors.FleetError` to quarantine the clip (never passes bad frames on).
 Stages are registered by name; ``build_stages`` builds them once per worker (``DoFn.setup``).
+
+A stage with ``frames_read_only = True`` (the labels stage) promises that it never changes
+``clip.frames`` and that no later stage reads what it adds to ``record``. ``run_stages`` then runs
+it on a snapshot of the frames in a second thread while the later stages (privacy blurring) run,
+and merges its record keys and label rows in stage order afterwards: the result is the same as
+running the stages one after the other.
 """
 
 from __future__ import annotations
@@ -18,6 +27,60 @@ class ClipStage(Protocol):
     name: str
 
     def __call__(self, *, clip: Any, telemetry: dict[str, Any], drive: Any, record: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+
+def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run ``stages`` on one clip, in order; returns their label rows (in stage order).
+
+    A ``frames_read_only`` stage followed by other stages runs in a second thread on a snapshot of
+    ``clip.frames`` (the frames as it would see them in order: the arrays are read-only, so later
+    stages replace them rather than edit them) with its own record dict, merged into ``record``
+    in stage order once every stage is done. The first exception in stage order is raised.
+    """
+    import copy
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    for fs in clip.frames.values():  # the contract: stages get read-only frames (copy on write)
+        for f in fs:
+            if f is not None and f.flags.writeable:
+                f.flags.writeable = False
+    results: list[tuple[Future[list[dict[str, Any]]] | None, dict[str, Any] | None, list[dict[str, Any]] | None, BaseException | None]] = []
+    pool: ThreadPoolExecutor | None = None
+    try:
+        for i, stage in enumerate(stages):
+            if getattr(stage, "frames_read_only", False) and i < len(stages) - 1:
+                if pool is None:
+                    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+                snap = copy.copy(clip)
+                snap.frames = {cam: list(fs) for cam, fs in clip.frames.items()}
+                own = dict(record)
+                results.append((pool.submit(lambda st=stage, c=snap, r=own: st(clip=c, telemetry=telemetry, drive=drive, record=r) or []), own, None, None))
+                continue
+            try:
+                rows = stage(clip=clip, telemetry=telemetry, drive=drive, record=record) or []
+            except Exception as exc:  # re-raised below, after the read-only stages are joined
+                results.append((None, None, None, exc))
+                break
+            results.append((None, None, rows, None))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+    out: list[dict[str, Any]] = []
+    for fut, own, rows, exc in results:
+        if fut is not None:
+            err = fut.exception()
+            if err is not None:
+                raise err
+            assert own is not None
+            for k, v in own.items():
+                if k not in record:
+                    record[k] = v
+            out.extend(fut.result())
+        elif exc is not None:
+            raise exc
+        else:
+            out.extend(rows or [])
+    return out
 
 
 #: name -> factory building the stage (heavy objects are made in the factory, once per worker)

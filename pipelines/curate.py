@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
                    help="blur faces and plates before encoding (on by default; --no-privacy is recorded in every sample)")
     p.add_argument("--stage", action="append", default=None, help="further registered clip stages to run after those")
+    p.add_argument("--post-workers", type=int, default=CurateConfig.post_workers,
+                   help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
     p.add_argument("--summary-json", default=None, help="also write the run summary here")
     return p
 
@@ -371,6 +373,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         shard_bytes=args.shard_bytes,
         trigger_paths=tuple(args.triggers or ()),
         stages=tuple(["labels"] * args.labels + ["privacy"] * args.privacy + list(args.stage or ())),
+        post_workers=args.post_workers,
     )
     return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 

@@ -197,6 +197,21 @@ def test_multi_processing_mode_gives_the_same_store(fleet, store, tmp_path):
     assert _shard_digests(dst) == _shard_digests(out)
 
 
+def test_post_processing_threads_do_not_change_the_store(fleet, store, tmp_path):
+    """The store fixture ran with the default --post-workers 2 (stages and encoding of decoded clips
+    on worker threads, labels beside privacy); all in the decoding thread gives the same bytes."""
+    out, _ = store
+    dst = tmp_path / "serial"
+    cfg = _cfg(post_workers=0)
+    assert cfg.post_workers == 0 and cfg.version() == _cfg().version()
+    run_curate(str(fleet), str(dst), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    assert _shard_digests(dst) == _shard_digests(out)
+    for table in ("clips", "labels"):
+        a = pl.read_parquet(out / "catalog" / table / "**" / "*.parquet")
+        b = pl.read_parquet(dst / "catalog" / table / "**" / "*.parquet")
+        assert a.sort(a.columns[:4]).equals(b.sort(b.columns[:4]))
+
+
 def test_dask_runner_on_a_local_cluster_gives_the_same_store(fleet, store, tmp_path):
     from distributed import Client, LocalCluster
 

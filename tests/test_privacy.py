@@ -89,7 +89,7 @@ def test_detects_face_and_plate(road):
     assert PrivacyStage().detect(road) == []  # the empty road has neither
 
 
-@pytest.mark.parametrize("detect_every", [1, 2])
+@pytest.mark.parametrize("detect_every", [1, 2, 4])
 def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
     original = scene(road)
     # 5 samples: distinct frame objects plus two samples sharing one frame (as ClipFrames does)
@@ -107,7 +107,7 @@ def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
     assert rec["enabled"] is True and rec["frames_processed"] == 8  # 4 distinct frames x 2 cameras
     assert rec["regions_blurred"] >= 2 * 8
     assert rec["detector"]["cascades"]["face"].startswith("haarcascade_frontalface_default")
-    assert rows == [{"clip_id": "clip-1", "labeller": "privacy", "labeller_version": "1", "label": "regions_blurred", "value": None, "score": float(rec["regions_blurred"])}]
+    assert rows == [{"clip_id": "clip-1", "labeller": "privacy", "labeller_version": privacy.PRIVACY_VERSION, "label": "regions_blurred", "value": None, "score": float(rec["regions_blurred"])}]
 
     boxes = [b for _, b in stage.detect(original)]
     padded = [pad_box(b, 0.15, original.shape) for b in boxes]
@@ -133,6 +133,51 @@ def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
             far = cv2.erode(outside.astype(np.uint8), np.ones((33, 33), np.uint8)).astype(bool)
             diff = np.abs(dec.astype(np.int16) - ref.astype(np.int16))[far]
             assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 8
+
+
+def test_boxes_between_detections_are_carried_and_interpolated():
+    stage = PrivacyStage(detect_every=4)
+    calls = []
+
+    def detect(j):  # a face moving 10 px per frame; a plate seen only on frame 4
+        calls.append(j)
+        out = [("face", (100 + 10 * j, 50, 40, 40))]
+        return out + ([("plate", (300, 200, 60, 20))] if j == 4 else [])
+
+    per = stage.boxes_per_frame(10, detect)
+    assert calls == [0, 4, 8, 9]  # every 4th distinct frame and the last one
+    for j in range(10):
+        assert (100 + 10 * j, 50, 40, 40) in per[j]  # where the face is, interpolated or detected
+        assert ((300, 200, 60, 20) in per[j]) == (0 <= j <= 8)  # carried 4 frames either side
+    assert per[2] == sorted(per[2])
+    # no match (moved more than its size per frame, or another kind): carried, never interpolated
+    per = stage.boxes_per_frame(5, lambda j: [("face", (0, 0, 20, 20))] if j == 0 else [("plate", (500, 0, 20, 20))])
+    assert per[2] == [(0, 0, 20, 20), (500, 0, 20, 20)]
+    per = stage.boxes_per_frame(5, lambda j: [("face", (0, 0, 20, 20))] if j == 0 else [("face", (500, 0, 20, 20))])
+    assert per[2] == [(0, 0, 20, 20), (500, 0, 20, 20)]
+    # detect_every=1: every frame is detected; on a frame where the detector flickers off, the
+    # neighbours' boxes and the box interpolated between them (where the face is) are blurred
+    calls.clear()
+    per = PrivacyStage(detect_every=1).boxes_per_frame(3, lambda j: calls.append(j) or ([("face", (3 * j, 0, 5, 5))] if j != 1 else []))
+    assert calls == [0, 1, 2] and per == [[(0, 0, 5, 5)], [(0, 0, 5, 5), (3, 0, 5, 5), (6, 0, 5, 5)], [(6, 0, 5, 5)]]
+
+
+def test_moving_face_blurred_on_frames_between_detections(road):
+    """A real face crossing the frame 30 px per frame: the frames between two detections are
+    blurred where the face is (JPEG detail gone), with detection on every 4th frame only."""
+    fc = face_crop()
+    originals = []
+    for j in range(9):
+        f = road.copy()
+        x = 40 + 30 * j
+        f[40 : 40 + fc.shape[0], x : x + fc.shape[1]] = fc
+        originals.append(f)
+    clip = make_clip([f.copy() for f in originals])
+    stage = PrivacyStage(detect_every=4)
+    stage(clip=clip, telemetry={}, drive=None, record={"clip_id": "moving"})
+    for j, (f, ref) in enumerate(zip(clip.frames["front"], originals)):
+        box = (40 + 30 * j + 30, 70, 90, 100)  # the face inside the crop at this frame
+        assert hf_energy(jpeg_roundtrip(f), box) < hf_energy(jpeg_roundtrip(ref), box) / 5, f"frame {j}"
 
 
 def test_read_only_frames_are_replaced_not_passed_through(road):
@@ -197,6 +242,13 @@ def test_privacy_config_via_env(tmp_path, monkeypatch):
     cfg.write_text("detect_evry: 3\n")
     with pytest.raises(ConfigError, match="detect_evry"):
         build_stages(["privacy"])
+    cfg.write_text("equalize: true\nthreads: null\n")
+    (stage,) = build_stages(["privacy"])
+    assert stage.equalize is True and stage.threads >= 1 and stage.describe()["equalize"] is True
+    for bad, field in (("equalize: maybe\n", "equalize"), ("threads: 0\n", "threads")):
+        cfg.write_text(bad)
+        with pytest.raises(ConfigError, match=field):
+            build_stages(["privacy"])
 
 
 def test_pixelate_mode_blurs(road):
@@ -217,3 +269,20 @@ def test_deterministic_and_empty_cameras(road):
         PrivacyStage(detectors=["face", "plate"])(clip=clip, telemetry={}, drive=None, record=rec)
         outs.append((clip.frames["front"][0].tobytes(), clip.frames["front"][2].tobytes(), rec["privacy"]["regions_blurred"], rec["privacy"]["frames_processed"]))
     assert outs[0] == outs[1] and outs[0][3] == 2
+
+
+def test_cameras_in_parallel_threads_give_the_same_bytes(road):
+    """Cameras are anonymised on several threads (each with its own CascadeClassifier: one shared
+    by two threads corrupts both detections); the blurred bytes equal a one-thread run."""
+    def run(threads: int) -> list[bytes]:
+        cams = [f"cam{i}" for i in range(4)]
+        frames = {c: [scene(road) for _ in range(6)] for c in cams}
+        clip = clip_frames(np.arange(6, dtype=np.int64), cams, frames)
+        rec: dict = {"clip_id": "par"}
+        PrivacyStage(threads=threads, detect_every=1)(clip=clip, telemetry={}, drive=None, record=rec)
+        assert rec["privacy"]["regions_blurred"] >= 2 * 24
+        return [f.tobytes() for c in cams for f in clip.frames[c]]
+
+    one = run(1)
+    for _ in range(3):
+        assert run(4) == one

@@ -15,6 +15,11 @@ class PhashLabeller:
     name = "phash"
     version = "1"
 
+    def __init__(self) -> None:
+        # imagehash pulls in scipy (~0.25 s): import it when the stage is built (DoFn.setup), not
+        # inside the first clip
+        import imagehash  # noqa: F401
+
     def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]:
         cam = primary_camera(clip)
         return {"phash": clip_hashes(clip, cam, KEYFRAMES), "phash_camera": cam or "none"}

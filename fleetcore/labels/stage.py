@@ -136,6 +136,8 @@ def build_labellers(config_path: str | Path | None = None) -> list[Labeller]:
 
 class LabelsStage:
     name = "labels"
+    #: reads frames, writes only record["labels"]: runs beside the privacy stage (fleetcore.stages.run_stages)
+    frames_read_only = True
 
     def __init__(self, labellers: Sequence[Labeller]) -> None:
         self.labellers = list(labellers)

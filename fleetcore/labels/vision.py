@@ -12,8 +12,8 @@ Per camera ``<cam>`` (labeller ``vision``):
                          on a blurred frame), median over the sampled frames; ``<cam>.blurry`` =
                          >= 20 % of the sampled frames have sharpness < 15 (sharp road scenes give
                          100-1500, a Gaussian blur of sigma 3 about 10)
-``<cam>.blocked``        camera covered / smeared in >= 20 % of up to 40 evenly spaced frames
-                         (``<cam>.blocked_frames_share``), each scaled to 240 px. On an 8x8 grid
+``<cam>.blocked``        camera covered / smeared in >= 20 % of up to 24 evenly spaced frames
+                         (``<cam>.blocked_frames_share``), each shrunk by an integer factor to about 240 px. On an 8x8 grid
                          of cells, a cell is flat
                          when its luma std < 6. A frame is blocked when >= 90 % of the cells are
                          flat (featureless), or >= 60 % of the cells are flat, not dark (mean > 35)
@@ -35,7 +35,7 @@ Per camera ``<cam>`` (labeller ``vision``):
                          kept (``time_of_day`` from telemetry here too, and ``scene_light``).
 
 Labeller ``pedestrians`` (front camera, or the first camera, 3 frames; frames lower than 480 px
-are upscaled; SVM score >= 1.0 after non-maximum suppression): ``pedestrians`` (bool), ``pedestrian_count`` (max per frame) and
+are upscaled; image pyramid step 1.1; SVM score >= 1.0 after non-maximum suppression): ``pedestrians`` (bool), ``pedestrian_count`` (max per frame) and
 ``pedestrian_boxes`` = ``[[sample, x, y, w, h, score], ...]`` in frame pixels.
 """
 
@@ -58,7 +58,7 @@ GRID = 8
 BLOCKED_FLAT_SHARE = 0.7
 FEATURELESS_SHARE = 0.9
 BLOCKED_FRAMES_SHARE = 0.2
-BLOCKED_CHECK_FRAMES = 40
+BLOCKED_CHECK_FRAMES = 24
 BLOCKED_SIDE = 240
 COVER_SHARE = 0.6
 SAME_COLOUR = 12.0
@@ -98,28 +98,47 @@ def sharpness(g: np.ndarray) -> float:
     return float(np.percentile(cells, 90)) if cells else 0.0
 
 
-def blocked_stats(frame: np.ndarray, side: int = BLOCKED_SIDE) -> tuple[bool, float]:
-    """(blocked, flat share of the cells) of one RGB frame; see the module docstring."""
-    small = frame
+def shrink_by_integer(frame: np.ndarray, side: int) -> np.ndarray:
+    """``frame`` averaged over k x k blocks, k = round(longest side / ``side``) (>= 1), edges
+    cropped to a multiple of k: OpenCV's fast integer-factor area path (a fractional INTER_AREA
+    costs several times more)."""
     h, w = frame.shape[:2]
-    s = side / max(h, w)
-    if s < 1.0:
-        small = cv2.resize(np.ascontiguousarray(frame), (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    g = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2GRAY)
-    h, w = g.shape
+    k = max(1, round(max(h, w) / side))
+    if k == 1:
+        return np.ascontiguousarray(frame)
+    return cv2.resize(frame[: h - h % k, : w - w % k], ((w - w % k) // k, (h - h % k) // k), interpolation=cv2.INTER_AREA)
+
+
+def _cell_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row and column starts of the GRID x GRID cells of an h x w image and each cell's pixel count."""
     ys = np.linspace(0, h, GRID + 1).astype(int)
     xs = np.linspace(0, w, GRID + 1).astype(int)
-    flat_colours = []
+    counts = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)
+    return ys, xs, counts
+
+
+def _cell_sums(a: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Per-cell sums of ``a`` (H x W or H x W x C) over the grid (``np.add.reduceat`` on both axes)."""
+    return np.add.reduceat(np.add.reduceat(a, ys[:-1], axis=0), xs[:-1], axis=1)
+
+
+def blocked_stats(frame: np.ndarray, side: int = BLOCKED_SIDE) -> tuple[bool, float]:
+    """(blocked, flat share of the cells) of one RGB frame; see the module docstring."""
+    small = shrink_by_integer(frame, side)
+    g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    h, w = g.shape
     n = GRID * GRID
-    for i in range(GRID):
-        for j in range(GRID):
-            c = g[ys[i] : ys[i + 1], xs[j] : xs[j + 1]]
-            if c.size and float(c.std()) < FLAT_STD:
-                flat_colours.append(small[ys[i] : ys[i + 1], xs[j] : xs[j + 1]].reshape(-1, 3).mean(axis=0))
-    flat_share = len(flat_colours) / n
+    if h < GRID or w < GRID:  # too small to grid: one cell per pixel row/column is meaningless
+        return False, 0.0
+    ys, xs, counts = _cell_grid(h, w)
+    gf = g.astype(np.float64)
+    mean = _cell_sums(gf, ys, xs) / counts
+    var = np.maximum(_cell_sums(gf * gf, ys, xs) / counts - mean * mean, 0.0)
+    flat = np.sqrt(var) < FLAT_STD
+    flat_share = int(flat.sum()) / n
     cover = 0
-    if flat_colours:
-        cols = np.array(flat_colours)
+    if flat.any():
+        cols = (_cell_sums(small.astype(np.float64), ys, xs) / counts[:, :, None])[flat]
         bright = cols.mean(axis=1) > FLAT_BRIGHT_MEAN
         same = (np.abs(cols[:, None, :] - cols[None, :, :]).max(axis=2) <= SAME_COLOUR) & bright[None, :]
         cover = int((same.sum(axis=1) * bright).max())
@@ -148,7 +167,8 @@ def motion_energy(frames: list[np.ndarray]) -> float:
 
 
 def _hist(f: np.ndarray) -> np.ndarray:
-    small = cv2.resize(np.ascontiguousarray(f), (64, 36), interpolation=cv2.INTER_AREA)
+    # nearest-neighbour sampling (9,216 pixels): an area average reads every pixel and costs 20x more
+    small = cv2.resize(np.ascontiguousarray(f), (128, 72), interpolation=cv2.INTER_NEAREST)
     h = cv2.calcHist([small], [0, 1, 2], None, [8, 8, 8], [0, 256, 0, 256, 0, 256])
     return cv2.normalize(h, h).flatten()
 
@@ -195,7 +215,7 @@ def _majority(values: list[Any]) -> Any:
 @register_labeller
 class VisionLabeller:
     name = "vision"
-    version = "1"
+    version = "2"
 
     def __init__(self, frames_per_camera: int = FRAMES_PER_CAMERA) -> None:
         self.frames_per_camera = frames_per_camera
@@ -262,10 +282,11 @@ class PedestrianLabeller:
     """HOG + linear SVM people detector (OpenCV's default) on a few front-camera frames."""
 
     name = "pedestrians"
-    version = "1"
+    version = "2"
 
-    def __init__(self, frames: int = 3, min_height: int = 480, min_score: float = 1.0) -> None:
+    def __init__(self, frames: int = 3, min_height: int = 480, min_score: float = 1.0, scale: float = 1.1) -> None:
         self.frames = frames
+        self.scale = scale
         self.min_height = min_height
         self.min_score = min_score
         self.hog = cv2.HOGDescriptor()
@@ -277,7 +298,7 @@ class PedestrianLabeller:
         img = np.ascontiguousarray(frame)
         if s > 1.0:
             img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_LINEAR)
-        rects, weights = self.hog.detectMultiScale(img, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        rects, weights = self.hog.detectMultiScale(img, winStride=(8, 8), padding=(8, 8), scale=self.scale)
         found = []
         for (x, y, bw, bh), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
             if float(wt) >= self.min_score:
