@@ -79,11 +79,15 @@ class CurateConfig:
     #: calling thread decodes the next clip; 0 = all in the calling thread. Not in the version: the
     #: bytes written do not depend on it.
     post_workers: int = 2
+    #: OpenCV's own worker threads in a curate worker process (see
+    #: fleetcore.video.convert.set_opencv_threads); not in the version either
+    opencv_threads: int = 1
 
     def version(self) -> str:
         payload = asdict(self)
         payload.pop("trigger_paths")  # the content (trigger_hash) matters, not where files lie
         payload.pop("post_workers")
+        payload.pop("opencv_threads")
         payload["code"] = fleetcore.__version__
         blob = json.dumps(payload, sort_keys=True).encode()
         return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]

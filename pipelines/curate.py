@@ -184,13 +184,19 @@ class _ExtractFn(beam.DoFn):
     def setup(self):
         from fleetcore.stages import build_stages
 
+        from fleetcore.video import set_opencv_threads
+
         self.layout = StoreLayout(self.store)
         self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")
+        self.opencv_threads_before = set_opencv_threads(self.cfg.opencv_threads)
         # Heavy objects (detectors, models) are built once per worker here.
         self.stages = build_stages(self.cfg.stages)
 
     def teardown(self):
+        from fleetcore.video import set_opencv_threads
+
         shutil.rmtree(self.cache, ignore_errors=True)
+        set_opencv_threads(self.opencv_threads_before)  # the in-process runners share the caller's OpenCV
 
     def process(self, item):
         vd, tasks = item
@@ -360,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", action="append", default=None, help="further registered clip stages to run after those")
     p.add_argument("--post-workers", type=int, default=CurateConfig.post_workers,
                    help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
+    p.add_argument("--opencv-threads", type=int, default=CurateConfig.opencv_threads,
+                   help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
     p.add_argument("--summary-json", default=None, help="also write the run summary here")
     return p
 
@@ -374,6 +382,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         trigger_paths=tuple(args.triggers or ()),
         stages=tuple(["labels"] * args.labels + ["privacy"] * args.privacy + list(args.stage or ())),
         post_workers=args.post_workers,
+        opencv_threads=args.opencv_threads,
     )
     return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 

@@ -198,13 +198,18 @@ def test_multi_processing_mode_gives_the_same_store(fleet, store, tmp_path):
 
 
 def test_post_processing_threads_do_not_change_the_store(fleet, store, tmp_path):
-    """The store fixture ran with the default --post-workers 2 (stages and encoding of decoded clips
-    on worker threads, labels beside privacy); all in the decoding thread gives the same bytes."""
+    """The store fixture ran with the defaults: --post-workers 2 (stages and encoding of decoded clips
+    on worker threads, labels beside privacy) and --opencv-threads 1. All in the decoding thread,
+    with OpenCV's own pool on, gives the same bytes; the worker puts the caller's OpenCV setting back."""
+    import cv2
+
     out, _ = store
     dst = tmp_path / "serial"
-    cfg = _cfg(post_workers=0)
-    assert cfg.post_workers == 0 and cfg.version() == _cfg().version()
+    cfg = _cfg(post_workers=0, opencv_threads=2)
+    assert (cfg.post_workers, cfg.opencv_threads) == (0, 2) and cfg.version() == _cfg().version()
+    before = cv2.getNumThreads()
     run_curate(str(fleet), str(dst), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    assert cv2.getNumThreads() == before
     assert _shard_digests(dst) == _shard_digests(out)
     for table in ("clips", "labels"):
         a = pl.read_parquet(out / "catalog" / table / "**" / "*.parquet")
