@@ -12,7 +12,7 @@ Per camera ``<cam>`` (labeller ``vision``):
                          on a blurred frame), median over the sampled frames; ``<cam>.blurry`` =
                          >= 20 % of the sampled frames have sharpness < 15 (sharp road scenes give
                          100-1500, a Gaussian blur of sigma 3 about 10)
-``<cam>.blocked``        camera covered / smeared in >= 20 % of up to 24 evenly spaced frames
+``<cam>.blocked``        camera covered / smeared in >= 20 % of up to 16 evenly spaced frames
                          (``<cam>.blocked_frames_share``), each shrunk by an integer factor to about 240 px. On an 8x8 grid
                          of cells, a cell is flat
                          when its luma std < 6. A frame is blocked when >= 90 % of the cells are
@@ -34,7 +34,8 @@ Per camera ``<cam>`` (labeller ``vision``):
                          covered camera) or ``unknown`` (no GPS or no frames). Both source values are
                          kept (``time_of_day`` from telemetry here too, and ``scene_light``).
 
-Labeller ``pedestrians`` (front camera, or the first camera, 3 frames; frames lower than 480 px
+Labeller ``pedestrians`` (front camera, or the first camera, 2 frames: the middles of the two
+halves of the clip; frames lower than 480 px
 are upscaled; image pyramid step 1.1; SVM score >= 1.0 after non-maximum suppression): ``pedestrians`` (bool), ``pedestrian_count`` (max per frame) and
 ``pedestrian_boxes`` = ``[[sample, x, y, w, h, score], ...]`` in frame pixels.
 """
@@ -58,7 +59,7 @@ GRID = 8
 BLOCKED_FLAT_SHARE = 0.7
 FEATURELESS_SHARE = 0.9
 BLOCKED_FRAMES_SHARE = 0.2
-BLOCKED_CHECK_FRAMES = 24
+BLOCKED_CHECK_FRAMES = 16
 BLOCKED_SIDE = 240
 COVER_SHARE = 0.6
 SAME_COLOUR = 12.0
@@ -284,7 +285,7 @@ class PedestrianLabeller:
     name = "pedestrians"
     version = "2"
 
-    def __init__(self, frames: int = 3, min_height: int = 480, min_score: float = 1.0, scale: float = 1.1) -> None:
+    def __init__(self, frames: int = 2, min_height: int = 480, min_score: float = 1.0, scale: float = 1.1) -> None:
         self.frames = frames
         self.scale = scale
         self.min_height = min_height
@@ -310,7 +311,9 @@ class PedestrianLabeller:
         present = camera_frames(clip, cam) if cam else []
         boxes: list[list[float]] = []
         count = 0
-        for i, f in pick_evenly(present, self.frames):
+        # the middles of `frames` equal stretches of the clip (2 frames: at 1/4 and 3/4), not its edges
+        picked = sorted({min(len(present) - 1, int((j + 0.5) * len(present) / self.frames)) for j in range(self.frames)}) if present else []
+        for i, f in (present[j] for j in picked):
             found = self.detect(f)
             count = max(count, len(found))
             boxes.extend([[i, round(x, 1), round(y, 1), round(bw, 1), round(bh, 1), round(sc, 3)] for x, y, bw, bh, sc in found])
