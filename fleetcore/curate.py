@@ -36,9 +36,9 @@ import pyarrow.parquet as pq
 
 import fleetcore
 from fleetcore.errors import DriveError, FleetError
-from fleetcore.stages import run_stages
 from fleetcore.fsio import atomic_write_bytes, file_size, join, read_bytes, remove
 from fleetcore.landing import dumps_json
+from fleetcore.stages import run_stages
 from fleetcore.validate import ValidatedDrive
 from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
 
