@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,16 +50,24 @@ S = 1_000_000_000
 T0 = 100 * S
 
 
-def ffmpeg_decode_fps(path: Path, frames: int, threads: int, repeats: int) -> tuple[float, float]:
-    best = float("inf")
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def ffmpeg_decode_fps(path: Path, frames: int, threads: int, repeats: int) -> tuple[float, float, float]:
+    """fps and seconds of the best run, and the CPU seconds per frame of that run (user + system)."""
+    best, best_cpu = float("inf"), 0.0
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
         subprocess.run(
             [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(path), "-f", "null", "-"],
             check=True, capture_output=True,
         )
-        best = min(best, time.perf_counter() - t)
-    return frames / best, best
+        dt = time.perf_counter() - t
+        if dt < best:
+            best, best_cpu = dt, (_cpu(resource.RUSAGE_CHILDREN) - c) / frames
+    return frames / best, best, best_cpu
 
 
 def pyav_decode_fps(path: Path, threads: int) -> tuple[float, float]:
@@ -85,7 +94,7 @@ def land(root: Path, name: str, video: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def run_extraction(ddir: Path, manifest: dict, fi: Any, windows: list[tuple[int, int]], rate_hz: float, threads: int) -> dict[str, Any]:
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     samples = missing = 0
     with ClipExtractor(ddir, manifest, fi, max_side=640, threads=threads) as ex:
         for a, b in windows:
@@ -95,7 +104,9 @@ def run_extraction(ddir: Path, manifest: dict, fi: Any, windows: list[tuple[int,
             del clip
         decoded = ex.frames_decoded
     dt = time.perf_counter() - t
-    return {"seconds": dt, "frames_decoded": decoded, "samples": samples, "missing": missing, "decoded_fps": decoded / dt if dt else 0.0}
+    cpu = _cpu(resource.RUSAGE_SELF) - c
+    return {"seconds": dt, "frames_decoded": decoded, "samples": samples, "missing": missing, "decoded_fps": decoded / dt if dt else 0.0,
+            "cpu_ms_per_frame": 1e3 * cpu / max(1, decoded)}
 
 
 def bench_video(name: str, video: Path, root: Path, *, threads: int, repeats: int) -> dict[str, Any]:
@@ -121,14 +132,14 @@ def bench_video(name: str, video: Path, root: Path, *, threads: int, repeats: in
     # Interleave the measurements (the machine may be shared) and keep the best of each.
     # Each round also gives a paired ratio (extraction right after its bound, so both saw about the
     # same machine); its median is steadier than the ratio of the two best runs on a noisy host.
-    ff_fps = ff_s = pyav_fps = 0.0
+    ff_fps = ff_s = pyav_fps = ff_cpu = 0.0
     full: dict[str, Any] | None = None
     sparse: dict[str, Any] | None = None
     paired: list[float] = []
     for _ in range(repeats):
-        f_fps, f_s = ffmpeg_decode_fps(video, info.frame_count, threads, 1)
+        f_fps, f_s, f_cpu = ffmpeg_decode_fps(video, info.frame_count, threads, 1)
         if f_fps > ff_fps:
-            ff_fps, ff_s = f_fps, f_s
+            ff_fps, ff_s, ff_cpu = f_fps, f_s, f_cpu
         pyav_fps = max(pyav_fps, pyav_decode_fps(video, threads)[0])
         r = run_extraction(ddir, manifest, fi, full_windows, info.fps, threads)
         paired.append(r["decoded_fps"] / f_fps)
@@ -151,6 +162,9 @@ def bench_video(name: str, video: Path, root: Path, *, threads: int, repeats: in
         "index_s": index_s,
         "ffmpeg_decode_s": ff_s,
         "ffmpeg_decode_fps": ff_fps,
+        "ffmpeg_cpu_ms_per_frame": 1e3 * ff_cpu,
+        # CPU work per frame, the bound's over ours: what the ratio would be with every core busy in both
+        "cpu_ratio_to_ffmpeg": 1e3 * ff_cpu / full["cpu_ms_per_frame"] if full["cpu_ms_per_frame"] else 0.0,
         "pyav_decode_fps": pyav_fps,
         "full_ratio_to_pyav": full["decoded_fps"] / pyav_fps,
         "full": full,
@@ -171,7 +185,6 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
     best of ``repeats``. Both with the default overlap of decoding and post-processing
     (``--post-workers 2``) and without it (``0``); plus the process CPU seconds of each run (the
     cost when every core is busy anyway, e.g. one Beam worker per core)."""
-    import resource
     import shutil
 
     import polars as pl
@@ -267,14 +280,15 @@ def main(argv: list[str] | None = None) -> int:
 
     table = Table(title=f"fleetcore.video decode benchmark (decoder threads={args.threads}, OpenCV threads={args.opencv_threads}, max_side=640)")
     for col in ("video", "size", "frames", "GOP", "probe s", "index s", "ffmpeg fps", "PyAV fps", "ours fps (full)", "ratio ffmpeg (>=0.8)",
-                "paired median", "ratio PyAV",
+                "paired median", "CPU/frame ffmpeg/ours", "ratio PyAV",
                 "sparse cov", "sparse decoded", "sparse/full time (<=0.2)"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
             r["name"], f"{r['width']}x{r['height']}", str(r["frames"]), str(r["gop_frames"]), f"{r['probe_s']:.3f}", f"{r['index_s']:.3f}",
             f"{r['ffmpeg_decode_fps']:.0f}", f"{r['pyav_decode_fps']:.0f}", f"{r['full']['decoded_fps']:.0f}", f"{r['full_ratio_to_ffmpeg']:.2f}",
-            f"{r['full_ratio_to_ffmpeg_median']:.2f}", f"{r['full_ratio_to_pyav']:.2f}",
+            f"{r['full_ratio_to_ffmpeg_median']:.2f}",
+            f"{r['ffmpeg_cpu_ms_per_frame']:.2f}/{r['full']['cpu_ms_per_frame']:.2f} ms = {r['cpu_ratio_to_ffmpeg']:.2f}", f"{r['full_ratio_to_pyav']:.2f}",
             f"{r['sparse_coverage']:.0%}", f"{r['sparse']['frames_decoded']}/{r['full']['frames_decoded']}", f"{r['sparse_time_ratio']:.2f}",
         )
     if results:

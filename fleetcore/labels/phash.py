@@ -16,9 +16,10 @@ class PhashLabeller:
     version = "1"
 
     def __init__(self) -> None:
-        # imagehash pulls in scipy (~0.25 s): import it when the stage is built (DoFn.setup), not
-        # inside the first clip
+        # imagehash and the scipy.fftpack its phash imports on first use take ~0.25 s: import them
+        # when the stage is built (DoFn.setup), not inside the first clip
         import imagehash  # noqa: F401
+        import scipy.fftpack  # noqa: F401
 
     def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]:
         cam = primary_camera(clip)
