@@ -6,7 +6,7 @@ Per camera ``<cam>`` (labeller ``vision``):
 ``<cam>.brightness``     mean luma 0..255 over the sampled frames
 ``<cam>.exposure``       ``under`` (mean < 50 or > 60 % of pixels < 20) / ``over`` (mean > 205 or
                          > 50 % of pixels > 245) / ``ok`` — majority over the sampled frames
-                         (8 evenly spaced distinct frames per camera)
+                         (6 evenly spaced distinct frames per camera)
 ``<cam>.sharpness``      variance of the Laplacian of the grey frame scaled to 480 px longest side,
                          90th percentile over an 8x8 cell grid (robust to a sharp timestamp overlay
                          on a blurred frame), median over the sampled frames; ``<cam>.blurry`` =
@@ -24,7 +24,7 @@ Per camera ``<cam>`` (labeller ``vision``):
                          more than 10 % of the cells, so it is not blocked.
                          ``<cam>.blocked_fraction`` = mean flat-cell share
 ``<cam>.motion_energy``  mean Farneback optical-flow magnitude (pixels per sample interval on
-                         frames scaled to 160 px wide) over up to 4 consecutive frame pairs
+                         frames scaled to 160 px wide) over up to 3 consecutive frame pairs
 ``<cam>.scene_cut``      a consecutive-frame colour-histogram correlation < 0.5 inside the clip;
                          ``<cam>.scene_cut_sample`` = the sample index after the cut (or -1)
 ``scene_light``          ``bright`` / ``dim`` / ``dark`` from the primary camera's brightness
@@ -35,7 +35,7 @@ Per camera ``<cam>`` (labeller ``vision``):
                          kept (``time_of_day`` from telemetry here too, and ``scene_light``).
 
 Labeller ``pedestrians`` (front camera, or the first camera, 2 frames: the middles of the two
-halves of the clip; frames lower than 480 px
+halves of the clip; frames lower than 432 px
 are upscaled; image pyramid step 1.1; SVM score >= 1.0 after non-maximum suppression): ``pedestrians`` (bool), ``pedestrian_count`` (max per frame) and
 ``pedestrian_boxes`` = ``[[sample, x, y, w, h, score], ...]`` in frame pixels.
 """
@@ -51,7 +51,7 @@ from fleetcore.labels.base import LabelValue, camera_frames, pick_evenly, primar
 from fleetcore.labels.telemetry import clip_sun
 
 ANALYSIS_SIDE = 480
-FRAMES_PER_CAMERA = 8
+FRAMES_PER_CAMERA = 6
 BLURRY_BELOW = 15.0
 BLURRY_FRAMES_SHARE = 0.2
 FLAT_STD = 6.0
@@ -242,9 +242,9 @@ class VisionLabeller:
             out[f"{cam}.blocked"] = share >= BLOCKED_FRAMES_SHARE
             out[f"{cam}.blocked_frames_share"] = share
             out[f"{cam}.blocked_fraction"] = float(np.mean([s[1] for s in stats]))
-            # motion: up to 4 consecutive pairs spread over the clip
+            # motion: up to 3 consecutive pairs spread over the clip
             pairs = []
-            for k in pick_evenly(list(range(len(present) - 1)), 4):
+            for k in pick_evenly(list(range(len(present) - 1)), 3):
                 pairs.append(motion_energy([present[k][1], present[k + 1][1]]))
             n_samples = sum(f is not None for f in clip.frames[cam])
             frozen = len(present) == 1 and n_samples > 1  # every sample shows the same source frame
@@ -285,7 +285,7 @@ class PedestrianLabeller:
     name = "pedestrians"
     version = "2"
 
-    def __init__(self, frames: int = 2, min_height: int = 480, min_score: float = 1.0, scale: float = 1.1) -> None:
+    def __init__(self, frames: int = 2, min_height: int = 432, min_score: float = 1.0, scale: float = 1.1) -> None:
         self.frames = frames
         self.scale = scale
         self.min_height = min_height
