@@ -352,19 +352,11 @@ _CONFIG_KEYS = ("detectors", "detect_max_side", "detect_every", "padding", "mode
 
 def load_privacy_config(path: str | Path) -> dict[str, Any]:
     """PrivacyStage keyword options from a YAML/JSON mapping (keys: see ``_CONFIG_KEYS``)."""
-    import json
-
-    import yaml
-
+    from fleetcore.configfile import read_config_file
     from fleetcore.errors import ConfigError
 
     p = Path(path)
-    try:
-        text = p.read_text()
-        cfg = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(str(p), None, f"cannot read privacy config: {exc}") from exc
-    cfg = cfg or {}
+    cfg = read_config_file(p, what="privacy config") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(str(p), None, "expected a mapping")
     for k in cfg:

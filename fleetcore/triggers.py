@@ -25,8 +25,8 @@ from typing import Any, Final, Literal, Sequence, cast
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import yaml
 
+from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
 from fleetcore.signals import DERIVED_COLUMNS, NS_PER_S, derived_frame, empty_derived
 from schemas import TRIGGER_EVENTS
@@ -256,14 +256,7 @@ def parse_trigger(raw: Any, *, path: str, prefix: str = "") -> TriggerSpec:
 def load_trigger_file(path: str | Path) -> list[TriggerSpec]:
     """Triggers of one YAML file: a single trigger mapping, or ``triggers: [ ... ]``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), None, f"cannot read trigger file: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(p), None, f"not valid YAML: {exc}") from exc
+    doc = read_config_file(p, what="trigger file")
     if not isinstance(doc, dict):
         raise ConfigError(str(p), None, "expected a YAML mapping (one trigger, or 'triggers:' with a list)")
     if "triggers" in doc:

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 
+from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
@@ -218,15 +218,7 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a YAML (or JSON) spec file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise _err(str(p), None, f"cannot read the spec ({exc.strerror or exc})") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _err(str(p), None, f"not valid YAML ({exc})") from exc
-    return parse_spec(doc, path=str(p))
+    return parse_spec(read_config_file(p, what="the dataset spec"), path=str(p))
 
 
 def spec_from_json(text: str, *, path: str = "<manifest>") -> DatasetSpec:

@@ -26,7 +26,6 @@ only the built-in labellers when it is unset.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError, FleetError
 from fleetcore.labels.base import LABELLERS, LabelError, Labeller, jsonable, labels_to_rows
 from fleetcore.stages import register
@@ -54,22 +54,7 @@ def _load_builtins() -> None:
 
 def load_config(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(str(p), None, f"cannot read labels config: {exc}") from exc
-    if p.suffix.lower() == ".json":
-        try:
-            cfg = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(str(p), None, f"invalid JSON: {exc}") from exc
-    else:
-        import yaml
-
-        try:
-            cfg = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(str(p), None, f"invalid YAML: {exc}") from exc
+    cfg = read_config_file(p, what="labels config")
     if cfg is None:
         cfg = {}
     if not isinstance(cfg, dict):
