@@ -261,10 +261,11 @@ def validate(landing: Path, as_json: bool, strict: bool) -> None:
               help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
 @click.option("--opencv-threads", default=1, show_default=True, type=click.IntRange(1),
               help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
+@click.option("--encode-threads", default=2, show_default=True, type=click.IntRange(1), help="threads that JPEG-encode the frames of one clip")
 @click.option("--json", "as_json", is_flag=True, help="print the run summary as JSON")
 @click.pass_context
 def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, labels, privacy, stage, post_workers,
-           opencv_threads, as_json) -> None:
+           opencv_threads, encode_threads, as_json) -> None:
     """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode)."""
     from pipelines.curate import build_parser, config_from_args, run_curate
 
@@ -274,7 +275,7 @@ def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side,
     argv += ["--labels" if labels else "--no-labels", "--privacy" if privacy else "--no-privacy"]
     for s in stage:
         argv += ["--stage", s]
-    argv += ["--post-workers", str(post_workers), "--opencv-threads", str(opencv_threads)]
+    argv += ["--post-workers", str(post_workers), "--opencv-threads", str(opencv_threads), "--encode-threads", str(encode_threads)]
     cfg = config_from_args(build_parser().parse_args(argv))
     summary = run_curate(landing, store, cfg, beam_args=ctx.args, vehicles=list(vehicle) or None, dates=list(date) or None)
     if as_json:

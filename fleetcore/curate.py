@@ -82,13 +82,19 @@ class CurateConfig:
     #: OpenCV's own worker threads in a curate worker process (see
     #: fleetcore.video.convert.set_opencv_threads); not in the version either
     opencv_threads: int = 1
+    #: threads that JPEG-encode one clip's frames (fleetcore.sample.encode_sample); not in the version
+    encode_threads: int = 2
 
     def version(self) -> str:
+        from fleetcore.video.convert import CONVERT_VERSION  # lazy: imports OpenCV
+
         payload = asdict(self)
         payload.pop("trigger_paths")  # the content (trigger_hash) matters, not where files lie
         payload.pop("post_workers")
         payload.pop("opencv_threads")
+        payload.pop("encode_threads")
         payload["code"] = fleetcore.__version__
+        payload["frame_conversion"] = CONVERT_VERSION  # the stored pixels of a source
         blob = json.dumps(payload, sort_keys=True).encode()
         return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]
 
@@ -436,6 +442,7 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         telemetry=tel,
         record=record,
         jpeg_quality=cfg.jpeg_quality,
+        threads=max(1, int(cfg.encode_threads)),
     )
     frag = write_fragment(layout.staging, task.clip_id, members)
     row = {

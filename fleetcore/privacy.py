@@ -19,9 +19,9 @@ positives and are dropped). Faces smaller than ~24 px at that scale (about 40 px
 and plates smaller than ~60 px (about 100 px) are not detected.
 Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one; each frame
 is blurred with the boxes found within ``detect_every`` frames of it, before and after, plus each
-box interpolated towards its match on the next detection frame (``boxes_per_frame``). Cameras are
-processed on ``threads`` threads, each with its own CascadeClassifier objects (one object shared by
-two threads corrupts both detections). ``bench/privacy.py`` measures coverage and cost per setting.
+box interpolated towards its match on the next detection frame (``boxes_per_frame``). The detection
+frames of all cameras are shared out over ``threads`` threads, each with its own CascadeClassifier
+objects (one object shared by two threads corrupts both detections). ``bench/privacy.py`` measures coverage and cost per setting.
 Boxes are padded by ``padding`` (15 %) of their size on each side, then blurred with a Gaussian of
 sigma = max(w, h) / 8 (or pixelated to 8 px blocks then blurred, ``mode="pixelate"``).
 
@@ -168,6 +168,10 @@ def blur_region(frame: np.ndarray, box: Box, mode: Literal["gaussian", "pixelate
     frame[y : y + h, x : x + w] = cv2.GaussianBlur(roi, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
 
 
+#: what a failing detector or blur raises (the clip is quarantined with the message)
+_DETECT_ERRORS = (cv2.error, ValueError, RuntimeError, AttributeError, TypeError)
+
+
 class PrivacyStage:
     name = "privacy"
 
@@ -241,6 +245,10 @@ class PrivacyStage:
                 out.append((d.kind, (x0, y0, min(w, x1) - x0, min(h, y1) - y0)))
         return sorted(out)
 
+    def detection_frames(self, n: int) -> list[int]:
+        """Indexes of the distinct frames detection runs on: every ``detect_every``-th and the last."""
+        return sorted(set(range(0, n, self.detect_every)) | ({n - 1} if n else set()))
+
     def boxes_per_frame(self, n: int, detect: Any) -> list[list[Box]]:
         """The boxes to blur on each of ``n`` distinct frames, calling ``detect(j) -> [(kind, box)]``
         only on the detection frames (every ``detect_every``-th and the last one).
@@ -254,7 +262,7 @@ class PrivacyStage:
         between), so a face or plate that moves between detections is covered where it is, not
         only where it was and will be. A wrong match only blurs more."""
         k = self.detect_every
-        det_idx = sorted(set(range(0, n, k)) | ({n - 1} if n else set()))
+        det_idx = self.detection_frames(n)
         found = {j: detect(j) for j in det_idx}
         out: list[set[Box]] = [set() for _ in range(n)]
         for jd in det_idx:
@@ -280,16 +288,25 @@ class PrivacyStage:
         # sorted: overlapping blurs must be applied in a fixed order (determinism)
         return [sorted(s) for s in out]
 
-    def anonymise_camera(self, frames: list[np.ndarray | None]) -> tuple[int, int]:
-        """Blur every distinct frame of one camera in place. Returns (regions blurred, frames)."""
+    @staticmethod
+    def distinct_frames(frames: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        """The distinct frame objects of one camera, in order (samples may share a source frame)."""
         uniq: list[np.ndarray] = []
-        seen: dict[int, int] = {}
+        seen: set[int] = set()
         for f in frames:
             if f is not None and id(f) not in seen:
-                seen[id(f)] = len(uniq)
+                seen.add(id(f))
                 uniq.append(f)
+        return uniq
+
+    def anonymise_camera(self, frames: list[np.ndarray | None], found: dict[int, list[tuple[str, Box]]] | None = None) -> tuple[int, int]:
+        """Blur every distinct frame of one camera (read-only frames are replaced by blurred copies
+        in ``frames``). ``found``: detections already made, by distinct-frame index (the rest are
+        detected here). Returns (regions blurred, distinct frames)."""
+        uniq = self.distinct_frames(frames)
         n = len(uniq)
-        per_frame = self.boxes_per_frame(n, lambda j: self.detect(uniq[j]))
+        done = found or {}
+        per_frame = self.boxes_per_frame(n, lambda j: done[j] if j in done else self.detect(uniq[j]))
         regions = 0
         replaced: dict[int, np.ndarray] = {}
         for j, f in enumerate(uniq):
@@ -315,21 +332,37 @@ class PrivacyStage:
             raise PrivacyError(clip_id, self.load_error)
         regions = frames_done = 0
 
-        def one(cam: str) -> tuple[int, int]:
-            try:
-                return self.anonymise_camera(clip.frames[cam])
-            except (cv2.error, ValueError, RuntimeError, AttributeError, TypeError) as exc:
-                raise PrivacyError(clip_id, f"camera {cam}: detection failed: {type(exc).__name__}: {exc}") from exc
+        def failed(cam: str, exc: Exception) -> PrivacyError:
+            return PrivacyError(clip_id, f"camera {cam}: detection failed: {type(exc).__name__}: {exc}")
 
         cams = list(clip.cameras)
-        if self.threads > 1 and len(cams) > 1:
-            # cameras are independent (each edits only its own frames); OpenCV releases the GIL
+        found: dict[str, dict[int, list[tuple[str, Box]]]] = {cam: {} for cam in cams}
+        if self.threads > 1:
+            # Detection is the cost: spread every (camera, detection frame) over the threads so they
+            # finish together (OpenCV releases the GIL; each thread has its own classifiers).
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(cams)), thread_name_prefix="privacy") as pool:
-                done = list(pool.map(one, cams))
-        else:
-            done = [one(cam) for cam in cams]
+            jobs = []
+            for cam in cams:
+                uniq = self.distinct_frames(clip.frames[cam])
+                jobs += [(cam, j, uniq[j]) for j in self.detection_frames(len(uniq))]
+            if len(jobs) > 1:
+                pool = ThreadPoolExecutor(max_workers=min(self.threads, len(jobs)), thread_name_prefix="privacy")
+                try:
+                    futures = [pool.submit(self.detect, f) for _, _, f in jobs]
+                    for (cam, j, _), fut in zip(jobs, futures):
+                        try:
+                            found[cam][j] = fut.result()
+                        except _DETECT_ERRORS as exc:
+                            raise failed(cam, exc) from exc
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
+        done = []
+        for cam in cams:
+            try:
+                done.append(self.anonymise_camera(clip.frames[cam], found[cam]))
+            except _DETECT_ERRORS as exc:
+                raise failed(cam, exc) from exc
         for r, n in done:
             regions += r
             frames_done += n

@@ -145,6 +145,7 @@ def encode_sample(
     record: Mapping[str, Any],
     jpeg_quality: int = 90,
     image_format: ImageFormat = "jpg",
+    threads: int = 1,
 ) -> list[tuple[str, bytes]]:
     """Encode one clip into (member name, bytes) pairs, in member order (see module docstring).
 
@@ -153,7 +154,9 @@ def encode_sample(
     frame's PTS and its offset from the sample time (ignored where the frame is None);
     ``telemetry`` maps column name (in output order) to a per-sample array (cast to float32;
     NaN marks a missing value). ``record`` is JSON-able metadata stored under ``record``.
-    Raises SampleError naming the key and the problem.
+    ``threads`` > 1 encodes the images on that many threads (the encoders release the GIL); the
+    bytes do not depend on it. Raises SampleError naming the key and the problem (the first one in
+    member order).
     """
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise SampleError(str(key), "key must match [A-Za-z0-9][A-Za-z0-9_-]* (no dots or slashes: WebDataset splits keys at the first dot)")
@@ -189,14 +192,30 @@ def encode_sample(
         except (TypeError, ValueError) as exc:
             raise SampleError(key, f"telemetry column {col!r}: not convertible to float32 ({exc})") from exc
 
+    times_of = {cam: (_int_list(key, f"pts_ns[{cam!r}]", pts_ns[cam], n), _int_list(key, f"offset_ns[{cam!r}]", offset_ns[cam], n)) for cam in cameras}
+    jobs = [(cam, i, fr) for cam in cameras for i, fr in enumerate(frames[cam]) if fr is not None]
+
+    def encode(job: tuple[str, int, Any]) -> tuple[bytes, tuple[int, int]]:
+        return _encode_image(key, job[0], job[1], job[2], image_format, jpeg_quality)
+
+    if threads > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode")
+        try:
+            encoded = iter(list(pool.map(encode, jobs)))  # raises the first error in member order
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        encoded = map(encode, jobs)
+
     image_members: list[tuple[str, bytes]] = []
     pts_out: dict[str, list[int | None]] = {}
     off_out: dict[str, list[int | None]] = {}
     missing: dict[str, list[int]] = {}
     sizes: dict[str, list[int] | None] = {}
     for cam in cameras:
-        pts = _int_list(key, f"pts_ns[{cam!r}]", pts_ns[cam], n)
-        off = _int_list(key, f"offset_ns[{cam!r}]", offset_ns[cam], n)
+        pts, off = times_of[cam]
         size: tuple[int, int] | None = None
         miss: list[int] = []
         for i, fr in enumerate(frames[cam]):
@@ -205,7 +224,7 @@ def encode_sample(
                 pts[i] = None  # type: ignore[call-overload]
                 off[i] = None  # type: ignore[call-overload]
                 continue
-            data, hw = _encode_image(key, cam, i, fr, image_format, jpeg_quality)
+            data, hw = next(encoded)
             if size is None:
                 size = hw
             elif hw != size:

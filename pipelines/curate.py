@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
     p.add_argument("--opencv-threads", type=int, default=CurateConfig.opencv_threads,
                    help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
+    p.add_argument("--encode-threads", type=int, default=CurateConfig.encode_threads,
+                   help="threads that JPEG-encode the frames of one clip")
     p.add_argument("--summary-json", default=None, help="also write the run summary here")
     return p
 
@@ -383,6 +385,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         stages=tuple(["labels"] * args.labels + ["privacy"] * args.privacy + list(args.stage or ())),
         post_workers=args.post_workers,
         opencv_threads=args.opencv_threads,
+        encode_threads=args.encode_threads,
     )
     return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 

@@ -112,6 +112,21 @@ def test_encode_sample_members_order_and_determinism(clips):
     assert members[0][1] == json.dumps(meta, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
+def test_threaded_encoding_gives_the_same_members_and_the_first_error(clips):
+    """``threads`` only spreads the JPEG encoding: the members are byte-identical, and a bad frame
+    is reported as the first one in member order, as with one thread."""
+    for clip in clips[:2]:
+        assert encode(dict(clip, threads=3)) == encode(clip)
+    bad = dict(clips[0])
+    frames = {cam: list(fs) for cam, fs in bad["frames"].items()}
+    frames["left"][1] = np.zeros((H, W), np.uint8)
+    frames["right"][0] = np.zeros((H, W, 4), np.uint8)
+    bad["frames"] = frames
+    for threads in (1, 3):
+        with pytest.raises(SampleError, match=r"camera 'left' frame 1: expected an RGB uint8"):
+            encode(dict(bad, threads=threads))
+
+
 def test_decode_sample_round_trip(clips):
     clip = clips[1]
     d = decode_sample(dict(encode(clip)))

@@ -224,10 +224,31 @@ def test_detector_raising_quarantines(road):
         def detectMultiScale(self, *a, **k):
             raise cv2.error("detector crashed")
 
-    stage = PrivacyStage()
+    stage = PrivacyStage(threads=1)
     stage.detectors[-1].cascade = Exploding()
     with pytest.raises(PrivacyError, match="detection failed.*detector crashed"):
         stage(clip=make_clip([scene(road)]), telemetry={}, drive=None, record={"clip_id": "c5"})
+
+
+def test_detector_raising_on_a_worker_thread_quarantines(road, monkeypatch):
+    """With several threads, detection of every camera's detection frames is spread over a pool;
+    a failure there still quarantines the clip, naming the camera, and nothing is blurred half-way."""
+    stage = PrivacyStage(threads=2, detect_every=1)
+    real = stage.detect
+    bad = scene(road)
+
+    def detect(frame):
+        if frame is bad:
+            raise cv2.error("detector crashed")
+        return real(frame)
+
+    monkeypatch.setattr(stage, "detect", detect)
+    frames = {"front": [scene(road) for _ in range(3)], "rear": [scene(road), bad, scene(road)]}
+    clip = clip_frames(np.arange(3, dtype=np.int64), ["front", "rear"], frames)
+    before = {c: [f.tobytes() for f in fs] for c, fs in clip.frames.items()}
+    with pytest.raises(PrivacyError, match="camera rear: detection failed.*detector crashed"):
+        stage(clip=clip, telemetry={}, drive=None, record={"clip_id": "c6"})
+    assert {c: [f.tobytes() for f in fs] for c, fs in clip.frames.items()} == before
 
 
 def test_privacy_config_via_env(tmp_path, monkeypatch):
