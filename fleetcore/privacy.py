@@ -196,6 +196,8 @@ class PrivacyStage:
         self.mode = mode
         self.detectors: list[_Detector] = []
         self.load_error: str | None = None
+        self._pool: Any = None  # detection threads, made on first use and kept (their classifiers too)
+        self._pool_lock = threading.Lock()
         for name in detectors:
             if name not in DETECTORS:
                 self.load_error = f"unknown detector {name!r} (known: {sorted(DETECTORS)})"
@@ -326,6 +328,15 @@ class PrivacyStage:
                     frames[i] = replaced[id(f)]
         return regions, n
 
+    def _detection_pool(self) -> Any:
+        """The stage's detection threads (made on first use and kept: each keeps its classifiers)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="privacy")
+            return self._pool
+
     def __call__(self, *, clip: Any, telemetry: Any, drive: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
         clip_id = str(record.get("clip_id", "?"))
         if self.load_error:
@@ -338,25 +349,22 @@ class PrivacyStage:
         cams = list(clip.cameras)
         found: dict[str, dict[int, list[tuple[str, Box]]]] = {cam: {} for cam in cams}
         if self.threads > 1:
-            # Detection is the cost: spread every (camera, detection frame) over the threads so they
-            # finish together (OpenCV releases the GIL; each thread has its own classifiers).
-            from concurrent.futures import ThreadPoolExecutor
-
+            # Detection is the cost: every (camera, detection frame) goes to the stage's threads, so
+            # they finish together (OpenCV releases the GIL; each thread has its own classifiers).
+            pool = self._detection_pool()
             jobs = []
             for cam in cams:
                 uniq = self.distinct_frames(clip.frames[cam])
-                jobs += [(cam, j, uniq[j]) for j in self.detection_frames(len(uniq))]
-            if len(jobs) > 1:
-                pool = ThreadPoolExecutor(max_workers=min(self.threads, len(jobs)), thread_name_prefix="privacy")
-                try:
-                    futures = [pool.submit(self.detect, f) for _, _, f in jobs]
-                    for (cam, j, _), fut in zip(jobs, futures):
-                        try:
-                            found[cam][j] = fut.result()
-                        except _DETECT_ERRORS as exc:
-                            raise failed(cam, exc) from exc
-                finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
+                jobs += [(cam, j, pool.submit(self.detect, uniq[j])) for j in self.detection_frames(len(uniq))]
+            try:
+                for cam, j, fut in jobs:
+                    try:
+                        found[cam][j] = fut.result()
+                    except _DETECT_ERRORS as exc:
+                        raise failed(cam, exc) from exc
+            finally:
+                for _, _, fut in jobs:  # on a failure, drop this clip's queued detections
+                    fut.cancel()
         done = []
         for cam in cams:
             try:
