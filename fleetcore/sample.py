@@ -198,42 +198,42 @@ def encode_sample(
     def encode(job: tuple[str, int, Any]) -> tuple[bytes, tuple[int, int]]:
         return _encode_image(key, job[0], job[1], job[2], image_format, jpeg_quality)
 
+    pool = None
     if threads > 1 and len(jobs) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode")
-        try:
-            encoded = iter(list(pool.map(encode, jobs)))  # raises the first error in member order
-        finally:
+    # results in member order; an encoding error surfaces where the loop reaches it, as with one thread
+    encoded = pool.map(encode, jobs) if pool is not None else map(encode, jobs)
+    try:
+        image_members: list[tuple[str, bytes]] = []
+        pts_out: dict[str, list[int | None]] = {}
+        off_out: dict[str, list[int | None]] = {}
+        missing: dict[str, list[int]] = {}
+        sizes: dict[str, list[int] | None] = {}
+        for cam in cameras:
+            pts, off = times_of[cam]
+            size: tuple[int, int] | None = None
+            miss: list[int] = []
+            for i, fr in enumerate(frames[cam]):
+                if fr is None:
+                    miss.append(i)
+                    pts[i] = None  # type: ignore[call-overload]
+                    off[i] = None  # type: ignore[call-overload]
+                    continue
+                data, hw = next(encoded)
+                if size is None:
+                    size = hw
+                elif hw != size:
+                    raise SampleError(key, f"camera {cam!r} frame {i}: size {hw} differs from the camera's first frame {size}")
+                image_members.append((f"{key}.{frame_ext(cam, i, n, image_format)}", data))
+            pts_out[cam] = pts  # type: ignore[assignment]
+            off_out[cam] = off  # type: ignore[assignment]
+            missing[cam] = miss
+            sizes[cam] = [size[0], size[1]] if size is not None else None
+    finally:
+        if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    else:
-        encoded = map(encode, jobs)
-
-    image_members: list[tuple[str, bytes]] = []
-    pts_out: dict[str, list[int | None]] = {}
-    off_out: dict[str, list[int | None]] = {}
-    missing: dict[str, list[int]] = {}
-    sizes: dict[str, list[int] | None] = {}
-    for cam in cameras:
-        pts, off = times_of[cam]
-        size: tuple[int, int] | None = None
-        miss: list[int] = []
-        for i, fr in enumerate(frames[cam]):
-            if fr is None:
-                miss.append(i)
-                pts[i] = None  # type: ignore[call-overload]
-                off[i] = None  # type: ignore[call-overload]
-                continue
-            data, hw = next(encoded)
-            if size is None:
-                size = hw
-            elif hw != size:
-                raise SampleError(key, f"camera {cam!r} frame {i}: size {hw} differs from the camera's first frame {size}")
-            image_members.append((f"{key}.{frame_ext(cam, i, n, image_format)}", data))
-        pts_out[cam] = pts  # type: ignore[assignment]
-        off_out[cam] = off  # type: ignore[assignment]
-        missing[cam] = miss
-        sizes[cam] = [size[0], size[1]] if size is not None else None
 
     meta = {
         "format_version": SAMPLE_FORMAT_VERSION,

@@ -125,6 +125,10 @@ def test_threaded_encoding_gives_the_same_members_and_the_first_error(clips):
     for threads in (1, 3):
         with pytest.raises(SampleError, match=r"camera 'left' frame 1: expected an RGB uint8"):
             encode(dict(bad, threads=threads))
+    frames["left"][1] = np.zeros((H + 2, W, 3), np.uint8)  # a size change comes before the later bad frame
+    for threads in (1, 3):
+        with pytest.raises(SampleError, match=r"camera 'left' frame 1: size"):
+            encode(dict(bad, threads=threads))
 
 
 def test_decode_sample_round_trip(clips):
