@@ -350,12 +350,13 @@ def extract_clips(
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
 
     Yields a ClipResult per clip, or a ClipFailure for a clip that failed (the caller quarantines it;
-    the other clips go on), in task order. Clips already staged by an earlier run are reused.
+    the other clips go on): first the clips already staged by an earlier run (reused), then the
+    others in task order.
 
     While ``cfg.post_workers`` worker threads run the stages, JPEG encoding and staging of the
     clips already decoded, this thread decodes the next one (OpenCV, libjpeg and the decoder release
     the GIL), so at most ``post_workers + 1`` clips are in memory. The output does not depend on
-    this overlap: each clip is processed by one thread, and results are yielded in task order.
+    this overlap: each clip is processed by one thread.
     """
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor

@@ -187,7 +187,7 @@ class PrivacyStage:
         threads: int | None = None,
         equalize: bool = False,
     ) -> None:
-        #: cameras anonymised at once (default: one per CPU); does not change the output
+        #: detection threads (default: one per CPU), shared by all cameras; does not change the output
         self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
         self.equalize = bool(equalize)
         self.detect_max_side = int(detect_max_side)

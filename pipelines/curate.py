@@ -183,7 +183,6 @@ class _ExtractFn(beam.DoFn):
 
     def setup(self):
         from fleetcore.stages import build_stages
-
         from fleetcore.video import set_opencv_threads
 
         self.layout = StoreLayout(self.store)

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-
 from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
 

@@ -34,7 +34,7 @@ def set_opencv_threads(n: int) -> int:
     conversion call is ~0.1 ms, too short for OpenCV's pool, whose threads then compete for the
     cores with FFmpeg's decoder threads (measured with ``bench/decode.py``: full-coverage extraction
     at 1280x720 went from 0.67 to 0.81 of the ``ffmpeg -f null`` bound with one OpenCV thread).
-    The job's own threads (decoder, post-processing, per-camera privacy) provide the parallelism.
+    The job's own threads (decoder, post-processing, privacy detection, JPEG encoding) provide the parallelism.
     """
     old = cv2.getNumThreads()
     cv2.setNumThreads(int(n))
