@@ -5,7 +5,7 @@
 How often is a face or a plate that is really in the frame blurred, and what does it cost?
 Tracks are pasted into the shared real road videos (Udacity, resized to the 640-px store frame
 and resampled to the default 10 Hz sample rate): scikit-image's ``astronaut`` head (a real face,
-about 40, 60 and 80 px wide) and a drawn plate (100, 130 and 168 px wide), each still, moving
+about 40, 60, 80 and 120 px wide) and a drawn plate (100, 130 and 168 px wide), each still, moving
 10 px per sample or 30 px per sample across the frame. For each ``detect_every`` the privacy
 stage's own ``boxes_per_frame`` gives the padded boxes blurred on every frame; a track's frame
 counts as covered when at least 90 % of the object's box lies inside them.
@@ -114,7 +114,7 @@ def run(every: list[int], n_frames: int, options: dict[str, Any] | None = None) 
     tracks = []
     for vi, v in enumerate(videos):
         base = road_frames(v, n_frames)
-        for kind, sizes, maker, y in (("face", (40, 60, 80), face_patch, 30), ("plate", (100, 130, 168), plate_patch, 230)):
+        for kind, sizes, maker, y in (("face", (40, 60, 80, 120), face_patch, 30), ("plate", (100, 130, 168), plate_patch, 230)):
             for size in sizes:
                 patch, inner = maker(size)
                 for speed in (0.0, 10.0, 30.0):

@@ -89,6 +89,43 @@ def test_detects_face_and_plate(road):
     assert PrivacyStage().detect(road) == []  # the empty road has neither
 
 
+@pytest.mark.parametrize("face_w", [100, 160, 240, 330])
+def test_faces_of_every_size_are_found(road, face_w):
+    """Faces 30 to 100 px wide in the 384-px detection frame: the first octave (window up to
+    twice the cascade's 24 px), its boundary (48 px) and the halved octaves all find them."""
+    frame = cv2.resize(road, (1280, 720), interpolation=cv2.INTER_LINEAR)
+    fc = cv2.resize(face_crop(), (face_w * 2, round(face_w * 2 * 168 / 160)), interpolation=cv2.INTER_AREA)
+    x, y = 200, 10
+    frame[y : y + fc.shape[0], x : x + fc.shape[1]] = fc
+    faces = [b for k, b in PrivacyStage().detect(frame) if k == "face"]
+    # the astronaut's face lies in the crop's middle half, about face_w wide
+    hits = [b for b in faces if x + fc.shape[1] * 0.25 <= b[0] + b[2] / 2 <= x + fc.shape[1] * 0.75 and y <= b[1] + b[3] / 2 <= y + fc.shape[0] * 0.6]
+    assert hits, f"no face found near the {face_w}-px face: {faces}"
+    assert any(0.6 * face_w <= b[2] <= 1.6 * face_w for b in hits), hits
+
+
+def test_one_octave_groups_as_opencv_does(road):
+    """Where a detector's sizes fit in one octave, the raw hits grouped by _run are exactly what one
+    detectMultiScale call returns (here plates 60 to 119 px wide in the 384-px frame)."""
+    import dataclasses
+
+    d = next(d for d in PrivacyStage().detectors if d.name == "plate")
+    d = dataclasses.replace(d, max_width_share=119.5 / 384)  # widths up to 119 px: the first octave only
+    found = 0
+    for pw in (110, 130, 150):
+        g = road.copy()
+        x, y, h = 300, 250, pw // 4
+        cv2.rectangle(g, (x, y), (x + pw, y + h), (250, 250, 250), -1)
+        cv2.rectangle(g, (x, y), (x + pw, y + h), (0, 0, 0), 2)
+        cv2.putText(g, "A123BC77", (x + 5, y + h - 8), cv2.FONT_HERSHEY_SIMPLEX, pw / 200, (0, 0, 0), 2, cv2.LINE_AA)
+        grey = cv2.resize(cv2.cvtColor(g, cv2.COLOR_RGB2GRAY), (384, 216), interpolation=cv2.INTER_AREA)
+        ours = sorted(map(tuple, d._run(grey).tolist()))
+        cv = d.classifier().detectMultiScale(grey, scaleFactor=d.scale_factor, minNeighbors=d.min_neighbors, minSize=d.min_size, maxSize=(119, 39))
+        assert ours == sorted(map(tuple, np.asarray(cv).reshape(-1, 4).tolist()))
+        found += len(ours)
+    assert found  # and plates are found
+
+
 @pytest.mark.parametrize("detect_every", [1, 2, 4])
 def test_stage_blurs_every_frame_before_jpeg(road, detect_every):
     original = scene(road)
