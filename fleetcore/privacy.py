@@ -128,7 +128,8 @@ class _Detector:
         halved by INTER_AREA while the window still fits) it scans the window sizes from the
         window to just under twice it, which OpenCV scans on a 2-px grid; larger objects are left
         to the next octave. (A single call over every size scans sizes of twice the window and
-        more on a 1-px grid, which doubled the face cascade's cost for no better coverage.)
+        more on a 1-px grid, which made the face cascade about 1.5 times as costly, for no better
+        coverage.)
         The raw hits of all octaves are then grouped together as detectMultiScale groups its own
         (``groupRectangles``, eps 0.2, kept with more than ``min_neighbors`` hits). A hit on a
         halved octave counts ``COARSE_HIT_WEIGHT`` times, since that octave is scanned on a grid
