@@ -22,7 +22,8 @@ Detection runs on every ``detect_every``-th distinct frame (default 6) and the l
 is blurred with the boxes found within ``detect_every`` frames of it, before and after, plus each
 box interpolated towards its match on the next detection frame (``boxes_per_frame``). The detection
 frames of all cameras are shared out over ``threads`` threads, each with its own CascadeClassifier
-objects (one object shared by two threads corrupts both detections). ``bench/privacy.py`` measures coverage and cost per setting.
+objects (one object shared by two threads corrupts both detections). ``bench/privacy.py``
+measures coverage and cost per setting.
 Boxes are padded by ``padding`` (15 %) of their size on each side, then blurred with a Gaussian of
 sigma = max(w, h) / 8 (or pixelated to 8 px blocks then blurred, ``mode="pixelate"``).
 
@@ -153,6 +154,8 @@ class _Detector:
             if lo[0] <= hi[0] and lo[1] <= hi[1]:
                 r = np.asarray(c.detectMultiScale(g, scaleFactor=self.scale_factor, minNeighbors=0, minSize=lo, maxSize=hi)).reshape(-1, 4)
                 hits.append(np.repeat(r * f, 1 if f == 1 else COARSE_HIT_WEIGHT, axis=0))
+            if g.shape[1] // 2 < ww or g.shape[0] // 2 < wh:  # the window no longer fits a halved frame
+                break
             g = cv2.resize(g, (g.shape[1] // 2, g.shape[0] // 2), interpolation=cv2.INTER_AREA)
             f *= 2
         raw = [[int(v) for v in b] for b in np.concatenate(hits)] if hits else []
