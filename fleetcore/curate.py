@@ -346,8 +346,12 @@ def extract_clips(
     layout: StoreLayout,
     *,
     stages: Sequence[Any] = (),
+    arena_pool: Any = None,
 ) -> Iterator[ClipResult | ClipFailure]:
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
+
+    ``arena_pool``: a :class:`fleetcore.video.ArenaPool` kept by the caller across drives (the
+    frame memory of one drive's clips is then reused for the next drive's); None: one per drive.
 
     Yields a ClipResult per clip, or a ClipFailure for a clip that failed (the caller quarantines it;
     the other clips go on): first the clips already staged by an earlier run (reused), then the
@@ -375,7 +379,7 @@ def extract_clips(
     cams = [c.name for c in vd.cameras if cfg.cameras is None or c.name in cfg.cameras]
     workers = max(0, int(cfg.post_workers))
     pending: deque[Future[ClipResult | ClipFailure]] = deque()
-    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, max_side=cfg.max_side) as ex, \
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, cameras=cams, max_side=cfg.max_side, arena_pool=arena_pool) as ex, \
             ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clip-post") as post:
         for task in todo:
             try:

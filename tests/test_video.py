@@ -508,9 +508,9 @@ def test_extractor_reuses_frame_memory_only_when_released(drive: tuple[Path, dic
 
 
 def test_arena_pool_reuses_only_unreferenced_arenas() -> None:
-    from fleetcore.video.extract import _ArenaPool
+    from fleetcore.video.extract import ArenaPool, arena_size_class
 
-    pool = _ArenaPool(1 << 20)
+    pool = ArenaPool(1 << 20)
     a = pool.get(4, (2, 2, 3))
     b = pool.get(4, (2, 2, 3))  # a alive -> new arena
     view = a[1]
@@ -523,3 +523,49 @@ def test_arena_pool_reuses_only_unreferenced_arenas() -> None:
     assert not np.shares_memory(d, c)
     big = pool.get(100_000, (2, 2, 3))  # over the pool's byte budget: a plain allocation
     assert len(pool._arenas) == 3 and big.shape == (100_000, 2, 2, 3)
+    assert [arena_size_class(n) for n in (1, 8, 9, 68, 72, 79, 104, 172)] == [8, 8, 10, 78, 78, 97, 121, 188]
+
+
+def test_arena_pool_size_classes_and_budget() -> None:
+    from fleetcore.video.extract import ArenaPool
+
+    frame = (4, 4, 3)  # 48 bytes a frame
+    pool = ArenaPool(48 * 270)
+    a = pool.get(68, frame)
+    assert a.shape == (68, *frame) and pool._arenas[0].shape[0] == 78  # allocated in its size class
+    del a
+    b = pool.get(72, frame)  # a clip a little longer reuses the released arena
+    assert len(pool._arenas) == 1 and np.shares_memory(b, pool._arenas[0])
+    c = pool.get(100, frame)  # b alive: a new arena of 121 frames; 199 kept, within the budget
+    assert len(pool._arenas) == 2 and pool.nbytes == 48 * 199
+    del c
+    d = pool.get(160, frame)  # 188 frames fit only without c's (released) arena: it is dropped
+    assert len(pool._arenas) == 2 and pool.nbytes == 48 * (78 + 188)
+    assert np.shares_memory(d, pool._arenas[1]) and not np.shares_memory(d, b)
+    f = pool.get(100, frame)  # b and d in use fill the budget: a plain allocation, not kept
+    assert len(pool._arenas) == 2 and not any(np.shares_memory(f, x) for x in pool._arenas)
+    b[:] = 7
+    del d
+    e = pool.get(150, frame)  # d's arena again; b's, still in use, untouched
+    assert np.shares_memory(e, pool._arenas[1]) and (b == 7).all() and e.shape == (150, *frame)
+
+
+def test_arena_pool_carries_over_between_extractors(drive: tuple[Path, dict, pa.Table]) -> None:
+    """The curate job keeps one pool per worker: the next drive's clips reuse the memory of the
+    last drive's released frames, never that of frames still in use."""
+    from fleetcore.video import ArenaPool
+
+    ddir, manifest, fi = drive
+    pool = ArenaPool()
+    with ClipExtractor(ddir, manifest, fi, cameras=["long"], arena_pool=pool) as ex:
+        a = ex.extract(T0 + 2 * S, T0 + 3 * S)
+        kept = ex.extract(T0 + 5 * S, T0 + 6 * S)
+    assert len(pool._arenas) == 2  # kept when the extractor closes
+    del a
+    with ClipExtractor(ddir, manifest, fi, cameras=["long"], arena_pool=pool) as ex:
+        c = ex.extract(T0 + 8 * S, T0 + 9 * S)
+    assert len(pool._arenas) == 2
+    assert any(np.shares_memory(c.frames["long"][0], x) for x in pool._arenas)
+    assert not np.shares_memory(c.frames["long"][0], kept.frames["long"][0])
+    assert decoded_codes(kept.frames["long"]) == list(range(50, 60))
+    assert decoded_codes(c.frames["long"]) == list(range(80, 90))

@@ -1,6 +1,6 @@
 """Video: probing (PyAV), frame indexes and sparse exact multi-camera clip extraction."""
 
-from fleetcore.video.extract import ClipExtractor, ClipFrames, extract_clip, sample_times
+from fleetcore.video.extract import ArenaPool, ClipExtractor, ClipFrames, extract_clip, sample_times
 from fleetcore.video.convert import set_opencv_threads
 from fleetcore.video.geometry import output_size
 from fleetcore.video.index import index_camera, index_drive
@@ -8,6 +8,7 @@ from fleetcore.video.probe import SUPPORTED_CODECS, VideoInfo, probe_video
 
 __all__ = [
     "SUPPORTED_CODECS",
+    "ArenaPool",
     "ClipExtractor",
     "ClipFrames",
     "VideoInfo",
