@@ -18,7 +18,9 @@ videos it measures:
 (iv)  the curate job on a small simulated fleet with and without the labels + privacy stages:
       the share of frames per second kept with them -- goal >= 0.6 -- and the CPU-seconds ratio.
 
-``--only video`` or ``--only stages`` runs one half.
+``--only video`` or ``--only stages`` runs one half; ``--fleet 4x2`` runs (iv) on 4 vehicles x 2
+drives instead of the default 2 x 1 (longer runs: the start-up and the last clip of each drive,
+which nothing overlaps, weigh less).
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ def bench_video(name: str, video: Path, root: Path, *, threads: int, repeats: in
     }
 
 
-def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Console) -> dict[str, Any]:
+def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Console, vehicles: int = 2, drives: int = 1) -> dict[str, Any]:
     """The curate job on a simulated fleet with and without the labels + privacy stages: source
     frames decoded per second of job time, and the ratio (goal >= 0.6); the runs interleaved,
     best of ``repeats``. Both with the default overlap of decoding and post-processing
@@ -208,11 +210,11 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
     from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
 
     landing = root / "sim-landing"
-    simulate_fleet(landing, vehicles=2, drives_per_vehicle=1, cameras=3, width=640, height=360, fps=20.0,
+    simulate_fleet(landing, vehicles=vehicles, drives_per_vehicle=drives, cameras=3, width=640, height=360, fps=20.0,
                    duration_s=20.0 if quick else 30.0, seed=11)
     runs = [(f"{name}, post_workers={w}", [*flags, "--post-workers", str(w)])
             for w in (2, 0) for name, flags in (("without stages", ["--no-labels", "--no-privacy"]), ("labels + privacy", []))]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"fleet": {"vehicles": vehicles, "drives_per_vehicle": drives, "cameras": 3, "size": "640x360", "fps": 20.0}}
     rounds: list[dict[str, float]] = []
     for rep in range(repeats):
         rounds.append({})
@@ -246,11 +248,13 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
 
 
 def print_stages(console: Console, stages: dict[str, Any]) -> None:
-    st = Table(title="curate job on a simulated fleet (2 drives x 3 cameras, 640x360 20 fps, 10 Hz samples): labels + privacy cost, best of the runs")
+    f = stages["fleet"]
+    st = Table(title=f"curate job on a simulated fleet ({f['vehicles']} vehicles x {f['drives_per_vehicle']} drives x {f['cameras']} cameras, "
+                     f"{f['size']} {f['fps']:g} fps, 10 Hz samples): labels + privacy cost, best of the runs")
     for col in ("run", "seconds", "CPU s", "cores busy", "clips", "frames decoded", "frames stored", "decoded fps", "stored fps"):
         st.add_column(col, justify="right")
     for name, r in stages.items():
-        if isinstance(r, dict):
+        if isinstance(r, dict) and "seconds" in r:
             st.add_row(name, f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['cores_busy']:.2f}", str(r["clips"]), str(r["frames_decoded"]),
                        str(r["frames_stored"]), f"{r['decoded_fps']:.0f}", f"{r['stored_fps']:.0f}")
     console.print(st)
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opencv-threads", type=int, default=1,
                     help="OpenCV threads for the extraction runs (the curate job's default is 1: see fleetcore.video.set_opencv_threads)")
     ap.add_argument("--only", choices=("video", "stages"), default=None, help="run only the video or the curate-stages half")
+    ap.add_argument("--fleet", default="2x1", metavar="VEHICLESxDRIVES",
+                    help="the simulated fleet of the curate-stages half (default 2x1: 2 vehicles x 1 drive of 30 s, 3 cameras)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "fleet-bench-videos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -280,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (20.0 if args.quick else 60.0)
     repeats = args.repeats or (2 if args.quick else 5)
     w, h = (int(x) for x in args.size.lower().split("x"))
+    try:
+        fleet = tuple(int(x) for x in args.fleet.lower().split("x"))
+        if len(fleet) != 2 or min(fleet) < 1:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--fleet: expected VEHICLESxDRIVES with positive numbers, e.g. 4x2; found {args.fleet!r}")
 
     args.cache.mkdir(parents=True, exist_ok=True)
     synth = args.cache / f"testsrc2_{w}x{h}_{args.fps:g}fps_{seconds:g}s_gop1s.mp4"
@@ -299,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in videos if args.only != "stages" else []:
             console.log(f"benchmarking {name} ({path.name})")
             results.append(bench_video(name, path, Path(tmpd), threads=args.threads, repeats=repeats))
-        stages = bench_curate_stages(Path(tmpd), quick=args.quick, repeats=repeats, console=console) if args.only != "video" else None
+        stages = bench_curate_stages(Path(tmpd), quick=args.quick, repeats=repeats, console=console,
+                                     vehicles=fleet[0], drives=fleet[1]) if args.only != "video" else None
 
     table = Table(title=f"fleetcore.video decode benchmark (decoder threads={args.threads}, OpenCV threads={args.opencv_threads}, max_side=640)")
     for col in ("video", "size", "frames", "GOP", "probe / index s", "ffmpeg fps", "PyAV fps",
