@@ -20,7 +20,8 @@ positives and are dropped). Faces smaller than ~24 px at that scale (about 40 px
 and plates smaller than ~60 px (about 100 px) are not detected.
 Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one; each frame
 is blurred with the boxes found within ``detect_every`` frames of it, before and after, plus each
-box interpolated towards its match on the next detection frame (``boxes_per_frame``). The detection
+box interpolated towards its match on the next detection frame and matched boxes coasting on at
+their velocity (``boxes_per_frame``). The detection
 frames of all cameras are shared out over ``threads`` threads, each with its own CascadeClassifier
 objects (one object shared by two threads corrupts both detections). ``bench/privacy.py``
 measures coverage and cost per setting.
@@ -49,7 +50,7 @@ from fleetcore.stages import register
 
 log = logging.getLogger(__name__)
 
-PRIVACY_VERSION = "3"
+PRIVACY_VERSION = "4"
 VENDORED_CASCADES = Path(__file__).resolve().parent / "labels" / "data" / "haarcascades"
 
 #: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
@@ -301,11 +302,15 @@ class PrivacyStage:
         Frame j gets (a) every box found on a detection frame within ``detect_every`` frames of it,
         before or after (a face seen at j-2 or j+2 is blurred at j too, which also covers a frame
         where the detector flickers off; with ``detect_every=1`` the neighbouring frames' boxes),
-        and (b) each box of a detection frame linearly interpolated towards its match on the next
+        (b) each box of a detection frame linearly interpolated towards its match on the next
         detection frame that has one (same kind, nearest centre, moved by at most its size per
         frame; up to ``INTERPOLATE_HOPS`` detection frames on, as the detector may miss it in
         between), so a face or plate that moves between detections is covered where it is, not
-        only where it was and will be. A wrong match only blurs more."""
+        only where it was and will be, and (c) each matched box coasting on at its match's
+        velocity for up to ``detect_every`` frames on the other side of its detection frame
+        (forwards from a box matched backwards, backwards from one matched forwards), which covers
+        an object the next detection misses and one that turns between two detections. A wrong
+        match only blurs more."""
         k = self.detect_every
         det_idx = self.detection_frames(n)
         found = {j: detect(j) for j in det_idx}
@@ -314,24 +319,45 @@ class PrivacyStage:
             lo, hi = max(0, jd - k), min(n - 1, jd + k)
             for j in range(lo, hi + 1):
                 out[j].update(b for _, b in found[jd])
+        # each box's match on the next detection frame that has one (up to INTERPOLATE_HOPS on: the
+        # detector may miss the object once or twice in between), and the reverse
+        fwd: dict[tuple[int, int], tuple[int, Box]] = {}
+        back: dict[tuple[int, int], tuple[int, Box]] = {}
         for i, a in enumerate(det_idx):
-            for kind, (x0, y0, w0, h0) in found[a]:
-                # its match on the next detection frame that has one (up to 3 on: the detector may
-                # miss the object once or twice in between)
+            for ia, (kind, (x0, y0, w0, h0)) in enumerate(found[a]):
                 for b in det_idx[i + 1 : i + 1 + INTERPOLATE_HOPS]:
                     best, best_d = None, None
-                    for kind1, (x1, y1, w1, h1) in found[b]:
+                    for ib, (kind1, (x1, y1, w1, h1)) in enumerate(found[b]):
                         d = float(np.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2))
                         if kind1 == kind and d <= (b - a) * max(w0, h0, w1, h1) and (best_d is None or d < best_d):
-                            best, best_d = (x1, y1, w1, h1), d
-                    if best is None:
-                        continue
-                    for j in range(a + 1, b):
-                        t = (j - a) / (b - a)
-                        out[j].add(tuple(int(round(u + t * (v - u))) for u, v in zip((x0, y0, w0, h0), best)))  # type: ignore[misc]
-                    break
+                            best, best_d = ib, d
+                    if best is not None:
+                        fwd[(a, ia)] = (b, found[b][best][1])
+                        back.setdefault((b, best), (a, (x0, y0, w0, h0)))
+                        break
+        for (a, ia), (b, box1) in fwd.items():
+            box0 = found[a][ia][1]
+            for j in range(a + 1, b):
+                t = (j - a) / (b - a)
+                out[j].add(tuple(int(round(u + t * (v - u))) for u, v in zip(box0, box1)))  # type: ignore[misc]
+        # coasting: each box also moves on at the velocity of its match, for up to detect_every
+        # frames past its detection frame on the side away from that match (forwards from a box
+        # matched backwards, backwards from one matched forwards), so an object the next detection
+        # misses, or one that turns between two detections, stays covered where it is heading
+        for (b, ib), (a, box0) in back.items():
+            box1 = found[b][ib][1]
+            self._coast(out, box1, ((box1[0] - box0[0]) / (b - a), (box1[1] - box0[1]) / (b - a)), range(b + 1, min(n - 1, b + k) + 1), b)
+        for (a, ia), (b, box1) in fwd.items():
+            box0 = found[a][ia][1]
+            self._coast(out, box0, ((box1[0] - box0[0]) / (b - a), (box1[1] - box0[1]) / (b - a)), range(max(0, a - k), a), a)
         # sorted: overlapping blurs must be applied in a fixed order (determinism)
         return [sorted(s) for s in out]
+
+    @staticmethod
+    def _coast(out: list[set[Box]], box: Box, v: tuple[float, float], frames: range, at: int) -> None:
+        x, y, w, h = box
+        for j in frames:
+            out[j].add((int(round(x + v[0] * (j - at))), int(round(y + v[1] * (j - at))), w, h))
 
     @staticmethod
     def distinct_frames(frames: Sequence[np.ndarray | None]) -> list[np.ndarray]:

@@ -199,6 +199,29 @@ def test_boxes_between_detections_are_carried_and_interpolated():
     assert calls == [0, 1, 2] and per == [[(0, 0, 5, 5)], [(0, 0, 5, 5), (3, 0, 5, 5), (6, 0, 5, 5)], [(6, 0, 5, 5)]]
 
 
+def test_boxes_coast_on_where_the_next_detection_misses_or_the_object_turns():
+    stage = PrivacyStage(detect_every=4)
+
+    def x_at(j):  # a face moving right 10 px per frame until frame 6, then back left
+        return 100 + 10 * min(j, 6) - 10 * max(0, j - 6)
+
+    # the detector misses it on frame 8 and on the last frame: the box found on frame 4 moves on at
+    # the velocity of its match (frame 0 -> 4) for 4 more frames
+    per = stage.boxes_per_frame(10, lambda j: [("face", (100 + 10 * j, 50, 40, 40))] if j in (0, 4) else [])
+    for j in range(9):
+        assert (100 + 10 * j, 50, 40, 40) in per[j]
+    assert per[9] == []  # coasting stops detect_every frames after the last sighting
+    # it turns between two detections (4 -> 8): interpolation alone would keep it at x=140; the box
+    # of frame 4 coasting forwards and the box of frame 8 coasting backwards cover where it is
+    per = stage.boxes_per_frame(10, lambda j: [("face", (x_at(j), 50, 40, 40))])
+    assert (140, 50, 40, 40) in per[6]  # the interpolated box: not where the face is
+    for j in range(10):
+        assert (x_at(j), 50, 40, 40) in per[j]
+    # a box without a match has no velocity: carried in place only
+    per = stage.boxes_per_frame(9, lambda j: [("face", (300, 50, 40, 40))] if j == 4 else [])
+    assert all(p == [(300, 50, 40, 40)] for p in per)
+
+
 def test_moving_face_blurred_on_frames_between_detections(road):
     """A real face crossing the frame 30 px per frame: the frames between two detections are
     blurred where the face is (JPEG detail gone), with detection on every 4th frame only."""
