@@ -18,10 +18,11 @@ octave of object sizes at a time on a halving pyramid (``_Detector._run``), and
 maps boxes back to frame pixels (plate boxes wider than a third of the frame are texture false
 positives and are dropped). Faces smaller than ~24 px at that scale (about 40 px on a 640 px frame)
 and plates smaller than ~60 px (about 100 px) are not detected.
-Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one; each frame
-is blurred with the boxes found within ``detect_every`` frames of it, before and after, plus each
-box interpolated towards its match on the next detection frame and matched boxes coasting on at
-their velocity (``boxes_per_frame``). The detection
+Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one, and half
+way to the neighbouring detection frames around a box that matches nothing there
+(``refinement_frames``); each frame is blurred with the boxes found within ``detect_every`` frames
+of it, before and after, plus each box interpolated towards its match on the next detection frame
+and matched boxes coasting on at their velocity (``boxes_per_frame``). The detection
 frames of all cameras are shared out over ``threads`` threads, each with its own CascadeClassifier
 objects (one object shared by two threads corrupts both detections). ``bench/privacy.py``
 measures coverage and cost per setting.
@@ -295,32 +296,12 @@ class PrivacyStage:
         """Indexes of the distinct frames detection runs on: every ``detect_every``-th and the last."""
         return sorted(set(range(0, n, self.detect_every)) | ({n - 1} if n else set()))
 
-    def boxes_per_frame(self, n: int, detect: Any) -> list[list[Box]]:
-        """The boxes to blur on each of ``n`` distinct frames, calling ``detect(j) -> [(kind, box)]``
-        only on the detection frames (every ``detect_every``-th and the last one).
-
-        Frame j gets (a) every box found on a detection frame within ``detect_every`` frames of it,
-        before or after (a face seen at j-2 or j+2 is blurred at j too, which also covers a frame
-        where the detector flickers off; with ``detect_every=1`` the neighbouring frames' boxes),
-        (b) each box of a detection frame linearly interpolated towards its match on the next
-        detection frame that has one (same kind, nearest centre, moved by at most its size per
-        frame; up to ``INTERPOLATE_HOPS`` detection frames on, as the detector may miss it in
-        between), so a face or plate that moves between detections is covered where it is, not
-        only where it was and will be, and (c) each matched box coasting on at its match's
-        velocity for up to ``detect_every`` frames on the other side of its detection frame
-        (forwards from a box matched backwards, backwards from one matched forwards), which covers
-        an object the next detection misses and one that turns between two detections. A wrong
-        match only blurs more."""
-        k = self.detect_every
-        det_idx = self.detection_frames(n)
-        found = {j: detect(j) for j in det_idx}
-        out: list[set[Box]] = [set() for _ in range(n)]
-        for jd in det_idx:
-            lo, hi = max(0, jd - k), min(n - 1, jd + k)
-            for j in range(lo, hi + 1):
-                out[j].update(b for _, b in found[jd])
-        # each box's match on the next detection frame that has one (up to INTERPOLATE_HOPS on: the
-        # detector may miss the object once or twice in between), and the reverse
+    @staticmethod
+    def _matches(det_idx: list[int], found: dict[int, list[tuple[str, Box]]]) -> tuple[dict[tuple[int, int], tuple[int, Box]], dict[tuple[int, int], tuple[int, Box]]]:
+        """Each box's match on the next detection frame that has one (same kind, nearest centre,
+        moved by at most its size per frame; up to ``INTERPOLATE_HOPS`` detection frames on: the
+        detector may miss the object once or twice in between): ``fwd[(a, i)] = (b, box)`` for the
+        i-th box of frame a, and the reverse, ``back[(b, i)] = (a, box)``."""
         fwd: dict[tuple[int, int], tuple[int, Box]] = {}
         back: dict[tuple[int, int], tuple[int, Box]] = {}
         for i, a in enumerate(det_idx):
@@ -335,6 +316,50 @@ class PrivacyStage:
                         fwd[(a, ia)] = (b, found[b][best][1])
                         back.setdefault((b, best), (a, (x0, y0, w0, h0)))
                         break
+        return fwd, back
+
+    def refinement_frames(self, n: int, found: dict[int, list[tuple[str, Box]]]) -> list[int]:
+        """Extra detection frames, ``detect_every // 2`` before and after each detection frame with
+        a box that matches nothing on the detection frames around it (``found``: the regular
+        detection frames' results). An object seen once has no velocity, so it would be blurred
+        only where it was seen; a second sighting lets it be interpolated and coast. Costs nothing
+        on frames with no detections."""
+        h = self.detect_every // 2
+        if h < 1:
+            return []
+        det_idx = sorted(found)
+        fwd, back = self._matches(det_idx, found)
+        lone = {j for j in det_idx for i in range(len(found[j])) if (j, i) not in fwd and (j, i) not in back}
+        return sorted({j + d for j in lone for d in (-h, h) if 0 <= j + d < n} - set(det_idx))
+
+    def boxes_per_frame(self, n: int, detect: Any) -> list[list[Box]]:
+        """The boxes to blur on each of ``n`` distinct frames, calling ``detect(j) -> [(kind, box)]``
+        only on the detection frames (every ``detect_every``-th and the last one, then the
+        ``refinement_frames`` their results call for).
+
+        Frame j gets (a) every box found on a detection frame within ``detect_every`` frames of it,
+        before or after (a face seen at j-2 or j+2 is blurred at j too, which also covers a frame
+        where the detector flickers off; with ``detect_every=1`` the neighbouring frames' boxes),
+        (b) each box of a detection frame linearly interpolated towards its match on the next
+        detection frame that has one (same kind, nearest centre, moved by at most its size per
+        frame; up to ``INTERPOLATE_HOPS`` detection frames on, as the detector may miss it in
+        between), so a face or plate that moves between detections is covered where it is, not
+        only where it was and will be, and (c) each matched box coasting on at its match's
+        velocity for up to ``detect_every`` frames on the other side of its detection frame
+        (forwards from a box matched backwards, backwards from one matched forwards), which covers
+        an object the next detection misses and one that turns between two detections. A wrong
+        match only blurs more."""
+        k = self.detect_every
+        found = {j: detect(j) for j in self.detection_frames(n)}
+        for j in self.refinement_frames(n, found):
+            found[j] = detect(j)
+        det_idx = sorted(found)
+        out: list[set[Box]] = [set() for _ in range(n)]
+        for jd in det_idx:
+            lo, hi = max(0, jd - k), min(n - 1, jd + k)
+            for j in range(lo, hi + 1):
+                out[j].update(b for _, b in found[jd])
+        fwd, back = self._matches(det_idx, found)
         for (a, ia), (b, box1) in fwd.items():
             box0 = found[a][ia][1]
             for j in range(a + 1, b):
@@ -420,20 +445,23 @@ class PrivacyStage:
         if self.threads > 1:
             # Detection is the cost: every (camera, detection frame) goes to the stage's threads, so
             # they finish together (OpenCV releases the GIL; each thread has its own classifiers).
+            # A second wave runs the refinement frames the first wave's results call for.
             pool = self._detection_pool()
-            jobs = []
-            for cam in cams:
-                uniq = self.distinct_frames(clip.frames[cam])
-                jobs += [(cam, j, pool.submit(self.detect, uniq[j])) for j in self.detection_frames(len(uniq))]
-            try:
-                for cam, j, fut in jobs:
-                    try:
-                        found[cam][j] = fut.result()
-                    except _DETECT_ERRORS as exc:
-                        raise failed(cam, exc) from exc
-            finally:
-                for _, _, fut in jobs:  # on a failure, drop this clip's queued detections
-                    fut.cancel()
+            uniqs = {cam: self.distinct_frames(clip.frames[cam]) for cam in cams}
+            wave = {cam: self.detection_frames(len(uniqs[cam])) for cam in cams}
+            for second in (False, True):
+                if second:
+                    wave = {cam: self.refinement_frames(len(uniqs[cam]), found[cam]) for cam in cams}
+                jobs = [(cam, j, pool.submit(self.detect, uniqs[cam][j])) for cam in cams for j in wave[cam]]
+                try:
+                    for cam, j, fut in jobs:
+                        try:
+                            found[cam][j] = fut.result()
+                        except _DETECT_ERRORS as exc:
+                            raise failed(cam, exc) from exc
+                finally:
+                    for _, _, fut in jobs:  # on a failure, drop this clip's queued detections
+                        fut.cancel()
         done = []
         for cam in cams:
             try:

@@ -182,7 +182,9 @@ def test_boxes_between_detections_are_carried_and_interpolated():
         return out + ([("plate", (300, 200, 60, 20))] if j == 4 else [])
 
     per = stage.boxes_per_frame(10, detect)
-    assert calls == [0, 4, 8, 9]  # every 4th distinct frame and the last one
+    # every 4th distinct frame and the last one; then 2 frames either side of frame 4, where the
+    # plate was seen once (refinement: a second sighting would give it a velocity)
+    assert calls == [0, 4, 8, 9, 2, 6]
     for j in range(10):
         assert (100 + 10 * j, 50, 40, 40) in per[j]  # where the face is, interpolated or detected
         assert ((300, 200, 60, 20) in per[j]) == (0 <= j <= 8)  # carried 4 frames either side
@@ -220,6 +222,25 @@ def test_boxes_coast_on_where_the_next_detection_misses_or_the_object_turns():
     # a box without a match has no velocity: carried in place only
     per = stage.boxes_per_frame(9, lambda j: [("face", (300, 50, 40, 40))] if j == 4 else [])
     assert all(p == [(300, 50, 40, 40)] for p in per)
+
+
+def test_an_object_seen_once_is_looked_for_again_half_way_to_the_next_detections():
+    stage = PrivacyStage(detect_every=6)
+    calls = []
+
+    def detect(j):  # a face in view on frames 4-9 only, moving 10 px per frame
+        calls.append(j)
+        return [("face", (100 + 10 * j, 50, 40, 40))] if 4 <= j <= 9 else []
+
+    per = stage.boxes_per_frame(16, detect)
+    assert calls == [0, 6, 12, 15, 3, 9]  # seen on 6 alone: frames 3 and 9 are detected too
+    for j in range(4, 10):  # matched 6 -> 9: interpolated, and coasting back to where it came in
+        assert (100 + 10 * j, 50, 40, 40) in per[j]
+    # nothing seen: no extra detections
+    calls.clear()
+    stage.boxes_per_frame(16, lambda j: calls.append(j) or [])
+    assert calls == [0, 6, 12, 15]
+    assert PrivacyStage(detect_every=1).refinement_frames(5, {j: [("face", (0, 0, 9, 9))] for j in range(0, 5, 2)}) == []
 
 
 def test_moving_face_blurred_on_frames_between_detections(road):
