@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="OpenCV threads for the extraction runs (the curate job's default is 1: see fleetcore.video.set_opencv_threads)")
     ap.add_argument("--only", choices=("video", "stages"), default=None, help="run only the video or the curate-stages half")
     ap.add_argument("--fleet", default="2x1", metavar="VEHICLESxDRIVES",
-                    help="the simulated fleet of the curate-stages half (default 2x1: 2 vehicles x 1 drive of 30 s, 3 cameras)")
+                    help="the simulated fleet of the curate-stages half (default 2x1: 2 vehicles x 1 drive of 30 s, 20 s with --quick; 3 cameras)")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "fleet-bench-videos")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

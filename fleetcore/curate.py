@@ -27,7 +27,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,9 @@ from fleetcore.landing import dumps_json
 from fleetcore.stages import run_stages
 from fleetcore.validate import ValidatedDrive
 from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
+
+if TYPE_CHECKING:  # the video stack (PyAV) is imported where clips are extracted
+    from fleetcore.video.extract import ArenaPool
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +349,7 @@ def extract_clips(
     layout: StoreLayout,
     *,
     stages: Sequence[Any] = (),
-    arena_pool: Any = None,
+    arena_pool: ArenaPool | None = None,
 ) -> Iterator[ClipResult | ClipFailure]:
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
 

@@ -190,8 +190,8 @@ class _ExtractFn(beam.DoFn):
         self.opencv_threads_before = set_opencv_threads(self.cfg.opencv_threads)
         # Heavy objects (detectors, models) are built once per worker here, and the frame arenas
         # are kept from drive to drive (fresh memory costs more page faults than the decoding).
-        self.stages = build_stages(self.cfg.stages)
         self.arena_pool = ArenaPool()
+        self.stages = build_stages(self.cfg.stages)
 
     def teardown(self):
         from fleetcore.video import set_opencv_threads

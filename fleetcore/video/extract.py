@@ -372,8 +372,14 @@ class ArenaPool:
             unused = [i for i in range(len(self._arenas)) if _refs(self._arenas, i) <= _UNREFERENCED]
             if sum(self._arenas[i].nbytes for i in unused) < over:
                 return arena[:count]  # the arenas in use fill the budget: a plain allocation
-            for i in reversed(unused[: next(k + 1 for k in range(len(unused)) if sum(self._arenas[j].nbytes for j in unused[: k + 1]) >= over)]):
-                del self._arenas[i]  # the oldest unused ones, as many as needed
+            drop, freed = [], 0
+            for i in unused:  # the oldest unused ones, as many as needed
+                drop.append(i)
+                freed += self._arenas[i].nbytes
+                if freed >= over:
+                    break
+            for i in reversed(drop):
+                del self._arenas[i]
         self._arenas.append(arena)
         return arena[:count]
 
