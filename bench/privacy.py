@@ -118,11 +118,6 @@ def blurred_mask(blurred: list[tuple[int, int, int, int]], shape: tuple[int, ...
     return m
 
 
-def covered(box: tuple[int, int, int, int], blurred: list[tuple[int, int, int, int]], shape: tuple[int, ...]) -> bool:
-    x, y, w, h = box
-    return bool(blurred_mask(blurred, shape)[y : y + h, x : x + w].mean() >= 0.9)
-
-
 def run(every: list[int], n_frames: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
     cv2.setNumThreads(1)
     videos = sorted(VIDEOS.glob("*.mp4"))

@@ -370,19 +370,21 @@ class PrivacyStage:
         # matched backwards, backwards from one matched forwards), so an object the next detection
         # misses, or one that turns between two detections, stays covered where it is heading
         for (b, ib), (a, box0) in back.items():
-            box1 = found[b][ib][1]
-            self._coast(out, box1, ((box1[0] - box0[0]) / (b - a), (box1[1] - box0[1]) / (b - a)), range(b + 1, min(n - 1, b + k) + 1), b)
+            self._coast(out, (a, box0), (b, found[b][ib][1]), b, range(b + 1, min(n - 1, b + k) + 1))
         for (a, ia), (b, box1) in fwd.items():
-            box0 = found[a][ia][1]
-            self._coast(out, box0, ((box1[0] - box0[0]) / (b - a), (box1[1] - box0[1]) / (b - a)), range(max(0, a - k), a), a)
+            self._coast(out, (a, found[a][ia][1]), (b, box1), a, range(max(0, a - k), a))
         # sorted: overlapping blurs must be applied in a fixed order (determinism)
         return [sorted(s) for s in out]
 
     @staticmethod
-    def _coast(out: list[set[Box]], box: Box, v: tuple[float, float], frames: range, at: int) -> None:
-        x, y, w, h = box
+    def _coast(out: list[set[Box]], first: tuple[int, Box], last: tuple[int, Box], at: int, frames: range) -> None:
+        """Add to ``out[j]`` for each j in ``frames`` the box of detection frame ``at`` (one of the
+        matched pair ``first``, ``last``: (frame, box)) moved on at the pair's velocity."""
+        (a, (xa, ya, _, _)), (b, (xb, yb, _, _)) = first, last
+        x, y, w, h = first[1] if at == a else last[1]
+        vx, vy = (xb - xa) / (b - a), (yb - ya) / (b - a)
         for j in frames:
-            out[j].add((int(round(x + v[0] * (j - at))), int(round(y + v[1] * (j - at))), w, h))
+            out[j].add((int(round(x + vx * (j - at))), int(round(y + vy * (j - at))), w, h))
 
     @staticmethod
     def distinct_frames(frames: Sequence[np.ndarray | None]) -> list[np.ndarray]:

@@ -332,6 +332,36 @@ def test_detector_raising_on_a_worker_thread_quarantines(road, monkeypatch):
     assert {c: [f.tobytes() for f in fs] for c, fs in clip.frames.items()} == before
 
 
+def test_refinement_runs_on_the_detection_threads_and_gives_one_threads_bytes(road):
+    """A face seen on one detection frame only: the refinement frames half way to its neighbours
+    are detected in a second wave on the stage's threads, and the blurred bytes equal one thread's."""
+    import threading
+
+    def run(threads: int) -> tuple[list[bytes], dict[int, str]]:
+        stage = PrivacyStage(threads=threads, detect_every=4)
+        frames = [road.copy() for _ in range(9)]
+        frames[4] = scene(road)  # detection frames 0, 4, 8: the face and plate only on 4
+        where: dict[int, str] = {}
+        real = stage.detect
+
+        def detect(frame):
+            where[next(j for j, f in enumerate(frames) if f is frame)] = threading.current_thread().name
+            return real(frame)
+
+        stage.detect = detect  # type: ignore[method-assign]
+        clip = make_clip(frames)
+        rec: dict = {"clip_id": "refine"}
+        stage(clip=clip, telemetry={}, drive=None, record=rec)
+        assert rec["privacy"]["regions_blurred"] > 0
+        return [f.tobytes() for f in clip.frames["front"]], where
+
+    one, where1 = run(1)
+    two, where2 = run(2)
+    assert sorted(where1) == sorted(where2) == [0, 2, 4, 6, 8]  # 2 and 6: the refinement frames
+    assert all(where2[j].startswith("privacy") for j in (2, 6))
+    assert two == one
+
+
 def test_privacy_config_via_env(tmp_path, monkeypatch):
     from fleetcore.errors import ConfigError
 
