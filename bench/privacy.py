@@ -1,11 +1,12 @@
 """Privacy coverage and cost per ``detect_every`` (a benchmark, not a test).
 
-    .venv/bin/python bench/privacy.py [--json OUT] [--every 1,2,4,6,8]
+    .venv/bin/python bench/privacy.py [--json OUT] [--every 1,2,4,6,8] [--plate-sizes 90,100,...]
 
 How often is a face or a plate that is really in the frame blurred, and what does it cost?
 Tracks are pasted into the shared real road videos (Udacity, resized to the 640-px store frame
 and resampled to the default 10 Hz sample rate): scikit-image's ``astronaut`` head (a real face,
-about 40, 60, 80 and 120 px wide) and a drawn plate (100, 130 and 168 px wide), each still, moving
+about 40, 60, 80 and 120 px wide; ``--face-sizes``) and a drawn plate (100, 130 and 168 px wide;
+``--plate-sizes``, e.g. a sweep in 10-px steps to compare detector settings), each still, moving
 10 px per sample or 30 px per sample across the frame (bouncing off its edges); and brief
 appearances: the 60-px face and the 130-px plate in view for only 3, 6 or 10 samples, starting at
 each of 8 successive samples (every phase of the detection schedule up to ``detect_every`` 8). For
@@ -118,7 +119,12 @@ def blurred_mask(blurred: list[tuple[int, int, int, int]], shape: tuple[int, ...
     return m
 
 
-def run(every: list[int], n_frames: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
+FACE_SIZES = (40, 60, 80, 120)
+PLATE_SIZES = (100, 130, 168)
+
+
+def run(every: list[int], n_frames: int, options: dict[str, Any] | None = None, *,
+        face_sizes: tuple[int, ...] = FACE_SIZES, plate_sizes: tuple[int, ...] = PLATE_SIZES) -> dict[str, Any]:
     cv2.setNumThreads(1)
     videos = sorted(VIDEOS.glob("*.mp4"))
     if not videos:
@@ -126,7 +132,7 @@ def run(every: list[int], n_frames: int, options: dict[str, Any] | None = None) 
     tracks = []
     for vi, v in enumerate(videos):
         base = road_frames(v, n_frames)
-        for kind, sizes, maker, y in (("face", (40, 60, 80, 120), face_patch, 30), ("plate", (100, 130, 168), plate_patch, 230)):
+        for kind, sizes, maker, y in (("face", face_sizes, face_patch, 30), ("plate", plate_sizes, plate_patch, 230)):
             for size in sizes:
                 patch, inner = maker(size)
                 for speed in (0.0, 10.0, 30.0):
@@ -196,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--every", default="1,2,4,6,8", help="detect_every values, comma-separated")
     ap.add_argument("--frames", type=int, default=40, help="frames per track (10 Hz)")
+    ap.add_argument("--face-sizes", default=",".join(map(str, FACE_SIZES)), help="face widths (px) of the whole-length tracks")
+    ap.add_argument("--plate-sizes", default=",".join(map(str, PLATE_SIZES)),
+                    help="plate widths (px) of the whole-length tracks (a sweep: 90,100,...,200)")
     ap.add_argument("--option", action="append", default=[], metavar="KEY=YAML", help="a PrivacyStage option (e.g. equalize=true)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -203,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
-    res = run([int(x) for x in args.every.split(",")], args.frames, options)
+    res = run([int(x) for x in args.every.split(",")], args.frames, options,
+              face_sizes=tuple(int(x) for x in args.face_sizes.split(",")), plate_sizes=tuple(int(x) for x in args.plate_sizes.split(",")))
     res["options"] = options
     t = Table(title=f"privacy stage: per-frame coverage of pasted faces/plates on real road video ({res['tracks']} tracks x {res['frames_per_track']} frames, 10 Hz, 640 px)")
     for col in ("detect_every", "face coverage", "plate coverage", "brief faces", "brief plates", "blurred px / object px", "ms/frame (1 thread)", "frames/s"):

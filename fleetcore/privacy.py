@@ -51,7 +51,7 @@ from fleetcore.stages import register
 
 log = logging.getLogger(__name__)
 
-PRIVACY_VERSION = "4"
+PRIVACY_VERSION = "5"
 VENDORED_CASCADES = Path(__file__).resolve().parent / "labels" / "data" / "haarcascades"
 
 #: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
@@ -60,7 +60,7 @@ DETECTORS: dict[str, tuple[str, str, float, int, tuple[int, int], bool, float | 
     "face": ("face", "haarcascade_frontalface_default", 1.15, 3, (20, 20), False, None),
     "face_profile": ("face", "haarcascade_profileface", 1.1, 4, (20, 20), True, None),
     # a plate wider than a third of the frame is a texture false positive (grass, gravel), not a plate
-    "plate": ("plate", "haarcascade_russian_plate_number", 1.08, 2, (30, 10), False, 1 / 3),
+    "plate": ("plate", "haarcascade_russian_plate_number", 1.12, 2, (30, 10), False, 1 / 3),
     "plate_rus16": ("plate", "haarcascade_license_plate_rus_16stages", 1.05, 3, (30, 10), False, 1 / 3),
 }
 #: Profile faces cost about four times a frontal face (the cascade runs on the mirrored frame too):
