@@ -38,7 +38,7 @@ import fleetcore
 from fleetcore.errors import DriveError, FleetError
 from fleetcore.fsio import atomic_write_bytes, file_size, join, read_bytes, remove
 from fleetcore.landing import dumps_json
-from fleetcore.stages import run_stages
+from fleetcore.stages import run_stages_then
 from fleetcore.validate import ValidatedDrive
 from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
 
@@ -409,19 +409,29 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
                 stages: Sequence[Any] = ()) -> ClipResult | ClipFailure:
     """Run the clip stages on one extracted clip, encode its sample and stage it (fragment + JSON)."""
     from fleetcore.clipstore import write_fragment
-    from fleetcore.sample import encode_sample
+    from fleetcore.sample import EncodedImage, SampleError, encode_images, encode_sample
 
     version = cfg.version()
     # Extracted frames are views into the extractor's arenas, and two samples may share one source
-    # frame: run_stages hands them to the stages read-only, and a stage that edits pixels (privacy
+    # frame: run_stages_then hands them to the stages read-only, and a stage that edits pixels (privacy
     # blurring) replaces the frames it changes with edited copies (copy on write).
     tel = sample_telemetry(vd, clip.sample_times_ns)
     labels: list[dict[str, Any]] = []
     start_utc_ns = task.start_ns + vd.manifest["utc_offset_ns"]
     # Stages read the clip's identity from here and add their own keys (labels, privacy...).
     extra: dict[str, Any] = {"clip_id": task.clip_id, "window_ns": [task.start_ns, task.end_ns], "start_utc_ns": start_utc_ns}
+    threads = max(1, int(cfg.encode_threads))
+
+    def encode_now() -> list[EncodedImage | SampleError] | None:
+        # the frames are final (blurred) here while the labels may still be running: encode them now
+        try:
+            return encode_images(task.clip_id, clip.frames, jpeg_quality=cfg.jpeg_quality, threads=threads)
+        except SampleError:  # bad options: encode_sample raises it below, among its own checks
+            return None
+
     try:
-        labels.extend(run_stages(stages, clip=clip, telemetry=tel, drive=vd, record=extra))
+        rows, images = run_stages_then(stages, encode_now, clip=clip, telemetry=tel, drive=vd, record=extra)
+        labels.extend(rows)
     except FleetError as exc:
         return ClipFailure(task.clip_id, DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {task.clip_id}: {exc}"))
     n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
@@ -450,7 +460,8 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         telemetry=tel,
         record=record,
         jpeg_quality=cfg.jpeg_quality,
-        threads=max(1, int(cfg.encode_threads)),
+        threads=threads,
+        images=images,
     )
     frag = write_fragment(layout.staging, task.clip_id, members)
     row = {

@@ -23,7 +23,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import simplejpeg
@@ -134,6 +134,48 @@ def _int_list(key: str, what: str, arr: Any, n: int) -> list[int]:
     return [int(v) for v in a.astype(np.int64)]
 
 
+#: one encoded image (bytes, (height, width)), or the SampleError its frame gave
+EncodedImage = tuple[bytes, tuple[int, int]]
+
+
+def _check_image_options(key: str, image_format: str, jpeg_quality: Any) -> None:
+    if image_format not in ("jpg", "png"):
+        raise SampleError(key, f"image_format must be 'jpg' or 'png', found {image_format!r}")
+    if not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
+        raise SampleError(key, f"jpeg_quality must be an int in 1..100, found {jpeg_quality!r}")
+
+
+def encode_images(
+    key: str,
+    frames: Mapping[str, Sequence[np.ndarray | None]],
+    *,
+    jpeg_quality: int = 90,
+    image_format: ImageFormat = "jpg",
+    threads: int = 1,
+) -> list[EncodedImage | SampleError]:
+    """The images :func:`encode_sample` would encode (every present frame, camera by camera in
+    ``frames`` order, samples in order), encoded ahead of the rest: pass the list as
+    ``encode_sample(images=...)`` with the same frames (the curate job encodes a clip's frames
+    while a labeller is still reading them). A frame that cannot be encoded gives its
+    :class:`SampleError` in its place, raised by ``encode_sample`` where member order reaches it.
+    ``threads`` as in ``encode_sample``; the bytes do not depend on it."""
+    _check_image_options(key, image_format, jpeg_quality)
+    jobs = [(cam, i, fr) for cam in frames for i, fr in enumerate(frames[cam]) if fr is not None]
+
+    def encode(job: tuple[str, int, Any]) -> EncodedImage | SampleError:
+        try:
+            return _encode_image(key, job[0], job[1], job[2], image_format, jpeg_quality)
+        except SampleError as exc:
+            return exc
+
+    if threads > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode") as pool:
+            return list(pool.map(encode, jobs))
+    return [encode(job) for job in jobs]
+
+
 def encode_sample(
     key: str,
     *,
@@ -146,6 +188,7 @@ def encode_sample(
     jpeg_quality: int = 90,
     image_format: ImageFormat = "jpg",
     threads: int = 1,
+    images: Sequence[EncodedImage | SampleError] | None = None,
 ) -> list[tuple[str, bytes]]:
     """Encode one clip into (member name, bytes) pairs, in member order (see module docstring).
 
@@ -155,15 +198,13 @@ def encode_sample(
     ``telemetry`` maps column name (in output order) to a per-sample array (cast to float32;
     NaN marks a missing value). ``record`` is JSON-able metadata stored under ``record``.
     ``threads`` > 1 encodes the images on that many threads (the encoders release the GIL); the
-    bytes do not depend on it. Raises SampleError naming the key and the problem (the first one in
-    member order).
+    bytes do not depend on it. ``images``: the frames' images already encoded by
+    :func:`encode_images` (same frames and options). Raises SampleError naming the key and the
+    problem (the first one in member order).
     """
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise SampleError(str(key), "key must match [A-Za-z0-9][A-Za-z0-9_-]* (no dots or slashes: WebDataset splits keys at the first dot)")
-    if image_format not in ("jpg", "png"):
-        raise SampleError(key, f"image_format must be 'jpg' or 'png', found {image_format!r}")
-    if not isinstance(jpeg_quality, int) or not 1 <= jpeg_quality <= 100:
-        raise SampleError(key, f"jpeg_quality must be an int in 1..100, found {jpeg_quality!r}")
+    _check_image_options(key, image_format, jpeg_quality)
     times = np.asarray(sample_times_ns)
     if times.ndim != 1 or not np.issubdtype(times.dtype, np.integer):
         raise SampleError(key, f"sample_times_ns: expected a 1-D integer array, found {times.dtype} {times.shape}")
@@ -199,12 +240,18 @@ def encode_sample(
         return _encode_image(key, job[0], job[1], job[2], image_format, jpeg_quality)
 
     pool = None
-    if threads > 1 and len(jobs) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    encoded: Iterator[EncodedImage | SampleError]
+    if images is not None:
+        if len(images) != len(jobs):
+            raise SampleError(key, f"images: expected {len(jobs)} encoded images (one per present frame), found {len(images)}")
+        encoded = iter(images)
+    else:
+        if threads > 1 and len(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode")
-    # results in member order; an encoding error surfaces where the loop reaches it, as with one thread
-    encoded = pool.map(encode, jobs) if pool is not None else map(encode, jobs)
+            pool = ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode")
+        # results in member order; an encoding error surfaces where the loop reaches it, as with one thread
+        encoded = pool.map(encode, jobs) if pool is not None else map(encode, jobs)
     try:
         image_members: list[tuple[str, bytes]] = []
         pts_out: dict[str, list[int | None]] = {}
@@ -221,7 +268,10 @@ def encode_sample(
                     pts[i] = None  # type: ignore[call-overload]
                     off[i] = None  # type: ignore[call-overload]
                     continue
-                data, hw = next(encoded)
+                got = next(encoded)
+                if isinstance(got, SampleError):
+                    raise got
+                data, hw = got
                 if size is None:
                     size = hw
                 elif hw != size:

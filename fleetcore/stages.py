@@ -13,14 +13,18 @@ A stage with ``frames_read_only = True`` (the labels stage) promises that it nev
 ``clip.frames`` and that no later stage reads what it adds to ``record``. ``run_stages`` then runs
 it on a snapshot of the frames in a second thread while the later stages (privacy blurring) run,
 and merges its record keys and label rows in stage order afterwards: the result is the same as
-running the stages one after the other.
+running the stages one after the other. ``run_stages_then`` also calls a function of the caller's
+as soon as the frames are final, while such a stage may still run (the curate job JPEG-encodes
+the blurred frames there while the labellers finish).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 from fleetcore.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class ClipStage(Protocol):
@@ -37,6 +41,18 @@ def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, 
     stages replace them rather than edit them) with its own record dict, merged into ``record``
     in stage order once every stage is done. The first exception in stage order is raised.
     """
+    return run_stages_then(stages, None, clip=clip, telemetry=telemetry, drive=drive, record=record)[0]
+
+
+def run_stages_then(stages: Sequence[Any], then: Callable[[], T] | None, *, clip: Any, telemetry: Any, drive: Any,
+                    record: dict[str, Any]) -> tuple[list[dict[str, Any]], T | None]:
+    """:func:`run_stages`, and ``then()`` called in this thread as soon as ``clip.frames`` are
+    final (every stage that may change them is done) while the read-only stages may still be
+    running: the caller can JPEG-encode the frames while a labeller finishes. Returns (label rows,
+    what ``then`` returned). If a stage fails, ``then`` is not called (or what it returned is
+    dropped) and the first exception in stage order is raised; an exception from ``then`` is
+    raised after the stages' own.
+    """
     import copy
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -46,6 +62,9 @@ def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, 
                 f.flags.writeable = False
     results: list[tuple[Future[list[dict[str, Any]]] | None, dict[str, Any] | None, list[dict[str, Any]] | None, BaseException | None]] = []
     pool: ThreadPoolExecutor | None = None
+    failed = False
+    then_result: T | None = None
+    then_error: BaseException | None = None
     try:
         for i, stage in enumerate(stages):
             if getattr(stage, "frames_read_only", False) and i < len(stages) - 1:
@@ -60,8 +79,14 @@ def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, 
                 rows = stage(clip=clip, telemetry=telemetry, drive=drive, record=record) or []
             except Exception as exc:  # re-raised below, after the read-only stages are joined
                 results.append((None, None, None, exc))
+                failed = True
                 break
             results.append((None, None, rows, None))
+        if then is not None and not failed:
+            try:
+                then_result = then()
+            except Exception as exc:  # raised below, after the stages' own exceptions
+                then_error = exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -80,7 +105,9 @@ def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, 
             raise exc
         else:
             out.extend(rows or [])
-    return out
+    if then_error is not None:
+        raise then_error
+    return out, then_result
 
 
 #: name -> factory building the stage (heavy objects are made in the factory, once per worker)

@@ -20,7 +20,7 @@ import webdataset as wds
 from fleetcore import clipstore as cs
 from fleetcore import tario
 from fleetcore.errors import FleetError
-from fleetcore.sample import SampleError, decode_sample, encode_sample
+from fleetcore.sample import SampleError, decode_sample, encode_images, encode_sample
 
 CAMERAS = ("front", "left", "right")
 N_CLIPS = 6
@@ -178,6 +178,29 @@ def test_encode_sample_rejects_non_rgb_frame(clips):
     clip["frames"] = dict(clip["frames"], front=[np.zeros((H, W), np.uint8)] * N_SAMPLES)
     with pytest.raises(SampleError, match=r"RGB uint8 array \(H, W, 3\)"):
         encode(clip)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_images_encoded_ahead_give_the_same_sample_bytes(clips, threads):
+    c = dict(clips[1])  # one frame missing
+    key = c.pop("key")
+    images = encode_images(key, c["frames"], threads=threads)
+    assert len(images) == len(CAMERAS) * N_SAMPLES - 1
+    assert encode_sample(key, **c, images=images) == encode(clips[1])
+    with pytest.raises(SampleError, match=r"images: expected 11 encoded images \(one per present frame\), found 10"):
+        encode_sample(key, **c, images=images[:-1])
+
+
+def test_a_frame_that_fails_ahead_raises_from_encode_sample_in_member_order(clips):
+    c = dict(clips[0])
+    key = c.pop("key")
+    c["frames"] = dict(c["frames"], left=[*c["frames"]["left"][:3], np.zeros((H, W), np.uint8)])
+    images = encode_images(key, c["frames"], threads=2)  # no raise here: the error waits in its place
+    assert isinstance(images[N_SAMPLES + 3], SampleError) and not any(isinstance(x, SampleError) for x in images[: N_SAMPLES + 3])
+    with pytest.raises(SampleError, match=r"camera 'left' frame 3: expected an RGB uint8 array"):
+        encode_sample(key, **c, images=images)
+    with pytest.raises(SampleError, match="jpeg_quality must be an int"):
+        encode_images(key, c["frames"], jpeg_quality=0)
 
 
 # --------------------------------------------------------------------------------------

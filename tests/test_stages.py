@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fleetcore.errors import FleetError
-from fleetcore.stages import run_stages
+from fleetcore.stages import run_stages, run_stages_then
 from fleetcore.video.extract import ClipFrames
 
 
@@ -100,3 +100,57 @@ def test_first_error_in_stage_order_is_raised(reader_fails, editor_fails, messag
     record: dict = {"clip_id": "c"}
     with pytest.raises(FleetError, match=f"{message} failed"):
         run_stages([reader, Editor(reader, fail=editor_fails)], clip=make_clip(), telemetry={}, drive=None, record=record)
+
+
+class GatedReader(Reader):
+    """A read-only stage that finishes only once ``gate`` is set (by the caller's ``then``)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(fail)
+        self.gate = threading.Event()
+
+    def __call__(self, *, clip, telemetry, drive, record):
+        out = super().__call__(clip=clip, telemetry=telemetry, drive=drive, record=record)
+        assert self.gate.wait(10), "then() was not called while the read-only stage was still running"
+        return out
+
+
+def test_then_runs_once_the_frames_are_final_while_the_read_only_stage_still_runs():
+    clip = make_clip()
+    reader = GatedReader()
+    seen: list[np.ndarray] = []
+
+    def then():
+        # the editor is done (the frames are its copies), the reader is not (it waits for this gate)
+        assert "reader" not in record and record["editor"] is True
+        seen.extend(f for f in clip.frames["rear"])
+        reader.gate.set()
+        return "encoded"
+
+    record: dict = {"clip_id": "c"}
+    rows, got = run_stages_then([reader, Editor(reader)], then, clip=clip, telemetry={}, drive=None, record=record)
+    assert got == "encoded"
+    assert all(a is b for a, b in zip(seen, clip.frames["rear"]))  # then() saw the edited frames
+    assert record == {"clip_id": "c", "reader": {"frames": 8}, "editor": True}
+    assert rows == [{"label": "read", "value": "8"}, {"label": "edited", "value": "yes"}]
+    # no stages: then() runs at once
+    assert run_stages_then([], lambda: 7, clip=make_clip(), telemetry={}, drive=None, record={"clip_id": "c"}) == ([], 7)
+
+
+def test_then_is_skipped_when_a_stage_fails_and_its_error_comes_after_the_stages():
+    calls = []
+    reader = Reader()
+    with pytest.raises(FleetError, match="editor failed"):
+        run_stages_then([reader, Editor(reader, fail=True)], lambda: calls.append(1), clip=make_clip(), telemetry={}, drive=None,
+                        record={"clip_id": "c"})
+    assert calls == []
+
+    def boom():
+        raise RuntimeError("then failed")
+
+    reader = Reader(fail=True)
+    with pytest.raises(FleetError, match="reader failed"):  # the stage's error first
+        run_stages_then([reader, Editor(reader)], boom, clip=make_clip(), telemetry={}, drive=None, record={"clip_id": "c"})
+    reader = Reader()
+    with pytest.raises(RuntimeError, match="then failed"):
+        run_stages_then([reader, Editor(reader)], boom, clip=make_clip(), telemetry={}, drive=None, record={"clip_id": "c"})
