@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -381,6 +382,40 @@ def test_labels_stage_registered_and_rows_valid(udacity_frames):
     blob = json.dumps(record["labels"], allow_nan=False, sort_keys=True)
     assert json.loads(blob)["telemetry"]["version"] == "1"
     assert set(record["labels"]) == {lab.name for lab in stage.labellers}
+
+
+def test_labellers_side_by_side_give_the_labels_of_one_after_the_other(udacity_frames):
+    labellers = build_labellers()
+    n = len(udacity_frames)
+    tel = _telemetry(np.full(n, 12.0), np.zeros(n), np.zeros(n))
+    out = []
+    for threads in (1, 2, 4):
+        stage = LabelsStage(labellers, threads=threads)
+        assert stage.threads == min(threads, len(labellers))
+        record = {"clip_id": "c", "start_utc_ns": utc_ns(2026, 1, 15, 20)}
+        rows = stage(clip=make_clip({"front": udacity_frames}), telemetry=tel, drive=None, record=record)
+        out.append((rows, json.dumps(record, sort_keys=True)))
+    assert out[0] == out[1] == out[2]
+    assert [r["labeller"] for r in out[0][0]] == sorted((r["labeller"] for r in out[0][0]), key=[lab.name for lab in labellers].index)
+
+
+def test_labellers_side_by_side_raise_the_first_failure_in_labeller_order():
+    class Fails:
+        version = "0"
+
+        def __init__(self, name, delay):
+            self.name, self.delay, self.done = name, delay, False
+
+        def label(self, clip, telemetry, *, start_utc_ns):
+            time.sleep(self.delay)  # the later labeller fails first in time
+            self.done = True
+            raise ValueError(f"{self.name} broke")
+
+    first, second = Fails("first", 0.3), Fails("second", 0.0)
+    stage = LabelsStage([first, second], threads=2)
+    with pytest.raises(LabelError, match="first.*first broke"):
+        stage(clip=make_clip({"front": [None]}), telemetry={}, drive=None, record={"clip_id": "c", "start_utc_ns": 0})
+    assert first.done and second.done  # every labeller finished before the stage raised
 
 
 def test_labels_to_rows_types():
