@@ -23,7 +23,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import simplejpeg
@@ -134,7 +134,7 @@ def _int_list(key: str, what: str, arr: Any, n: int) -> list[int]:
     return [int(v) for v in a.astype(np.int64)]
 
 
-#: one encoded image (bytes, (height, width)), or the SampleError its frame gave
+#: one encoded image: its bytes and (height, width)
 EncodedImage = tuple[bytes, tuple[int, int]]
 
 
@@ -234,56 +234,41 @@ def encode_sample(
             raise SampleError(key, f"telemetry column {col!r}: not convertible to float32 ({exc})") from exc
 
     times_of = {cam: (_int_list(key, f"pts_ns[{cam!r}]", pts_ns[cam], n), _int_list(key, f"offset_ns[{cam!r}]", offset_ns[cam], n)) for cam in cameras}
-    jobs = [(cam, i, fr) for cam in cameras for i, fr in enumerate(frames[cam]) if fr is not None]
-
-    def encode(job: tuple[str, int, Any]) -> tuple[bytes, tuple[int, int]]:
-        return _encode_image(key, job[0], job[1], job[2], image_format, jpeg_quality)
-
-    pool = None
-    encoded: Iterator[EncodedImage | SampleError]
-    if images is not None:
-        if len(images) != len(jobs):
-            raise SampleError(key, f"images: expected {len(jobs)} encoded images (one per present frame), found {len(images)}")
-        encoded = iter(images)
-    else:
-        if threads > 1 and len(jobs) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = ThreadPoolExecutor(max_workers=min(int(threads), len(jobs)), thread_name_prefix="encode")
-        # results in member order; an encoding error surfaces where the loop reaches it, as with one thread
-        encoded = pool.map(encode, jobs) if pool is not None else map(encode, jobs)
-    try:
-        image_members: list[tuple[str, bytes]] = []
-        pts_out: dict[str, list[int | None]] = {}
-        off_out: dict[str, list[int | None]] = {}
-        missing: dict[str, list[int]] = {}
-        sizes: dict[str, list[int] | None] = {}
-        for cam in cameras:
-            pts, off = times_of[cam]
-            size: tuple[int, int] | None = None
-            miss: list[int] = []
-            for i, fr in enumerate(frames[cam]):
-                if fr is None:
-                    miss.append(i)
-                    pts[i] = None  # type: ignore[call-overload]
-                    off[i] = None  # type: ignore[call-overload]
-                    continue
-                got = next(encoded)
-                if isinstance(got, SampleError):
-                    raise got
-                data, hw = got
-                if size is None:
-                    size = hw
-                elif hw != size:
-                    raise SampleError(key, f"camera {cam!r} frame {i}: size {hw} differs from the camera's first frame {size}")
-                image_members.append((f"{key}.{frame_ext(cam, i, n, image_format)}", data))
-            pts_out[cam] = pts  # type: ignore[assignment]
-            off_out[cam] = off  # type: ignore[assignment]
-            missing[cam] = miss
-            sizes[cam] = [size[0], size[1]] if size is not None else None
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    present = sum(fr is not None for cam in cameras for fr in frames[cam])
+    if images is None:
+        images = encode_images(key, frames, jpeg_quality=jpeg_quality, image_format=image_format, threads=threads)
+    elif len(images) != present:
+        raise SampleError(key, f"images: expected {present} encoded images (one per present frame), found {len(images)}")
+    # in member order; a frame's encoding error surfaces where the loop reaches it, whatever the threads
+    encoded = iter(images)
+    image_members: list[tuple[str, bytes]] = []
+    pts_out: dict[str, list[int | None]] = {}
+    off_out: dict[str, list[int | None]] = {}
+    missing: dict[str, list[int]] = {}
+    sizes: dict[str, list[int] | None] = {}
+    for cam in cameras:
+        pts, off = times_of[cam]
+        size: tuple[int, int] | None = None
+        miss: list[int] = []
+        for i, fr in enumerate(frames[cam]):
+            if fr is None:
+                miss.append(i)
+                pts[i] = None  # type: ignore[call-overload]
+                off[i] = None  # type: ignore[call-overload]
+                continue
+            got = next(encoded)
+            if isinstance(got, SampleError):
+                raise got
+            data, hw = got
+            if size is None:
+                size = hw
+            elif hw != size:
+                raise SampleError(key, f"camera {cam!r} frame {i}: size {hw} differs from the camera's first frame {size}")
+            image_members.append((f"{key}.{frame_ext(cam, i, n, image_format)}", data))
+        pts_out[cam] = pts  # type: ignore[assignment]
+        off_out[cam] = off  # type: ignore[assignment]
+        missing[cam] = miss
+        sizes[cam] = [size[0], size[1]] if size is not None else None
 
     meta = {
         "format_version": SAMPLE_FORMAT_VERSION,
