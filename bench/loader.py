@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fleetcore.catalog import Catalog  # noqa: E402
+from fleetcore.store.catalog import Catalog  # noqa: E402
 from fleetcore.datasets.manifest import read_manifest  # noqa: E402
 from fleetcore.loader import DatasetLoader  # noqa: E402
 

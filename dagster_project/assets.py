@@ -166,7 +166,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     }
     man: dict[str, Any] = {}
     if Path(store, "clips", "manifest.json").is_file():
-        from fleetcore.catalog import Catalog
+        from fleetcore.store.catalog import Catalog
 
         man = Catalog(str(store)).store_manifest()
     cdir = _report_dir(paths, "clip_store", date)
@@ -203,7 +203,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
 
 
 def _snapshot(store: Path) -> str:
-    from fleetcore.catalog import Catalog
+    from fleetcore.store.catalog import Catalog
 
     return Catalog(str(store)).snapshot_id()
 

@@ -99,7 +99,7 @@ def labeller_coverage(paths: FleetPaths, limits: QualityThresholds) -> dg.AssetC
 
 
 def shard_checksums(paths: FleetPaths) -> dg.AssetCheckResult:
-    from fleetcore.clipstore import verify_store
+    from fleetcore.store.shards import verify_store
 
     clips_dir = paths.store() / "clips"
     problems = verify_store(clips_dir)
@@ -130,7 +130,7 @@ def labeller_coverage_check(paths: FleetPaths, limits: QualityThresholds) -> dg.
     return labeller_coverage(paths, limits)
 
 
-@dg.asset_check(asset=CLIP_STORE, name="shard_checksums", description="Re-hash every shard against clips/manifest.json (fleetcore.clipstore.verify_store).")
+@dg.asset_check(asset=CLIP_STORE, name="shard_checksums", description="Re-hash every shard against clips/manifest.json (fleetcore.store.shards.verify_store).")
 def shard_checksums_check(paths: FleetPaths) -> dg.AssetCheckResult:
     return shard_checksums(paths)
 

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 
 NAME_RE = re.compile(r"[^A-Za-z0-9_]")
 

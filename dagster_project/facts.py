@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 
 
 def table(store: str | Path, name: str, *, date: str | None = None) -> pl.DataFrame:

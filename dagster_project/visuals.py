@@ -1,6 +1,6 @@
 """Pictures for asset metadata: a contact sheet of sample clips and bar charts, drawn with OpenCV.
 
-Frames come out of the shards by random access (catalog index row -> ``fleetcore.tario.read_member``).
+Frames come out of the shards by random access (catalog index row -> ``fleetcore.store.tario.read_member``).
 Images are written atomically and embedded in metadata as base64 data URIs in markdown.
 """
 
@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import polars as pl
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.landing import atomic_write_bytes
-from fleetcore.tario import read_member
+from fleetcore.store.tario import read_member
 
 BG = (32, 32, 32)
 FG = (235, 235, 235)

@@ -69,7 +69,7 @@ def save_dataset_spec(name: str, query: str, result: pl.DataFrame, *, path: Path
     without filters is kept as is; otherwise (joins with other tables, --since/--bbox ...) the spec
     lists the selected clip ids, with the original query in its description, since dataset specs
     see only the ``clips`` table."""
-    from fleetcore.fsio import atomic_write_bytes
+    from fleetcore.store.fs import atomic_write_bytes
     from fleetcore.mining import MiningError
 
     if "clip_id" not in result.columns:
@@ -140,7 +140,7 @@ def mine(query: str, store: str, bbox: str | None, near: str | None, since: str 
         session = MiningSession.open(store, filters)
         df = session.query(query)
         if parquet:
-            from fleetcore.fsio import atomic_write_bytes
+            from fleetcore.store.fs import atomic_write_bytes
             import io
 
             buf = io.BytesIO()

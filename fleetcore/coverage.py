@@ -174,7 +174,7 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     """Write the report as a PNG heatmap (see the module docstring). Returns the path."""
     import cv2
 
-    from fleetcore.fsio import atomic_write_bytes
+    from fleetcore.store.fs import atomic_write_bytes
 
     dims = report.dims
     t = report.table

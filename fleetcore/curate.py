@@ -1,22 +1,7 @@
 """The curate job's domain logic, one function per stage; the Beam job in ``pipelines.curate``
 is a thin layer over these.
 
-Store layout under the output root (``StoreLayout``)::
-
-    drives/date=D/<vehicle>__<drive>.parquet      drive index row (DRIVE_INDEX), written when packed
-    telemetry/date=D/<vehicle>__<drive>.parquet   canonical telemetry (CURATED_TELEMETRY)
-    frames/date=D/<vehicle>__<drive>.parquet      per-camera frame index (FRAME_INDEX)
-    triggers/date=D/<vehicle>__<drive>.parquet    trigger events (TRIGGER_EVENTS)
-    quarantine/<vehicle>__<drive>.json            one QUARANTINE record per bad drive
-    quarantine/clips/<clip_id>.json               one QUARANTINE record per bad clip
-    staging/<clip_id>.tar + .json                 encoded clip sample + its catalog row (resumable)
-    clips/date=D/clips-D-<hash>-NNNNNN.tar        WebDataset shards (immutable once written)
-    catalog/clips/date=D/<hash>.parquet           catalog rows of those shards (CLIPS)
-    catalog/index/date=D/<hash>.parquet           tar member offsets (SHARD_INDEX)
-    catalog/labels/date=D/<hash>.parquet          label values (LABELS, long: clip x labeller x label)
-    catalog/clip_labels/date=D/<hash>.parquet     the same labels pivoted wide, one row per clip
-    state/<vehicle>__<drive>.json                 "curated with config X" marker, written last per drive
-    clips/manifest.json                           every shard: samples, bytes, sha256 (written last)
+The store's layout, manifest and generations are owned by :mod:`fleetcore.store`.
 """
 
 from __future__ import annotations
@@ -32,12 +17,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 import fleetcore
 from fleetcore.errors import DriveError, FleetError
-from fleetcore.fsio import atomic_write_bytes, file_size, join, read_bytes, remove
 from fleetcore.landing import dumps_json
+from fleetcore.store.fs import atomic_write_bytes, file_size, read_bytes, remove, write_parquet
+from fleetcore.store.layout import StoreLayout, generation_id, sha256_hex
+from fleetcore.store.manifest import Generation, StoreManifest
 from fleetcore.stages import run_stages_then
 from fleetcore.validate import ValidatedDrive
 from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, SHARD_INDEX, TRIGGER_EVENTS
@@ -102,69 +88,18 @@ class CurateConfig:
         return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class StoreLayout:
-    """Paths of a clip store. ``root`` is a local path or an fsspec URI (``s3://bucket/store``)."""
-
-    root: str
-
-    def _p(self, *parts: str) -> str:
-        out = os.fspath(self.root)
-        for part in parts:
-            out = join(out, part)
-        return out
-
-    @staticmethod
-    def drive_name(vehicle_id: str, drive_id: str) -> str:
-        return f"{vehicle_id}__{drive_id}"
-
-    def table_path(self, kind: str, date: str, name: str) -> str:
-        return self._p(kind, f"date={date}", f"{name}.parquet")
-
-    def quarantine_path(self, vehicle_id: str, drive_id: str) -> str:
-        return self._p("quarantine", f"{self.drive_name(vehicle_id, drive_id)}.json")
-
-    def clip_quarantine_path(self, clip_id: str) -> str:
-        return self._p("quarantine", "clips", f"{clip_id}.json")
-
-    def state_path(self, vehicle_id: str, drive_id: str) -> str:
-        return self._p("state", f"{self.drive_name(vehicle_id, drive_id)}.json")
-
-    @property
-    def staging(self) -> str:
-        return self._p("staging")
-
-    def staged(self, clip_id: str, ext: str) -> str:
-        return self._p("staging", f"{clip_id}.{ext}")
-
-    def shard_dir(self, date: str) -> str:
-        return self._p("clips", f"date={date}")
-
-    @property
-    def clips_dir(self) -> str:
-        return self._p("clips")
-
-    def catalog_path(self, table: str, date: str, group: str) -> str:
-        return self._p("catalog", table, f"date={date}", f"{group}.parquet")
-
-
 # --------------------------------------------------------------------------------------
 # Idempotence
 # --------------------------------------------------------------------------------------
-def already_curated(layout: StoreLayout, vehicle_id: str, drive_id: str, config_version: str) -> bool:
-    p = layout.state_path(vehicle_id, drive_id)
-    if file_size(p) is None:
-        return False
-    try:
-        return json.loads(read_bytes(p))["config_version"] == config_version
-    except (json.JSONDecodeError, KeyError, OSError) as exc:
-        log.warning("%s: unreadable state marker (%s); curating again", p, exc)
-        return False
+def already_curated(manifest: StoreManifest, vehicle_id: str, drive_id: str, config_version: str) -> bool:
+    """True when the drive's current generation was curated under ``config_version``."""
+    g = manifest.generation(vehicle_id, drive_id)
+    return g is not None and g.config_version == config_version
 
 
 def clip_id_for(drive_id: str, start_ns: int, end_ns: int, config_version: str) -> str:
     """Deterministic clip id: drive, window and config version. No dots (WebDataset keys)."""
-    h = hashlib.sha256(f"{drive_id}|{start_ns}|{end_ns}|{config_version}".encode()).hexdigest()[:10]
+    h = sha256_hex(f"{drive_id}|{start_ns}|{end_ns}|{config_version}")[:10]
     safe = drive_id.replace(".", "-")
     return f"{safe}_{start_ns // 1_000_000:d}_{h}"
 
@@ -172,15 +107,6 @@ def clip_id_for(drive_id: str, start_ns: int, end_ns: int, config_version: str) 
 # --------------------------------------------------------------------------------------
 # Per-drive tables
 # --------------------------------------------------------------------------------------
-def write_parquet_atomic(table: pa.Table, path: str) -> int:
-    """Write a Parquet file atomically (temp name, then rename) to a local path or URI; returns its size."""
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue().to_pybytes()
-    atomic_write_bytes(path, data)
-    return len(data)
-
-
 def curated_telemetry(vd: ValidatedDrive) -> pa.Table | None:
     if vd.telemetry is None:
         return None
@@ -192,15 +118,17 @@ def curated_telemetry(vd: ValidatedDrive) -> pa.Table | None:
     return CURATED_TELEMETRY.validate(CURATED_TELEMETRY.conform(t))
 
 
-def write_drive_tables(vd: ValidatedDrive, events: pa.Table, layout: StoreLayout) -> int:
-    """Write the drive's telemetry, frame index and trigger events. Returns bytes written."""
+def write_drive_tables(vd: ValidatedDrive, events: pa.Table, layout: StoreLayout, cfg: CurateConfig) -> int:
+    """Write the drive's telemetry and frame index (one file per drive) and its trigger events (one
+    file per generation). Returns bytes written."""
     name = layout.drive_name(vd.vehicle_id, vd.drive_id)
     n = 0
     tel = curated_telemetry(vd)
     if tel is not None:
-        n += write_parquet_atomic(tel, layout.table_path("telemetry", vd.date, name))
-    n += write_parquet_atomic(FRAME_INDEX.validate(vd.frame_index), layout.table_path("frames", vd.date, name))
-    n += write_parquet_atomic(TRIGGER_EVENTS.validate(events), layout.table_path("triggers", vd.date, name))
+        n += write_parquet(tel, layout.drive_table_path("telemetry", vd.date, name))
+    n += write_parquet(FRAME_INDEX.validate(vd.frame_index), layout.drive_table_path("frames", vd.date, name))
+    gen = generation_id(cfg.version())
+    n += write_parquet(TRIGGER_EVENTS.validate(events), layout.resolve(layout.table_relpath("triggers", vd.date, name, gen)))
     return n
 
 
@@ -408,7 +336,7 @@ def extract_clips(
 def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig, layout: StoreLayout,
                 stages: Sequence[Any] = ()) -> ClipResult | ClipFailure:
     """Run the clip stages on one extracted clip, encode its sample and stage it (fragment + JSON)."""
-    from fleetcore.clipstore import write_fragment
+    from fleetcore.store.shards import write_fragment
     from fleetcore.sample import EncodedImage, SampleError, encode_images, encode_sample
 
     version = cfg.version()
@@ -499,79 +427,86 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
 
 
 # --------------------------------------------------------------------------------------
-# Packing (one call per date)
+# Packing (one call per drive)
 # --------------------------------------------------------------------------------------
-def pack_date(
-    layout: StoreLayout,
-    date: str,
-    clips: Sequence[ClipResult],
-    drives: Sequence[dict[str, Any]],
-    cfg: CurateConfig,
-) -> dict[str, Any]:
-    """Pack the staged clips of one date into shards, then write catalog, index and drive rows,
-    then the per-drive state markers (last). Returns a summary with the shards written."""
-    from fleetcore.clipstore import pack_shards
+def pack_drive(layout: StoreLayout, drive: dict[str, Any], clips: Sequence[ClipResult], cfg: CurateConfig) -> Generation:
+    """Pack one drive's staged clips into the shards of a new generation, write its catalog files
+    (clips, index, labels, clip_labels) and drive row, and return the Generation to commit.
 
+    Every file is named by the generation (``<drive>.<gen>``), so this never touches the files of
+    the drive's earlier generations, and packing the same clips again gives the same files."""
+    from fleetcore.store.shards import pack_shards
+
+    version = cfg.version()
+    gen = generation_id(version)
+    date, vehicle_id, drive_id = drive["date"], drive["vehicle_id"], drive["drive_id"]
+    name = layout.drive_name(vehicle_id, drive_id)
     clips = sorted(clips, key=lambda c: c.clip_id)
+    tables: dict[str, str] = {}
+
+    def put(table: str, data: pa.Table) -> None:
+        rel = layout.table_relpath(table, date, name, gen)
+        write_parquet(data, layout.resolve(rel))
+        tables[table] = rel
+
     shards = []
-    group = hashlib.sha256("|".join(c.clip_id for c in clips).encode()).hexdigest()[:10]
     if clips:
-        shards = pack_shards([c.fragment for c in clips], layout.shard_dir(date), prefix=f"clips-{date}-{group}", max_bytes=cfg.shard_bytes)
+        shards = pack_shards([c.fragment for c in clips], layout.shard_dir(date), prefix=f"{name}-{gen}", max_bytes=cfg.shard_bytes)
         where = {}
         index_rows = []
         for s in shards:
             for r in s.index:
-                index_rows.append(r)
+                index_rows.append({**r, "shard": f"date={date}/{r['shard']}"})
                 where.setdefault(r["key"], s.name)
-        from fleetcore.dedup import mark_near_duplicates
-
-        privacy = "privacy" in cfg.stages
-        extra = {c.clip_id: label_columns(c.labels, privacy=privacy) for c in clips}
-        dups = mark_near_duplicates(
-            (c.clip_id, c.row["vehicle_id"], c.row["start_ns"], (extra[c.clip_id]["phash"] or "").split(",") if extra[c.clip_id]["phash"] else [])
-            for c in clips
-        )
-        rows = []
-        for c in clips:
-            row = dict(c.row)
-            row.update(extra[c.clip_id])
-            row["near_duplicate_of"] = dups.get(c.clip_id)
-            row["start_utc"] = row.pop("start_utc_ns")
-            row["source_digests"] = [tuple(kv) for kv in row["source_digests"]]  # JSON-staged rows hold lists
-            row["shard"] = f"date={date}/{where[c.clip_id]}"
-            row["member_key"] = c.clip_id
-            rows.append(row)
-        catalog = CLIPS.validate(_clips_table(rows))
-        write_parquet_atomic(catalog, layout.catalog_path("clips", date, group))
-        index_rows = [{**r, "shard": f"date={date}/{r['shard']}"} for r in index_rows]
-        write_parquet_atomic(SHARD_INDEX.from_pylist(index_rows), layout.catalog_path("index", date, group))
+        put("clips", CLIPS.validate(CLIPS.from_pylist(catalog_rows(clips, where, date, privacy="privacy" in cfg.stages))))
+        put("index", SHARD_INDEX.from_pylist(index_rows))
         labels = [lab for c in clips for lab in c.labels]
         if labels:
             from schemas import LABELS
 
             table = LABELS.validate(LABELS.from_pylist(labels))
-            write_parquet_atomic(table, layout.catalog_path("labels", date, group))
-            write_parquet_atomic(clip_labels_table(table), layout.catalog_path("clip_labels", date, group))
-    version = cfg.version()
-    for d in sorted(drives, key=lambda r: (r["vehicle_id"], r["drive_id"])):
-        name = layout.drive_name(d["vehicle_id"], d["drive_id"])
-        write_parquet_atomic(DRIVE_INDEX.from_pylist([d]), layout.table_path("drives", date, name))
-    for d in drives:
-        atomic_write_bytes(
-            layout.state_path(d["vehicle_id"], d["drive_id"]),
-            dumps_json({"config_version": version, "date": date, "clips": sum(1 for c in clips if c.row["drive_id"] == d["drive_id"] and c.row["vehicle_id"] == d["vehicle_id"])}),
-        )
-    for c in clips:  # staged fragments are now in shards
-        for p in (c.fragment, layout.staged(c.clip_id, "json")):
-            if file_size(p) is not None:
-                remove(p)
-    return {
-        "date": date,
-        "clips": len(clips),
-        "drives": len(drives),
-        "shards": [{**s.manifest_entry(), "name": f"date={date}/{s.name}"} for s in shards],
-        "bytes": sum(s.bytes for s in shards),
-    }
+            put("labels", table)
+            put("clip_labels", clip_labels_table(table))
+    put("drives", DRIVE_INDEX.from_pylist([drive]))
+    triggers = layout.table_relpath("triggers", date, name, gen)
+    for table, rel in (("triggers", triggers), ("telemetry", layout.table_relpath("telemetry", date, name)),
+                       ("frames", layout.table_relpath("frames", date, name))):
+        if file_size(layout.resolve(rel)) is not None:
+            tables[table] = rel
+    return Generation(
+        vehicle_id=vehicle_id, drive_id=drive_id, date=date, config_version=version, clips=len(clips),
+        shards=tuple({**s.manifest_entry(), "name": f"date={date}/{s.name}"} for s in shards),
+        tables=tuple(sorted(tables.items())),
+    )
+
+
+def catalog_rows(clips: Sequence[ClipResult], shard_of: dict[str, str], date: str, *, privacy: bool) -> list[dict[str, Any]]:
+    """CLIPS rows of packed clips: the staged row plus label columns, near-duplicate mark and shard."""
+    from fleetcore.dedup import mark_near_duplicates
+
+    extra = {c.clip_id: label_columns(c.labels, privacy=privacy) for c in clips}
+    dups = mark_near_duplicates(
+        (c.clip_id, c.row["vehicle_id"], c.row["start_ns"], (extra[c.clip_id]["phash"] or "").split(",") if extra[c.clip_id]["phash"] else [])
+        for c in clips
+    )
+    rows = []
+    for c in clips:
+        row = dict(c.row)
+        row.update(extra[c.clip_id])
+        row["near_duplicate_of"] = dups.get(c.clip_id)
+        row["start_utc"] = row.pop("start_utc_ns")
+        row["source_digests"] = [tuple(kv) for kv in row["source_digests"]]  # JSON-staged rows hold lists
+        row["shard"] = f"date={date}/{shard_of[c.clip_id]}"
+        row["member_key"] = c.clip_id
+        rows.append(row)
+    return rows
+
+
+def remove_staged(layout: StoreLayout, clip_id: str, fragment: str) -> None:
+    """Remove a staged clip (fragment and row) once its shard is committed."""
+    for p in (fragment, layout.staged(clip_id, "json")):
+        if file_size(p) is not None:
+            remove(p)
 
 
 def clip_labels_table(labels: pa.Table) -> pa.Table:
@@ -583,10 +518,6 @@ def clip_labels_table(labels: pa.Table) -> pa.Table:
 
     wide = clip_labels_frame(pl.from_arrow(labels).lazy()).collect().sort("clip_id")  # type: ignore[union-attr]
     return wide.to_arrow()
-
-
-def _clips_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return CLIPS.from_pylist(rows)
 
 
 def label_columns(labels: Sequence[dict[str, Any]], *, privacy: bool) -> dict[str, Any]:
@@ -629,37 +560,6 @@ def label_columns(labels: Sequence[dict[str, Any]], *, privacy: bool) -> dict[st
         "regions_blurred": None if blurred is None else int(blurred),
         "phash": ",".join(json.loads(phash)) if phash else None,
     }
-
-
-def update_store_manifest(layout: StoreLayout, new_shards: Sequence[dict[str, Any]], *, config_version: str) -> dict[str, Any]:
-    """Merge new shard entries into ``clips/manifest.json`` (written last, atomically).
-
-    The document has the clip store's manifest format (``fleetcore.clipstore``), with shard names
-    relative to ``clips/`` (``date=D/<shard>.tar``), so ``verify_store(<store>/clips)`` checks it.
-    """
-    from fleetcore.clipstore import MANIFEST_NAME, STORE_FORMAT, STORE_FORMAT_VERSION, read_store_manifest
-
-    clips_dir = layout.clips_dir
-    cur: dict[str, Any] = {"shards": [], "extra": {}}
-    if file_size(join(clips_dir, MANIFEST_NAME)) is not None:
-        cur = read_store_manifest(clips_dir)
-    by_name = {s["name"]: s for s in cur.get("shards", [])}
-    for s in new_shards:
-        by_name[s["name"]] = s
-    entries = [by_name[k] for k in sorted(by_name)]
-    extra = dict(cur.get("extra") or {})
-    extra["config_versions"] = sorted(set(extra.get("config_versions", [])) | {config_version})
-    man = {
-        "format": STORE_FORMAT,
-        "format_version": STORE_FORMAT_VERSION,
-        "extra": extra,
-        "n_shards": len(entries),
-        "n_samples": sum(e["samples"] for e in entries),
-        "total_bytes": sum(e["bytes"] for e in entries),
-        "shards": entries,
-    }
-    atomic_write_bytes(join(clips_dir, MANIFEST_NAME), (json.dumps(man, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii"))
-    return man
 
 
 def write_quarantine(layout: StoreLayout, record: dict[str, Any]) -> str:

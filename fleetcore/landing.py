@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
-from fleetcore.fsio import download_tree, exists, is_dir, is_local, join, list_dir, resolve
+from fleetcore.store.fs import download_tree, exists, is_dir, is_local, join, list_dir, resolve
 from schemas import DRIVE_MANIFEST, TELEMETRY, SchemaValidationError
 
 log = logging.getLogger(__name__)

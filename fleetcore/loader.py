@@ -23,8 +23,8 @@ out; ``load_state_dict()`` on a fresh loader with the same partition continues w
 sample: no sample of the epoch is repeated or skipped.
 
 **Reading.** Tar shards are read in place: the shard's headers are checked once with
-:func:`fleetcore.tario.scan_tar` (an escaping name such as ``../x`` or ``/x``, a link or a device
-raises :class:`~fleetcore.tario.UnsafeTarMember`), then each sample is one ``pread`` of its
+:func:`fleetcore.store.tario.scan_tar` (an escaping name such as ``../x`` or ``/x``, a link or a device
+raises :class:`~fleetcore.store.tario.UnsafeTarMember`), then each sample is one ``pread`` of its
 contiguous member bytes; JPEG frames are decoded by simplejpeg straight into a preallocated
 ``(cameras, frames, H, W, 3)`` array. Arrow shards are memory-mapped (``pa.memory_map`` +
 ``pa.ipc.open_file``) and frames are zero-copy numpy views into the mapped file.
@@ -50,7 +50,7 @@ import numpy as np
 
 from fleetcore.datasets.build import DatasetError
 from fleetcore.datasets.manifest import read_manifest
-from fleetcore.tario import ShardError, scan_tar
+from fleetcore.store.tario import ShardError, scan_tar
 
 Policy = Literal["truncate", "pad"]
 Split = Literal["train", "val"]

@@ -40,7 +40,7 @@ from typing import Any, Callable, Final, Mapping, Sequence
 
 import polars as pl
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Previews of clips from the clip store: a contact-sheet PNG or an HTML page of short MP4s.
 
 Frames are read by random access: the catalog's shard index gives each JPEG member's offset in
-its shard (``fleetcore.tario.read_member``), so only the frames shown are read and decoded.
+its shard (``fleetcore.store.tario.read_member``), so only the frames shown are read and decoded.
 
 * :func:`clip_frames` — decoded RGB frames of one camera of one clip (all, or ``n`` evenly spaced);
 * :func:`contact_sheet` — one captioned thumbnail strip per clip, written as a PNG;
@@ -20,10 +20,10 @@ from typing import Any, Final, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
-from fleetcore.fsio import atomic_write_bytes
-from fleetcore.tario import read_member
+from fleetcore.store.fs import atomic_write_bytes
+from fleetcore.store.tario import read_member
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 import simplejpeg
 
 from fleetcore.errors import FleetError
-from fleetcore.tario import split_member_name
+from fleetcore.store.tario import split_member_name
 
 SAMPLE_FORMAT_VERSION = 1
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,199}$")

@@ -32,20 +32,21 @@ from fleetcore.curate import (
     ClipFailure,
     ClipResult,
     CurateConfig,
-    StoreLayout,
     already_curated,
     clip_tasks,
     extract_clips,
     find_drive_events,
     load_trigger_library,
-    pack_date,
-    update_store_manifest,
+    pack_drive,
+    remove_staged,
     write_drive_tables,
     write_quarantine,
 )
 from fleetcore.errors import DriveError, DriveIncomplete
-from fleetcore.fsio import is_local
 from fleetcore.landing import list_drives, localize_drive
+from fleetcore.store.fs import is_local
+from fleetcore.store.layout import StoreLayout
+from fleetcore.store.manifest import Generation, commit, read_manifest
 from fleetcore.stages import stages_fingerprint
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
@@ -99,7 +100,7 @@ class _ValidateFn(beam.DoFn):
         self.skipped = Metrics.counter(NS, "drives_skipped")
 
     def setup(self):
-        self.layout = StoreLayout(self.store)
+        self.manifest = read_manifest(StoreLayout(self.store))  # read once per worker
         self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")  # local copies of remote drives
 
     def teardown(self):
@@ -107,7 +108,7 @@ class _ValidateFn(beam.DoFn):
 
     def process(self, location: str) -> Iterable[tuple[str, Any]]:
         vehicle_id, drive_id = location.rstrip("/").split("/")[-2:]
-        if already_curated(self.layout, vehicle_id, drive_id, self.config_version):
+        if already_curated(self.manifest, vehicle_id, drive_id, self.config_version):
             self.skipped.inc()
             return
         try:
@@ -155,7 +156,7 @@ class _DriveTablesFn(beam.DoFn):
     def process(self, vd: ValidatedDrive):
         events = find_drive_events(vd, self.specs, self.cfg)
         self.events.inc(events.num_rows)
-        self.bytes.inc(write_drive_tables(vd, events, self.layout))
+        self.bytes.inc(write_drive_tables(vd, events, self.layout, self.cfg))
         yield vd, clip_tasks(vd, events, self.cfg)
 
 
@@ -231,7 +232,7 @@ class ExtractClips(beam.PTransform):
 
 
 # --------------------------------------------------------------------------------------
-# Stage 6: pack shards + catalog per date
+# Stage 6: pack each drive's shards + catalog files (a new generation)
 # --------------------------------------------------------------------------------------
 class _PackFn(beam.DoFn):
     def __init__(self, store: str, cfg: CurateConfig):
@@ -243,23 +244,25 @@ class _PackFn(beam.DoFn):
         self.layout = StoreLayout(self.store)
 
     def process(self, kv):
-        date, items = kv
+        _, items = kv
         clips = [v for k, v in items if k == CLIP]
         drives = [v for k, v in items if k == DRIVE]
-        summary = pack_date(self.layout, date, clips, drives, self.cfg)
-        self.bytes.inc(summary["bytes"])
-        self.shards.inc(len(summary["shards"]))
-        yield summary
+        if len(drives) != 1:  # a drive's clips always arrive with its one drive row
+            raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
+        gen = pack_drive(self.layout, drives[0], clips, self.cfg)
+        self.bytes.inc(sum(s["bytes"] for s in gen.shards))
+        self.shards.inc(len(gen.shards))
+        yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips]}
 
 
-def _date_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
+def _drive_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
     kind, v = kv
-    date = v.date if isinstance(v, ClipResult) else v["date"]
-    return date, kv
+    key = v.drive_key if isinstance(v, ClipResult) else StoreLayout.drive_name(v["vehicle_id"], v["drive_id"])
+    return key, kv
 
 
 class WriteClipStore(beam.PTransform):
-    """Tagged clips and drive rows -> per-date pack summaries (shards, catalog, drive index, state)."""
+    """Tagged clips and drive rows -> one packed generation per drive (shards, catalog files)."""
 
     def __init__(self, store: str, cfg: CurateConfig):
         super().__init__()
@@ -268,8 +271,8 @@ class WriteClipStore(beam.PTransform):
     def expand(self, tagged):
         return (
             tagged
-            | "KeyByDate" >> beam.Map(_date_of)
-            | "GroupByDate" >> beam.GroupByKey()
+            | "KeyByDrive" >> beam.Map(_drive_of)
+            | "GroupByDrive" >> beam.GroupByKey()
             | "Pack" >> beam.ParDo(_PackFn(self.store, self.cfg))
         )
 
@@ -285,23 +288,31 @@ class WriteQuarantine(beam.PTransform):
 
 
 class _Finish(beam.DoFn):
+    """Commits every packed generation in one manifest revision, then removes their staged pieces."""
+
     def __init__(self, store: str, config_version: str):
         self.store, self.config_version = store, config_version
 
     def process(self, results: list[dict[str, Any]]):
         layout = StoreLayout(self.store)
-        shards = [s for r in results if "shards" in r for s in r["shards"]]
-        manifest = update_store_manifest(layout, shards, config_version=self.config_version)
+        gens = sorted((Generation.from_json(r["generation"]) for r in results if "generation" in r), key=lambda g: g.drive)
+        manifest = commit(layout, add=gens) if gens else read_manifest(layout)
+        for r in results:
+            for clip_id, fragment in r.get("staged", ()):
+                remove_staged(layout, clip_id, fragment)
+        shards = [s for g in gens for s in g.shards]
+        current = manifest.current()
         summary = {
             "config_version": self.config_version,
-            "dates": sorted(r["date"] for r in results if "date" in r),
-            "drives_curated": sum(r.get("drives", 0) for r in results),
-            "clips": sum(r.get("clips", 0) for r in results),
+            "dates": sorted({g.date for g in gens}),
+            "drives_curated": len(gens),
+            "clips": sum(g.clips for g in gens),
             "shards_written": len(shards),
             "bytes_written": sum(s["bytes"] for s in shards),
             "quarantined": sorted((r["quarantine"] for r in results if "quarantine" in r), key=lambda q: (q["path"], q.get("clip_id") or "")),
-            "store_samples": manifest["n_samples"],
-            "store_shards": len(manifest["shards"]),
+            "store_revision": manifest.revision,
+            "store_samples": sum(g.clips for g in current),
+            "store_shards": sum(len(g.shards) for g in current),
         }
         yield summary
 
@@ -404,16 +415,15 @@ def beam_counters(result: Any) -> dict[str, int] | None:
 def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
                vehicles: Sequence[str] | None = None, dates: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the curate job and return its summary (also written to ``<store>/runs/last.json``)."""
-    from fleetcore.fsio import atomic_write_bytes, join, read_bytes, remove
     from fleetcore.landing import dumps_json
-
-    from fleetcore.fsio import is_dir
+    from fleetcore.store.fs import atomic_write_bytes, is_dir, join, read_bytes, remove
 
     if not is_dir(landing):
         raise FileNotFoundError(f"{landing}: landing zone not found (expected a folder of <vehicle>/<drive>/ folders)")
     opts = pipeline_options(beam_args)
     t0 = time.monotonic()
-    summary_path = join(join(store, "runs"), f"pending-{time.time_ns()}.json")
+    layout = StoreLayout(store)
+    summary_path = join(layout.runs_dir, f"pending-{time.time_ns()}-{os.getpid()}.json")
     p = beam.Pipeline(options=opts)
     (
         p
@@ -427,7 +437,7 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
     summary["seconds"] = round(time.monotonic() - t0, 3)
     summary["runner"] = opts.view_as(StandardOptions).runner
     summary["config"] = asdict(cfg)
-    atomic_write_bytes(join(join(store, "runs"), "last.json"), dumps_json(summary))
+    atomic_write_bytes(layout.last_run, dumps_json(summary))
     return summary
 
 

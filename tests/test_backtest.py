@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleetcore.backtest import backtest, bytes_per_clip_second, window_sheet, window_thumbnails
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.mining import Filters
 from fleetcore.triggers import TRIGGERS_DIR, load_triggers
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fleetcore import clipstore as cs
-from fleetcore import tario
+from fleetcore.store import shards as cs
+from fleetcore.store import tario
 from fleetcore.errors import FleetError
 from fleetcore.sample import SampleError, decode_sample, encode_images, encode_sample
 

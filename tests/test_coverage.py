@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.coverage import CoverageError, coverage_report, render_heatmap
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import SIM_CURATE_ARGS
-from fleetcore.clipstore import verify_store
+from fleetcore.store.shards import verify_store
 from fleetcore.curate import CurateConfig, StoreLayout
 from fleetcore.landing import GROUND_TRUTH, list_drives
 from pipelines.curate import (
@@ -163,17 +163,17 @@ def test_killed_run_restarts_to_the_same_checksums(fleet, store, tmp_path, monke
     dst = tmp_path / "store"
     import fleetcore.curate as fc
 
-    real_pack = fc.pack_date
+    real_pack = fc.pack_drive
     calls = {"n": 0}
 
     def dying_pack(*a, **kw):
         calls["n"] += 1
         raise KeyboardInterrupt("simulated kill while packing")
 
-    monkeypatch.setattr(fc, "pack_date", dying_pack)
+    monkeypatch.setattr(fc, "pack_drive", dying_pack)
     import pipelines.curate as pc
 
-    monkeypatch.setattr(pc, "pack_date", dying_pack)
+    monkeypatch.setattr(pc, "pack_drive", dying_pack)
     with pytest.raises(BaseException):
         run_curate(str(fleet), str(dst), _cfg(), beam_args=[f"--runner={DEFAULT_RUNNER}"])
     assert calls["n"] >= 1
@@ -182,8 +182,8 @@ def test_killed_run_restarts_to_the_same_checksums(fleet, store, tmp_path, monke
     # a half-written shard from the killed run
     (dst / "clips" / "date=2026-11-20").mkdir(parents=True, exist_ok=True)
     (dst / "clips" / "date=2026-11-20" / ".partial.tar.tmp").write_bytes(b"\0" * 1000)
-    monkeypatch.setattr(fc, "pack_date", real_pack)
-    monkeypatch.setattr(pc, "pack_date", real_pack)
+    monkeypatch.setattr(fc, "pack_drive", real_pack)
+    monkeypatch.setattr(pc, "pack_drive", real_pack)
     summary = run_curate(str(fleet), str(dst), _cfg(), beam_args=[f"--runner={DEFAULT_RUNNER}"])
     assert summary["drives_curated"] == 6
     assert _shard_digests(dst) == reference

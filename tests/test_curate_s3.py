@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from fleetcore.fsio import glob, read_bytes
+from fleetcore.store.fs import glob, read_bytes
 from fleetcore.landing import list_drives
 from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
 

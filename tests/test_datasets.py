@@ -16,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.datasets import DatasetSpec, load_spec, parse_spec
 from fleetcore.datasets.build import INDEX_NAME, MANIFEST_NAME, DatasetError
 from fleetcore.datasets.manifest import diff_datasets, read_manifest, resolve_dataset, verify_dataset

@@ -16,7 +16,7 @@ import yaml
 
 from fleetcore.datasets.manifest import read_manifest
 from fleetcore.loader import DatasetLoader, collate_numpy, collate_torch
-from fleetcore.tario import UnsafeTarMember
+from fleetcore.store.tario import UnsafeTarMember
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
-    from fleetcore.catalog import Catalog
+    from fleetcore.store.catalog import Catalog
     from fleetcore.simulate import simulate_fleet
     from pipelines.build_dataset import run_build_dataset
     from pipelines.curate import build_parser, config_from_args, run_curate

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.curate import write_parquet_atomic
 from fleetcore.mining import Filters, MiningError, MiningSession, check_query, run_query
 from schemas import LABELS

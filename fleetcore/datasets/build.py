@@ -32,12 +32,12 @@ import polars as pl
 import pyarrow as pa
 
 import fleetcore
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.datasets.selection import Selection, labels_by_clip, select
 from fleetcore.datasets.spec import DatasetSpec
 from fleetcore.errors import FleetError
 from fleetcore.sample import decode_sample, dumps_deterministic, encode_sample
-from fleetcore.tario import iter_members, read_member, scan_tar, tar_bytes, write_tar
+from fleetcore.store.tario import iter_members, read_member, scan_tar, tar_bytes, write_tar
 from schemas import DATASET_MANIFEST
 from schemas.v1 import TELEMETRY_SIGNALS
 

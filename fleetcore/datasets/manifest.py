@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetcore.datasets.build import INDEX_NAME, MANIFEST_NAME, DatasetError, sha256_file, validate_manifest
-from fleetcore.tario import ShardError, iter_members
+from fleetcore.store.tario import ShardError, iter_members
 from schemas import SchemaValidationError
 
 
@@ -278,3 +278,15 @@ def verify_dataset(path: str | os.PathLike[str]) -> list[VerifyProblem]:
         found.extend(detail)
         problems.extend(found)
     return problems
+
+
+def datasets_holding(root: str | os.PathLike[str], *, vehicle_id: str, drive_id: str | None = None) -> list[dict[str, Any]]:
+    """Built dataset versions under ``root`` with samples from the vehicle (or one of its drives):
+    name, version, path, ``samples_erased`` (how many) and the ``spec`` they were built from."""
+    out = []
+    for v in list_datasets(root):
+        doc = read_manifest(v["path"])
+        hits = [s for s in doc["samples"] if s["vehicle_id"] == vehicle_id and (drive_id is None or s["drive_id"] == drive_id)]
+        if hits:
+            out.append({"name": v["name"], "version": v["version"], "path": v["path"], "samples_erased": len(hits), "spec": doc["spec"]})
+    return out

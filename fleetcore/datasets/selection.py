@@ -36,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from fleetcore.catalog import Catalog
+from fleetcore.store.catalog import Catalog
 from fleetcore.datasets.spec import DatasetSpec
 from fleetcore.errors import ConfigError
 

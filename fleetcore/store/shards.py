@@ -39,8 +39,8 @@ import pyarrow as pa
 
 from fleetcore.errors import FleetError
 from fleetcore.sample import KEY_RE, DecodedSample, decode_sample, dumps_deterministic
-from fleetcore.fsio import atomic_write_bytes, basename, file_size, is_local, join, makedirs, open_file, publish
-from fleetcore.tario import (
+from fleetcore.store.fs import atomic_write_bytes, basename, file_size, is_local, join, makedirs, open_file, publish
+from fleetcore.store.tario import (
     MemberEntry,
     ShardError,
     index_rows,
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 STORE_FORMAT = "fleet-clipstore"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
 PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 _CHUNK = 1 << 20
 
@@ -262,7 +262,7 @@ def _stream_group(group: Sequence[_Frag], out: IO[bytes] | None) -> tuple[str, l
 
 def packing_token(keys: Sequence[str], record_sizes: Sequence[int], max_bytes: int) -> str:
     """8 hex digits naming one packing (same fragments + max_bytes -> same token)."""
-    doc = {"keys": list(keys), "max_bytes": int(max_bytes), "records": [int(s) for s in record_sizes], "v": STORE_FORMAT_VERSION}
+    doc = {"keys": list(keys), "max_bytes": int(max_bytes), "records": [int(s) for s in record_sizes], "v": 1}
     return hashlib.sha256(dumps_deterministic(doc)).hexdigest()[:8]
 
 

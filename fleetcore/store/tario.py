@@ -31,7 +31,7 @@ from typing import IO, BinaryIO, Iterable, Iterator, NamedTuple
 
 
 from fleetcore.errors import FleetError
-from fleetcore.fsio import basename, open_file
+from fleetcore.store.fs import basename, open_file, read_range
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240
@@ -341,9 +341,7 @@ def read_member(path: str | os.PathLike[str], data_offset: int, size: int) -> by
     """Read ``size`` bytes at ``data_offset`` (from a shard index row): random access, no scan."""
     if data_offset < 0 or size < 0:
         raise ShardError(str(path), f"invalid range offset={data_offset} size={size} (expected non-negative)", code="bad_range")
-    with open_file(path, "rb") as f:
-        f.seek(data_offset)
-        data = f.read(size)
+    data = read_range(path, data_offset, size)
     if len(data) != size:
         raise ShardError(
             str(path), f"expected {size} bytes at offset {data_offset}, file ends after {len(data)}", code="tar_truncated"
