@@ -322,7 +322,7 @@ def _register(modules: list[str]) -> None:
             cli.add_command(cmd)
 
 
-_register(["fleet_cli.mine", "fleet_cli.datasets"])
+_register(["fleet_cli.mine", "fleet_cli.datasets", "fleet_cli.store"])
 
 if __name__ == "__main__":
     cli()

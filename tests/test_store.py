@@ -1,0 +1,257 @@
+"""The clip store's manifest, generations, retention and erasure, and concurrent commits, on real
+curated stores (simulated fleet -> curate job) and real processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from fleetcore.store.catalog import Catalog
+from fleetcore.store.layout import StoreLayout
+from fleetcore.store.manifest import Generation, commit, read_manifest
+from fleetcore.store.retention import collect, erase
+from fleetcore.store.shards import StoreError, verify_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gen(i: int, version: str = "cfg-a", vehicle: str = "veh") -> Generation:
+    return Generation(vehicle_id=vehicle, drive_id=f"d{i:03d}", date="2026-11-20", config_version=version, clips=1,
+                      tables=(("clips", f"catalog/clips/date=2026-11-20/{vehicle}__d{i:03d}.x.parquet"),))
+
+
+def _committer(root: str, who: str, n: int, start: "mp.synchronize.Event") -> None:
+    start.wait()
+    for i in range(n):
+        commit(StoreLayout(root), add=[_gen(i, vehicle=who)])
+
+
+def test_two_processes_committing_at_once_lose_nothing(tmp_path):
+    """Two processes commit 30 generations each, at the same time: every one is in the newest
+    revision, revisions are consecutive, and no revision file was overwritten (each is valid JSON)."""
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_committer, args=(str(tmp_path), who, 30, start)) for who in ("a", "b")]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    man = read_manifest(StoreLayout(str(tmp_path)))
+    assert man.revision == 60
+    assert sorted(man.drives) == sorted(f"{w}__d{i:03d}" for w in ("a", "b") for i in range(30))
+    revs = sorted(int(p.stem) for p in (tmp_path / "_commits").glob("*.json"))
+    assert revs == list(range(60 - len(revs) + 1, 61))  # older revisions are pruned, never skipped
+    for p in (tmp_path / "_commits").glob("*.json"):
+        assert json.loads(p.read_text())["revision"] == int(p.stem)
+    assert json.loads((tmp_path / "clips" / "manifest.json").read_text())["revision"] == 60
+
+
+def test_generations_replace_and_stay_readable_by_version(tmp_path):
+    layout = StoreLayout(str(tmp_path))
+    commit(layout, add=[_gen(0, "cfg-a"), _gen(1, "cfg-a")])
+    commit(layout, add=[_gen(0, "cfg-b")])
+    man = read_manifest(layout)
+    assert [(g.drive, g.config_version) for g in man.current()] == [("veh__d000", "cfg-b"), ("veh__d001", "cfg-a")]
+    assert [g.drive for g in man.generations(config_version="cfg-a")] == ["veh__d000", "veh__d001"]
+    # committing the same generation again is idempotent: still two generations of d000
+    commit(layout, add=[_gen(0, "cfg-b")])
+    assert [g.config_version for g in read_manifest(layout).drives["veh__d000"]] == ["cfg-a", "cfg-b"]
+
+
+def test_a_store_of_the_old_format_is_refused_with_a_clear_error(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "manifest.json").write_text(json.dumps({"format": "fleet-clipstore", "format_version": 1, "shards": []}))
+    with pytest.raises(StoreError, match="older store format"):
+        read_manifest(StoreLayout(str(tmp_path)))
+
+
+# ----------------------------------------------------------------------------------------
+# on curated stores
+# ----------------------------------------------------------------------------------------
+def _curate(landing: Path, store: Path, *extra: str, vehicles=None) -> dict:
+    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+
+    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--rate-hz", "5", *extra]))
+    return run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"], vehicles=vehicles)
+
+
+NEW_TRIGGER = """name: extra_sample
+version: 1
+kind: random_sample
+description: More seeded background clips (test trigger).
+sample: {every_s: 10, duration_s: 2, seed: 5}
+priority: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def small_fleet(tmp_path_factory) -> Path:
+    from fleetcore.simulate import simulate_fleet
+
+    root = tmp_path_factory.mktemp("store-fleet") / "landing"
+    simulate_fleet(root, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=20.0, seed=11, workers=1)
+    return root
+
+
+def _all_files(store: Path) -> list[Path]:
+    return [p for p in store.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tmp_path):
+    store = tmp_path / "store"
+    first = _curate(small_fleet, store)
+    v1 = first["config_version"]
+    trig = tmp_path / "extra"
+    trig.mkdir()
+    (trig / "extra_sample.yaml").write_text(NEW_TRIGGER)
+    second = _curate(small_fleet, store, "--triggers", str(trig))
+    v2 = second["config_version"]
+    assert v1 != v2 and second["drives_curated"] == 4
+    cat = Catalog(str(store))
+    clips = cat.read("clips")
+    # the current generation only: one config version, no window twice
+    assert clips["config_version"].unique().to_list() == [v2]
+    assert clips.select("drive_id", "start_ns", "end_ns").is_duplicated().sum() == 0 and clips["clip_id"].n_unique() == clips.height
+    assert clips.height == second["store_samples"]
+    # the index, labels and triggers tables follow the generation too
+    assert set(cat.read("index")["key"].unique().to_list()) == set(clips["member_key"].to_list())
+    assert "extra_sample" in cat.read("triggers")["trigger"].unique().to_list()
+    # the earlier generation is still readable by its version
+    old = Catalog(str(store), config_version=v1).read("clips")
+    assert old.height == first["clips"] and old["config_version"].unique().to_list() == [v1]
+    # every shard of both generations verifies against the manifest copy
+    assert verify_store(store / "clips") == []
+
+
+@pytest.mark.slow
+def test_gc_keeps_exactly_what_it_should(small_fleet, tmp_path):
+    store = tmp_path / "store"
+    first = _curate(small_fleet, store)
+    trig = tmp_path / "extra"
+    trig.mkdir()
+    (trig / "extra_sample.yaml").write_text(NEW_TRIGGER)
+    _curate(small_fleet, store, "--triggers", str(trig))
+    layout = StoreLayout(str(store))
+    before_current = Catalog(str(store)).read("clips").sort("clip_id")
+    old_files = {str(store / rel) for g in read_manifest(layout).generations(config_version=first["config_version"]) for rel in g.files()}
+    shared = {str(store / rel) for g in read_manifest(layout).current() for rel in g.files()}
+    old_only = old_files - shared
+    assert old_only and all(Path(p).is_file() for p in old_only)
+    # keep 2 (current + previous): nothing to collect
+    assert collect(layout, keep=2).removed_generations == []
+    # older than a date before both commits: nothing either
+    assert collect(layout, keep=2, before=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)).removed_generations == []
+    # a dry run lists the four superseded generations and removes nothing
+    dry = collect(layout, keep=1, dry_run=True)
+    assert len(dry.removed_generations) == 4 and all(Path(p).is_file() for p in old_only)
+    res = collect(layout, keep=1)
+    assert len(res.removed_generations) == 4 and res.files_removed == len(old_only)
+    assert not any(Path(p).exists() for p in old_only)
+    assert all(Path(p).is_file() for p in shared)  # telemetry and frames are shared with the current generation
+    assert Catalog(str(store)).read("clips").sort("clip_id").equals(before_current)
+    assert Catalog(str(store), config_version=first["config_version"]).files("clips") == []
+    assert verify_store(store / "clips") == []
+    audit = json.loads(Path(res.audit_record).read_text())
+    assert audit["action"] == "gc" and len(audit["generations"]) == 4
+
+
+@pytest.mark.slow
+def test_erase_leaves_no_byte_of_the_drive(small_fleet, tmp_path):
+    from fleetcore.datasets.manifest import datasets_holding
+    from pipelines.build_dataset import run_build_dataset
+
+    store = tmp_path / "store"
+    _curate(small_fleet, store)
+    cat = Catalog(str(store))
+    clips = cat.read("clips")
+    victim = clips.row(0, named=True)
+    vehicle, drive = victim["vehicle_id"], victim["drive_id"]
+    gone = clips.filter((pl.col("vehicle_id") == vehicle) & (pl.col("drive_id") == drive))
+    # bytes of the drive's samples (JPEG frames and telemetry) to look for afterwards
+    idx = cat.read("index").filter(pl.col("key").is_in(gone["member_key"].to_list()))
+    probes = [cat.read_member(r["shard"], r["data_offset"], r["size"]) for r in idx.filter(pl.col("member").str.ends_with(".jpg")).head(5).iter_rows(named=True)]
+    assert probes and all(len(p) > 1000 for p in probes)
+    spec = tmp_path / "all.yaml"
+    spec.write_text("name: everything\ncameras: [front]\nframes_per_clip: 2\nframe_rate_hz: 2\nresolution: [64, 36]\nprivacy_required: false\n")
+    ds_root = tmp_path / "datasets"
+    built = run_build_dataset(str(spec), store=str(store), datasets_root=str(ds_root), beam_args=["--runner=FnApiRunner"])
+    held = datasets_holding(ds_root, vehicle_id=vehicle, drive_id=drive)
+    assert [(d["name"], d["version"]) for d in held] == [("everything", built.version)] and held[0]["samples_erased"] == gone.height
+
+    res = erase(StoreLayout(str(store)), vehicle_id=vehicle, drive_id=drive, datasets=held)
+    assert res.drives == [f"{vehicle}__{drive}"] and res.clips == gone.height and res.files_removed > 0
+    after = Catalog(str(store))
+    assert after.read("clips").filter(pl.col("drive_id") == drive).height == 0
+    assert after.read("clips").height == clips.height - gone.height
+    assert after.read("drives").filter(pl.col("drive_id") == drive).height == 0
+    audit = Path(res.audit_record)
+    for p in _all_files(store):
+        if p.parent.name == "audit":
+            continue
+        data = p.read_bytes()
+        assert drive.encode() not in data, f"{p} still names the erased drive"
+        assert not any(probe in data for probe in probes), f"{p} still holds the erased drive's frames"
+    doc = json.loads(audit.read_text())
+    assert doc["action"] == "erase" and doc["drive_id"] == drive and doc["datasets_holding_data"][0]["version"] == built.version
+    assert verify_store(store / "clips") == []
+    # the other drives are untouched and still build
+    again = run_build_dataset(str(spec), store=str(store), datasets_root=str(ds_root), beam_args=["--runner=FnApiRunner"])
+    assert again.version != built.version and again.samples == built.samples - gone.height
+
+
+@pytest.mark.slow
+def test_erase_cli_rebuilds_the_datasets_that_held_the_vehicle(small_fleet, tmp_path):
+    from click.testing import CliRunner
+
+    from fleet_cli.main import cli
+    from pipelines.build_dataset import run_build_dataset
+
+    store = tmp_path / "store"
+    _curate(small_fleet, store)
+    spec = tmp_path / "all.yaml"
+    spec.write_text("name: everything\ncameras: [front]\nframes_per_clip: 2\nframe_rate_hz: 2\nresolution: [64, 36]\nprivacy_required: false\n")
+    ds_root = tmp_path / "datasets"
+    built = run_build_dataset(str(spec), store=str(store), datasets_root=str(ds_root), beam_args=["--runner=FnApiRunner"])
+    r = CliRunner().invoke(cli, ["erase", "--store", str(store), "--vehicle", "veh-000", "--datasets-root", str(ds_root), "--rebuild-datasets", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["vehicle_id"] == "veh-000" and len(out["drives"]) == 2
+    assert out["rebuilt"][0]["old"] == built.version and not Path(built.path).exists()
+    new = json.loads((ds_root / "everything" / out["rebuilt"][0]["new"] / "manifest.json").read_text())
+    assert new["samples"] and {s["vehicle_id"] for s in new["samples"]} == {"veh-001"}
+    r = CliRunner().invoke(cli, ["store", "info", str(store), "--json"])
+    assert r.exit_code == 0 and [d["drive"].split("__")[0] for d in json.loads(r.output)["drives"]] == ["veh-001", "veh-001"]
+
+
+@pytest.mark.slow
+def test_two_curate_processes_on_one_store(small_fleet, tmp_path):
+    """Two curate jobs (one per vehicle) commit to one store at the same time: the manifest lists
+    every shard, the catalog has one row per stored sample, no clip id repeats."""
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pipelines.curate", "--input", str(small_fleet), "--output", str(store), "--no-labels", "--rate-hz", "5",
+           "--runner=FnApiRunner"]
+    procs = [subprocess.Popen([*cmd, "--vehicle", v], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for v in ("veh-000", "veh-001")]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out.decode()[-3000:]
+    man = read_manifest(StoreLayout(str(store)))
+    assert len(man.drives) == 4
+    on_disk = sorted(str(p.relative_to(store / "clips")) for p in (store / "clips").rglob("*.tar"))
+    doc = json.loads((store / "clips" / "manifest.json").read_text())
+    assert sorted(s["name"] for s in doc["shards"]) == on_disk
+    clips = Catalog(str(store)).read("clips")
+    assert clips.height == doc["n_samples"] == sum(s["samples"] for s in doc["shards"]) > 0
+    assert clips["clip_id"].n_unique() == clips.height
+    assert verify_store(store / "clips") == []
