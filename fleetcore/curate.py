@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -244,6 +244,8 @@ class ClipResult:
     row: dict[str, Any]
     frames_decoded: int = 0
     labels: list[dict[str, Any]] = field(default_factory=list)
+    #: the frames came from the drive's stored generation (no video decoded)
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ def extract_clips(
     *,
     stages: Sequence[Any] = (),
     arena_pool: ArenaPool | None = None,
+    stored: Mapping[tuple[int, int], StoredClip] | None = None,
 ) -> Iterator[ClipResult | ClipFailure]:
     """Extract, process (label / anonymise stages), encode and stage every clip of one drive.
 
@@ -285,7 +288,8 @@ def extract_clips(
     frame memory of one drive's clips is then reused for the next drive's); None: one per drive.
 
     Yields a ClipResult per clip, or a ClipFailure for a clip that failed (the caller quarantines it;
-    the other clips go on): first the clips already staged by an earlier run (reused), then the
+    the other clips go on): first the clips already staged by an earlier run and those re-keyed from
+    ``stored`` (the drive's stored clips by window, see :func:`stored_clips`: no decoding), then the
     others in task order.
 
     While ``cfg.post_workers`` worker threads run the stages, JPEG encoding and staging of the
@@ -303,6 +307,8 @@ def extract_clips(
         prev = staged_result(layout, task.clip_id)
         if prev is not None:
             yield prev
+        elif stored and (task.start_ns, task.end_ns) in stored:
+            yield reuse_clip(vd, task, stored[(task.start_ns, task.end_ns)], cfg, layout)
         else:
             todo.append(task)
     if not todo:
@@ -392,26 +398,8 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         images=images,
     )
     frag = write_fragment(layout.staging, task.clip_id, members)
-    row = {
-        "clip_id": task.clip_id,
-        "vehicle_id": vd.vehicle_id,
-        "drive_id": vd.drive_id,
-        "date": vd.date,
-        "start_ns": task.start_ns,
-        "end_ns": task.end_ns,
-        "start_utc_ns": start_utc_ns,
-        "duration_s": (task.end_ns - task.start_ns) / 1e9,
-        "triggers": list(task.triggers),
-        "primary_trigger": task.primary_trigger,
-        "priority": task.priority,
-        "cameras": list(clip.cameras),
-        "n_samples": int(len(clip.sample_times_ns)),
-        "sample_rate_hz": cfg.rate_hz,
-        "missing_frames": n_missing,
-        **summary,
-        "config_version": version,
-        "source_digests": sorted(digests.items()),
-    }
+    row = clip_row(vd, task, cameras=list(clip.cameras), n_samples=int(len(clip.sample_times_ns)), n_missing=n_missing,
+                   summary=summary, digests=digests, rate_hz=cfg.rate_hz, config_version=version)
     res = ClipResult(
         clip_id=task.clip_id,
         date=vd.date,
@@ -426,10 +414,127 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
     return res
 
 
+def clip_row(vd: ValidatedDrive, task: ClipTask, *, cameras: list[str], n_samples: int, n_missing: int, summary: dict[str, Any],
+             digests: dict[str, str], rate_hz: float, config_version: str) -> dict[str, Any]:
+    """A clip's staged catalog row (CLIPS without the label columns, shard and near-duplicate mark)."""
+    return {
+        "clip_id": task.clip_id,
+        "vehicle_id": vd.vehicle_id,
+        "drive_id": vd.drive_id,
+        "date": vd.date,
+        "start_ns": task.start_ns,
+        "end_ns": task.end_ns,
+        "start_utc_ns": task.start_ns + vd.manifest["utc_offset_ns"],
+        "duration_s": (task.end_ns - task.start_ns) / 1e9,
+        "triggers": list(task.triggers),
+        "primary_trigger": task.primary_trigger,
+        "priority": task.priority,
+        "cameras": cameras,
+        "n_samples": n_samples,
+        "sample_rate_hz": rate_hz,
+        "missing_frames": n_missing,
+        **summary,
+        "config_version": config_version,
+        "source_digests": sorted(digests.items()),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Re-curation from stored frames
+# --------------------------------------------------------------------------------------
+def curate_fingerprints(cfg: CurateConfig) -> dict[str, str]:
+    """What each part of a drive's generation depends on, so re-curation redoes only what changed:
+
+    * ``extract``: the stored frames and telemetry (sampling, frame size, JPEG quality, cameras,
+      frame conversion, code, and every stage but labels: privacy blurring edits the pixels);
+    * ``labels``: the labels stage (its labellers and their versions);
+    * ``windows``: the trigger library and the window rules.
+
+    A window the drive's current generation holds under the same ``extract`` and ``labels``
+    fingerprints is re-keyed from the stored sample instead of decoded (:func:`reuse_clip`)."""
+    from fleetcore.stages import stages_fingerprint
+    from fleetcore.video.convert import CONVERT_VERSION
+
+    def h(obj: Any) -> str:
+        return sha256_hex(json.dumps(obj, sort_keys=True, default=str))[:12]
+
+    pixel_stages = [[s, stages_fingerprint([s])] for s in cfg.stages if s != "labels"]
+    return {
+        "extract": h({"rate_hz": cfg.rate_hz, "max_side": cfg.max_side, "jpeg_quality": cfg.jpeg_quality, "cameras": cfg.cameras,
+                      "code": fleetcore.__version__, "frame_conversion": CONVERT_VERSION, "stages": pixel_stages}),
+        "labels": h(stages_fingerprint(["labels"]) if "labels" in cfg.stages else None),
+        "windows": h({"triggers": cfg.trigger_hash, "max_clip_s": cfg.max_clip_s, "telemetry_rate_hz": cfg.telemetry_rate_hz}),
+    }
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """A clip of a stored generation: where its members lie and its label rows."""
+
+    clip_id: str
+    shard_path: str
+    members: tuple[tuple[str, int, int, int], ...]  # (member, header_offset, data_offset, size), archive order
+    labels: tuple[dict[str, Any], ...] = ()
+
+    def read(self) -> list[tuple[str, bytes]]:
+        """The sample's members, fetched with one range read (a sample's members are contiguous)."""
+        from fleetcore.store.tario import read_member
+
+        start = self.members[0][1]
+        end = max(off + size for _, _, off, size in self.members)
+        buf = read_member(self.shard_path, start, end - start)
+        return [(name, buf[off - start: off - start + size]) for name, _, off, size in self.members]
+
+
+def stored_clips(layout: StoreLayout, gen: Generation) -> dict[tuple[int, int], StoredClip]:
+    """The clips of a stored generation by window ``(start_ns, end_ns)``: three catalog files read,
+    no shard touched."""
+    from fleetcore.store.fs import read_parquet
+
+    if gen.table("clips") is None or gen.table("index") is None:
+        return {}
+    clips = read_parquet(layout.resolve(gen.table("clips")), columns=["clip_id", "start_ns", "end_ns", "shard", "member_key"]).to_pylist()
+    index: dict[str, list[tuple[str, int, int, int]]] = {}
+    for r in read_parquet(layout.resolve(gen.table("index")), columns=["key", "member", "header_offset", "data_offset", "size"]).to_pylist():
+        index.setdefault(r["key"], []).append((r["member"], r["header_offset"], r["data_offset"], r["size"]))
+    labels: dict[str, list[dict[str, Any]]] = {}
+    if gen.table("labels") is not None:
+        for r in read_parquet(layout.resolve(gen.table("labels"))).to_pylist():
+            labels.setdefault(r["clip_id"], []).append(r)
+    return {
+        (c["start_ns"], c["end_ns"]): StoredClip(c["clip_id"], layout.shard_path(c["shard"]), tuple(sorted(index[c["member_key"]], key=lambda m: m[1])),
+                                                 tuple(labels.get(c["clip_id"], ())))
+        for c in clips if c["member_key"] in index
+    }
+
+
+def reuse_clip(vd: ValidatedDrive, task: ClipTask, src: StoredClip, cfg: CurateConfig, layout: StoreLayout) -> ClipResult:
+    """Stage a clip from a stored sample of the same window (same frames, telemetry and labels):
+    the sample is re-keyed with this run's clip id, triggers and config version, nothing decoded."""
+    from fleetcore.sample import rekey_sample
+    from fleetcore.store.shards import write_fragment
+
+    version = cfg.version()
+    members = src.read()
+    meta = json.loads(members[0][1])
+    update = {"clip_id": task.clip_id, "triggers": list(task.triggers), "primary_trigger": task.primary_trigger, "config_version": version}
+    frag = write_fragment(layout.staging, task.clip_id, rekey_sample(members, task.clip_id, update))
+    record = {**meta["record"], **update}
+    row = clip_row(vd, task, cameras=list(meta["cameras"]), n_samples=int(meta["n_samples"]),
+                   n_missing=sum(len(v) for v in meta["missing_frames"].values()), summary=record["telemetry_summary"],
+                   digests=dict(record["source_digests"]), rate_hz=cfg.rate_hz, config_version=version)
+    res = ClipResult(clip_id=task.clip_id, date=vd.date, drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id), fragment=str(frag.path),
+                     fragment_bytes=int(frag.bytes), row=row, frames_decoded=0, labels=[{**r, "clip_id": task.clip_id} for r in src.labels],
+                     reused=True)
+    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    return res
+
+
 # --------------------------------------------------------------------------------------
 # Packing (one call per drive)
 # --------------------------------------------------------------------------------------
-def pack_drive(layout: StoreLayout, drive: dict[str, Any], clips: Sequence[ClipResult], cfg: CurateConfig) -> Generation:
+def pack_drive(layout: StoreLayout, drive: dict[str, Any], clips: Sequence[ClipResult], cfg: CurateConfig, *,
+               fingerprints: Mapping[str, str] | None = None) -> Generation:
     """Pack one drive's staged clips into the shards of a new generation, write its catalog files
     (clips, index, labels, clip_labels) and drive row, and return the Generation to commit.
 
@@ -477,6 +582,7 @@ def pack_drive(layout: StoreLayout, drive: dict[str, Any], clips: Sequence[ClipR
         vehicle_id=vehicle_id, drive_id=drive_id, date=date, config_version=version, clips=len(clips),
         shards=tuple({**s.manifest_entry(), "name": f"date={date}/{s.name}"} for s in shards),
         tables=tuple(sorted(tables.items())),
+        fingerprints=tuple(sorted((fingerprints or {}).items())),
     )
 
 

@@ -387,3 +387,28 @@ def decode_sample(members: Mapping[str, bytes]) -> DecodedSample:
         meta=meta,
         extras={ext: bytes(d) for ext, d in by_ext.items()},
     )
+
+
+def rekey_sample(members: Sequence[tuple[str, bytes]], new_key: str, record: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    """A stored sample under a new key with an updated ``record``: the JSON member is rewritten
+    (key, ``record`` keys replaced by ``record``'s), every other member (frames, telemetry) is kept
+    byte for byte under the new name. The result is what :func:`encode_sample` gives for the same
+    frames with that key and record, so re-curation can reuse stored frames without decoding."""
+    if not KEY_RE.match(new_key):
+        raise SampleError(new_key, "key must match [A-Za-z0-9][A-Za-z0-9_-]* (no dots or slashes)")
+    if not members or split_member_name(members[0][0]) is None or split_member_name(members[0][0])[1] != JSON_EXT:  # type: ignore[index]
+        raise SampleError(members[0][0] if members else "?", "expected the sample's JSON member first (encode_sample's member order)")
+    old_key = split_member_name(members[0][0])[0]  # type: ignore[index]
+    try:
+        meta = json.loads(members[0][1])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SampleError(old_key, f"JSON member does not parse ({exc})", member=members[0][0]) from exc
+    meta["key"] = new_key
+    meta["record"] = {**meta.get("record", {}), **record}
+    out = [(f"{new_key}.{JSON_EXT}", dumps_deterministic(meta))]
+    for name, data in members[1:]:
+        split = split_member_name(name)
+        if split is None or split[0] != old_key:
+            raise SampleError(old_key, f"member {name!r} does not belong to the sample", member=name)
+        out.append((f"{new_key}.{split[1]}", data))
+    return out

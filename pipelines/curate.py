@@ -33,12 +33,14 @@ from fleetcore.curate import (
     ClipResult,
     CurateConfig,
     already_curated,
+    curate_fingerprints,
     clip_tasks,
     extract_clips,
     find_drive_events,
     load_trigger_library,
     pack_drive,
     remove_staged,
+    stored_clips,
     write_drive_tables,
     write_quarantine,
 )
@@ -175,8 +177,9 @@ class WriteDriveTables(beam.PTransform):
 # Stage 5 (+ label / privacy stages): extract clips
 # --------------------------------------------------------------------------------------
 class _ExtractFn(beam.DoFn):
-    def __init__(self, store: str, cfg: CurateConfig):
-        self.store, self.cfg = store, cfg
+    def __init__(self, store: str, cfg: CurateConfig, fingerprints: dict[str, str]):
+        self.store, self.cfg, self.fingerprints = store, cfg, fingerprints
+        self.reused = Metrics.counter(NS, "clips_reused")
         self.clips = Metrics.counter(NS, "clips_extracted")
         self.frames = Metrics.counter(NS, "frames_decoded")
         self.bad = Metrics.counter(NS, "clips_quarantined")
@@ -187,6 +190,7 @@ class _ExtractFn(beam.DoFn):
         from fleetcore.video import ArenaPool, set_opencv_threads
 
         self.layout = StoreLayout(self.store)
+        self.manifest = read_manifest(self.layout)  # the drives' stored generations, read once per worker
         self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")
         self.opencv_threads_before = set_opencv_threads(self.cfg.opencv_threads)
         # Heavy objects (detectors, models) are built once per worker here, and the frame arenas
@@ -206,7 +210,11 @@ class _ExtractFn(beam.DoFn):
         if vd.source_uri is not None and not os.path.isdir(vd.path):  # validated on another worker
             vd = replace(vd, path=str(localize_drive(vd.source_uri, self.cache)))
         n = 0
-        for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages, arena_pool=self.arena_pool):
+        stored = None
+        old = self.manifest.generation(vd.vehicle_id, vd.drive_id)
+        if old is not None and all(old.fingerprint(k) == self.fingerprints[k] for k in ("extract", "labels")):
+            stored = stored_clips(self.layout, old)  # same frames and labels: windows it holds are re-keyed, not decoded
+        for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages, arena_pool=self.arena_pool, stored=stored):
             if isinstance(res, ClipFailure):
                 self.bad.inc()
                 yield QUARANTINE, quarantine_record(vd.source_uri or vd.path, res.error, stage="extract", vehicle_id=vd.vehicle_id,
@@ -214,6 +222,7 @@ class _ExtractFn(beam.DoFn):
                 continue
             n += 1
             self.clips.inc()
+            self.reused.inc(int(res.reused))
             self.frames.inc(res.frames_decoded)
             yield CLIP, res
         self.drives.inc()
@@ -223,20 +232,20 @@ class _ExtractFn(beam.DoFn):
 class ExtractClips(beam.PTransform):
     """(drive, tasks) -> tagged ("clip", ClipResult) | ("drive", drive row) | ("quarantine", record)."""
 
-    def __init__(self, store: str, cfg: CurateConfig):
+    def __init__(self, store: str, cfg: CurateConfig, fingerprints: dict[str, str]):
         super().__init__()
-        self.store, self.cfg = store, cfg
+        self.store, self.cfg, self.fingerprints = store, cfg, fingerprints
 
     def expand(self, items):
-        return items | "Spread" >> beam.Reshuffle() | "Extract" >> beam.ParDo(_ExtractFn(self.store, self.cfg))
+        return items | "Spread" >> beam.Reshuffle() | "Extract" >> beam.ParDo(_ExtractFn(self.store, self.cfg, self.fingerprints))
 
 
 # --------------------------------------------------------------------------------------
 # Stage 6: pack each drive's shards + catalog files (a new generation)
 # --------------------------------------------------------------------------------------
 class _PackFn(beam.DoFn):
-    def __init__(self, store: str, cfg: CurateConfig):
-        self.store, self.cfg = store, cfg
+    def __init__(self, store: str, cfg: CurateConfig, fingerprints: dict[str, str]):
+        self.store, self.cfg, self.fingerprints = store, cfg, fingerprints
         self.bytes = Metrics.counter(NS, "shard_bytes_written")
         self.shards = Metrics.counter(NS, "shards_written")
 
@@ -249,10 +258,11 @@ class _PackFn(beam.DoFn):
         drives = [v for k, v in items if k == DRIVE]
         if len(drives) != 1:  # a drive's clips always arrive with its one drive row
             raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
-        gen = pack_drive(self.layout, drives[0], clips, self.cfg)
+        gen = pack_drive(self.layout, drives[0], clips, self.cfg, fingerprints=self.fingerprints)
         self.bytes.inc(sum(s["bytes"] for s in gen.shards))
         self.shards.inc(len(gen.shards))
-        yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips]}
+        yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips],
+               "reused": sum(c.reused for c in clips), "frames_decoded": sum(c.frames_decoded for c in clips)}
 
 
 def _drive_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
@@ -264,16 +274,16 @@ def _drive_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
 class WriteClipStore(beam.PTransform):
     """Tagged clips and drive rows -> one packed generation per drive (shards, catalog files)."""
 
-    def __init__(self, store: str, cfg: CurateConfig):
+    def __init__(self, store: str, cfg: CurateConfig, fingerprints: dict[str, str]):
         super().__init__()
-        self.store, self.cfg = store, cfg
+        self.store, self.cfg, self.fingerprints = store, cfg, fingerprints
 
     def expand(self, tagged):
         return (
             tagged
             | "KeyByDrive" >> beam.Map(_drive_of)
             | "GroupByDrive" >> beam.GroupByKey()
-            | "Pack" >> beam.ParDo(_PackFn(self.store, self.cfg))
+            | "Pack" >> beam.ParDo(_PackFn(self.store, self.cfg, self.fingerprints))
         )
 
 
@@ -307,6 +317,9 @@ class _Finish(beam.DoFn):
             "dates": sorted({g.date for g in gens}),
             "drives_curated": len(gens),
             "clips": sum(g.clips for g in gens),
+            "clips_reused": sum(r.get("reused", 0) for r in results),
+            "clips_decoded": sum(g.clips for g in gens) - sum(r.get("reused", 0) for r in results),
+            "frames_decoded": sum(r.get("frames_decoded", 0) for r in results),
             "shards_written": len(shards),
             "bytes_written": sum(s["bytes"] for s in shards),
             "quarantined": sorted((r["quarantine"] for r in results if "quarantine" in r), key=lambda q: (q["path"], q.get("clip_id") or "")),
@@ -328,6 +341,7 @@ class Curate(beam.PTransform):
 
     def expand(self, pbegin):
         version = self.cfg.version()
+        fingerprints = curate_fingerprints(self.cfg)
         validated = (
             pbegin
             | "ReadLandingDrives" >> ReadLandingDrives(self.landing, vehicles=self.vehicles)
@@ -337,7 +351,7 @@ class Curate(beam.PTransform):
         extracted = (
             good
             | "WriteDriveTables" >> WriteDriveTables(self.store, self.cfg)
-            | "ExtractClips" >> ExtractClips(self.store, self.cfg)
+            | "ExtractClips" >> ExtractClips(self.store, self.cfg, fingerprints)
         )
         bad_drives = validated | "BadDrives" >> beam.Filter(_tag(QUARANTINE))
         bad_clips = extracted | "BadClips" >> beam.Filter(_tag(QUARANTINE))
@@ -350,7 +364,7 @@ class Curate(beam.PTransform):
         packed = (
             extracted
             | "ClipsAndDrives" >> beam.Filter(lambda kv: kv[0] in (CLIP, DRIVE))
-            | "WriteClipStore" >> WriteClipStore(self.store, self.cfg)
+            | "WriteClipStore" >> WriteClipStore(self.store, self.cfg, fingerprints)
         )
         return (
             (packed, quarantined)

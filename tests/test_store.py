@@ -118,6 +118,22 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     second = _curate(small_fleet, store, "--triggers", str(trig))
     v2 = second["config_version"]
     assert v1 != v2 and second["drives_curated"] == 4
+    # only the windows the store did not hold were decoded; the others were re-keyed from the stored samples
+    assert 0 < second["clips_reused"] < second["clips"] and second["clips_decoded"] == second["clips"] - second["clips_reused"]
+    assert second["clips_reused"] <= first["clips"] and 0 < second["frames_decoded"] < first["frames_decoded"]
+    assert second["metrics"]["clips_reused"] == second["clips_reused"] and second["metrics"]["frames_decoded"] == second["frames_decoded"]
+    # and the result is byte for byte what a fresh curate under the new config writes
+    fresh = tmp_path / "fresh"
+    ref = _curate(small_fleet, fresh, "--triggers", str(trig))
+    assert ref["clips_reused"] == 0 and ref["config_version"] == v2
+
+    def shards(root: Path, version: str) -> dict[str, str]:
+        return {s["name"]: s["sha256"] for g in read_manifest(StoreLayout(str(root))).generations(config_version=version) for s in g.shards}
+
+    assert shards(store, v2) == shards(fresh, v2)
+    for table in ("clips", "index", "labels"):
+        a, b = Catalog(str(store)).read(table), Catalog(str(fresh)).read(table)
+        assert a.sort(a.columns).equals(b.sort(b.columns)), table
     cat = Catalog(str(store))
     clips = cat.read("clips")
     # the current generation only: one config version, no window twice
@@ -132,6 +148,9 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     assert old.height == first["clips"] and old["config_version"].unique().to_list() == [v1]
     # every shard of both generations verifies against the manifest copy
     assert verify_store(store / "clips") == []
+    # changing the privacy stage changes the stored pixels: every clip is extracted from the source again
+    third = _curate(small_fleet, store, "--triggers", str(trig), "--no-privacy")
+    assert third["clips_reused"] == 0 and third["clips_decoded"] == third["clips"] == second["clips"] and third["frames_decoded"] > 0
 
 
 @pytest.mark.slow

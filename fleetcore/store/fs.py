@@ -242,3 +242,15 @@ def write_parquet(table: Any, path: str | os.PathLike[str]) -> int:
     data = buf.getvalue().to_pybytes()
     atomic_write_bytes(path, data)
     return len(data)
+
+
+def read_parquet(path: str | os.PathLike[str], *, columns: list[str] | None = None) -> Any:
+    """A Parquet file (local path or URI) as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    fs, p = resolve(path)
+    if fs is None:
+        return pq.read_table(p, columns=columns)
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    return pq.read_table(p, columns=columns, filesystem=PyFileSystem(FSSpecHandler(fs)))

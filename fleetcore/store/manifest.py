@@ -49,6 +49,8 @@ class Generation:
     clips: int
     shards: tuple[dict[str, Any], ...] = ()
     tables: tuple[tuple[str, str], ...] = ()  # (table, relpath), sorted
+    #: what its parts depend on (fleetcore.curate.curate_fingerprints): extract, labels, windows
+    fingerprints: tuple[tuple[str, str], ...] = ()
     committed_revision: int = 0
     committed_utc: str = ""
 
@@ -59,6 +61,9 @@ class Generation:
     def table(self, name: str) -> str | None:
         return dict(self.tables).get(name)
 
+    def fingerprint(self, part: str) -> str | None:
+        return dict(self.fingerprints).get(part)
+
     def files(self) -> list[str]:
         """Every file of this generation, relative to the store root."""
         return [rel for _, rel in self.tables] + ["clips/" + s["name"] for s in self.shards]
@@ -67,6 +72,7 @@ class Generation:
         d = asdict(self)
         d["shards"] = [dict(s) for s in self.shards]
         d["tables"] = dict(self.tables)
+        d["fingerprints"] = dict(self.fingerprints)
         return d
 
     @classmethod
@@ -74,6 +80,7 @@ class Generation:
         return cls(
             vehicle_id=str(d["vehicle_id"]), drive_id=str(d["drive_id"]), date=str(d["date"]), config_version=str(d["config_version"]),
             clips=int(d["clips"]), shards=tuple(dict(s) for s in d.get("shards", ())), tables=tuple(sorted(dict(d.get("tables", {})).items())),
+            fingerprints=tuple(sorted(dict(d.get("fingerprints", {})).items())),
             committed_revision=int(d.get("committed_revision", 0)), committed_utc=str(d.get("committed_utc", "")),
         )
 
