@@ -29,13 +29,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-## Benchmarks: ratios against bounds measured in the same run (not tests).
+## Benchmarks: ratios against bounds measured in the same run (not tests); bench/RESULTS.md holds the latest figures.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/decode.py --json bench/results/decode.json
 	$(BIN)/python bench/privacy.py --json bench/results/privacy.json
 	$(BIN)/python bench/loader.py --json bench/results/loader.json
 	$(BIN)/python bench/query.py --json bench/results/query.json
+	$(BIN)/python bench/report.py bench/results/decode.json bench/results/privacy.json bench/results/loader.json bench/results/query.json
 
 UI_PORT ?= 3000
 DAGSTER_HOME_DIR ?= $(CURDIR)/.dagster_home

@@ -37,6 +37,12 @@ END_DATE = dt.date(2026, 11, 28)
 
 
 def build_catalog(root: Path, n: int, days: int, seed: int = 0) -> None:
+    """One catalog file per date and table, committed to the store manifest as one generation per
+    date (the readers read what the manifest lists)."""
+    from fleetcore.store.layout import StoreLayout
+    from fleetcore.store.manifest import Generation, commit
+
+    gens = []
     rng = np.random.default_rng(seed)
     day = rng.integers(0, days, n)
     order = np.argsort(day, kind="stable")
@@ -98,6 +104,9 @@ def build_catalog(root: Path, n: int, days: int, seed: int = 0) -> None:
         p = root / "catalog" / "clip_labels" / f"date={date}"
         p.mkdir(parents=True, exist_ok=True)
         pq.write_table(clip_labels_table(lab), p / "part-0.parquet", compression="zstd")
+        gens.append(Generation(vehicle_id="bench", drive_id=date, date=date, config_version="cfg-bench", clips=m,
+                               tables=tuple((t, f"catalog/{t}/date={date}/part-0.parquet") for t in ("clip_labels", "clips", "labels"))))
+    commit(StoreLayout(str(root)), add=gens)
 
 
 def queries(now: dt.datetime) -> list[dict[str, Any]]:

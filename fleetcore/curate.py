@@ -398,7 +398,7 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         images=images,
     )
     frag = write_fragment(layout.staging, task.clip_id, members)
-    row = clip_row(vd, task, cameras=list(clip.cameras), n_samples=int(len(clip.sample_times_ns)), n_missing=n_missing,
+    row = clip_row(_drive_facts(vd), task, cameras=list(clip.cameras), n_samples=int(len(clip.sample_times_ns)), n_missing=n_missing,
                    summary=summary, digests=digests, rate_hz=cfg.rate_hz, config_version=version)
     res = ClipResult(
         clip_id=task.clip_id,
@@ -414,17 +414,22 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
     return res
 
 
-def clip_row(vd: ValidatedDrive, task: ClipTask, *, cameras: list[str], n_samples: int, n_missing: int, summary: dict[str, Any],
+def _drive_facts(vd: ValidatedDrive) -> dict[str, Any]:
+    return {"vehicle_id": vd.vehicle_id, "drive_id": vd.drive_id, "date": vd.date, "utc_offset_ns": vd.manifest["utc_offset_ns"]}
+
+
+def clip_row(drive: Mapping[str, Any], task: ClipTask, *, cameras: list[str], n_samples: int, n_missing: int, summary: dict[str, Any],
              digests: dict[str, str], rate_hz: float, config_version: str) -> dict[str, Any]:
-    """A clip's staged catalog row (CLIPS without the label columns, shard and near-duplicate mark)."""
+    """A clip's staged catalog row (CLIPS without the label columns, shard and near-duplicate mark).
+    ``drive``: vehicle_id, drive_id, date and utc_offset_ns of its drive."""
     return {
         "clip_id": task.clip_id,
-        "vehicle_id": vd.vehicle_id,
-        "drive_id": vd.drive_id,
-        "date": vd.date,
+        "vehicle_id": drive["vehicle_id"],
+        "drive_id": drive["drive_id"],
+        "date": drive["date"],
         "start_ns": task.start_ns,
         "end_ns": task.end_ns,
-        "start_utc_ns": task.start_ns + vd.manifest["utc_offset_ns"],
+        "start_utc_ns": task.start_ns + drive["utc_offset_ns"],
         "duration_s": (task.end_ns - task.start_ns) / 1e9,
         "triggers": list(task.triggers),
         "primary_trigger": task.primary_trigger,
@@ -475,6 +480,7 @@ class StoredClip:
     shard_path: str
     members: tuple[tuple[str, int, int, int], ...]  # (member, header_offset, data_offset, size), archive order
     labels: tuple[dict[str, Any], ...] = ()
+    task: ClipTask | None = None  # the stored window: clip id, times, triggers, priority
 
     def read(self) -> list[tuple[str, bytes]]:
         """The sample's members, fetched with one range read (a sample's members are contiguous)."""
@@ -493,7 +499,8 @@ def stored_clips(layout: StoreLayout, gen: Generation) -> dict[tuple[int, int], 
 
     if gen.table("clips") is None or gen.table("index") is None:
         return {}
-    clips = read_parquet(layout.resolve(gen.table("clips")), columns=["clip_id", "start_ns", "end_ns", "shard", "member_key"]).to_pylist()
+    cols = ["clip_id", "start_ns", "end_ns", "shard", "member_key", "triggers", "primary_trigger", "priority"]
+    clips = read_parquet(layout.resolve(gen.table("clips")), columns=cols).to_pylist()
     index: dict[str, list[tuple[str, int, int, int]]] = {}
     for r in read_parquet(layout.resolve(gen.table("index")), columns=["key", "member", "header_offset", "data_offset", "size"]).to_pylist():
         index.setdefault(r["key"], []).append((r["member"], r["header_offset"], r["data_offset"], r["size"]))
@@ -503,7 +510,8 @@ def stored_clips(layout: StoreLayout, gen: Generation) -> dict[tuple[int, int], 
             labels.setdefault(r["clip_id"], []).append(r)
     return {
         (c["start_ns"], c["end_ns"]): StoredClip(c["clip_id"], layout.shard_path(c["shard"]), tuple(sorted(index[c["member_key"]], key=lambda m: m[1])),
-                                                 tuple(labels.get(c["clip_id"], ())))
+                                                 tuple(labels.get(c["clip_id"], ())),
+                                                 ClipTask(c["clip_id"], c["start_ns"], c["end_ns"], tuple(c["triggers"]), c["primary_trigger"], int(c["priority"])))
         for c in clips if c["member_key"] in index
     }
 
@@ -520,12 +528,47 @@ def reuse_clip(vd: ValidatedDrive, task: ClipTask, src: StoredClip, cfg: CurateC
     update = {"clip_id": task.clip_id, "triggers": list(task.triggers), "primary_trigger": task.primary_trigger, "config_version": version}
     frag = write_fragment(layout.staging, task.clip_id, rekey_sample(members, task.clip_id, update))
     record = {**meta["record"], **update}
-    row = clip_row(vd, task, cameras=list(meta["cameras"]), n_samples=int(meta["n_samples"]),
+    row = clip_row(_drive_facts(vd), task, cameras=list(meta["cameras"]), n_samples=int(meta["n_samples"]),
                    n_missing=sum(len(v) for v in meta["missing_frames"].values()), summary=record["telemetry_summary"],
                    digests=dict(record["source_digests"]), rate_hz=cfg.rate_hz, config_version=version)
     res = ClipResult(clip_id=task.clip_id, date=vd.date, drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id), fragment=str(frag.path),
                      fragment_bytes=int(frag.bytes), row=row, frames_decoded=0, labels=[{**r, "clip_id": task.clip_id} for r in src.labels],
                      reused=True)
+    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    return res
+
+
+def relabel_clip(drive: Mapping[str, Any], src: StoredClip, labels_stage: Any, cfg: CurateConfig, layout: StoreLayout) -> ClipResult:
+    """Stage a stored clip with its labels made again by ``labels_stage`` from its stored frames
+    (JPEG-decoded: no video is decoded; the frames are the stored, privacy-blurred ones). Its frames
+    and telemetry members are kept byte for byte; the JSON and the label rows are new."""
+    from fleetcore.sample import decode_sample, rekey_sample
+    from fleetcore.store.shards import write_fragment
+    from fleetcore.video.extract import ClipFrames
+
+    assert src.task is not None
+    version = cfg.version()
+    old = src.task
+    task = ClipTask(clip_id_for(drive["drive_id"], old.start_ns, old.end_ns, version), old.start_ns, old.end_ns, old.triggers,
+                    old.primary_trigger, old.priority)
+    members = src.read()
+    sample = decode_sample(dict(members))
+    clip = ClipFrames(sample_times_ns=sample.sample_times_ns, cameras=list(sample.cameras), frames=sample.frames,
+                      pts_ns={c: np.asarray([-1 if v is None else v for v in sample.pts_ns[c]], np.int64) for c in sample.cameras},
+                      offset_ns={c: np.asarray([0 if v is None else v for v in sample.offset_ns[c]], np.int64) for c in sample.cameras})
+    record = {"clip_id": task.clip_id, "window_ns": [task.start_ns, task.end_ns], "start_utc_ns": sample.record["start_utc_ns"]}
+    try:
+        rows = labels_stage(clip=clip, telemetry=dict(sample.telemetry), drive=None, record=record) or []
+    except FleetError as exc:
+        raise DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {src.clip_id}: {exc}") from exc
+    update = {"clip_id": task.clip_id, "config_version": version, "labels": record.get("labels")}
+    frag = write_fragment(layout.staging, task.clip_id, rekey_sample(members, task.clip_id, update))
+    rec = {**sample.record, **update}
+    row = clip_row(drive, task, cameras=list(sample.cameras), n_samples=sample.n_samples,
+                   n_missing=sum(len(v) for v in sample.meta["missing_frames"].values()), summary=rec["telemetry_summary"],
+                   digests=dict(rec["source_digests"]), rate_hz=cfg.rate_hz, config_version=version)
+    res = ClipResult(clip_id=task.clip_id, date=drive["date"], drive_key=layout.drive_name(drive["vehicle_id"], drive["drive_id"]),
+                     fragment=str(frag.path), fragment_bytes=int(frag.bytes), row=row, frames_decoded=0, labels=list(rows), reused=True)
     atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
     return res
 
