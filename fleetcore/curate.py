@@ -68,7 +68,7 @@ SAMPLE_TELEMETRY = (
 CONFIG_WHERE = "<curate config>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CurateConfig:
     """The curate job's one run config: everything that changes the bytes of the clip store, and
     the worker knobs that do not (marked ``NOT_IN_VERSION``). Its hash is the config version.

@@ -39,7 +39,7 @@ def version_payload(obj: Any) -> Any:
     return obj
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrivacyOptions:
     """Options of the ``privacy`` stage (``fleetcore.privacy.PrivacyStage``; docs/labels.md)."""
 
@@ -79,7 +79,7 @@ class PrivacyOptions:
             raise ConfigError(where, exc.field, exc.problem) from exc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OnnxLabellerOptions:
     """One model labeller of the ``labels`` stage (``fleetcore.labels.onnx.OnnxLabeller``)."""
 
@@ -126,7 +126,7 @@ class OnnxLabellerOptions:
         check_flag(self, "softmax", where)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LabelsOptions:
     """Options of the ``labels`` stage (``fleetcore.labels.stage``; docs/labels.md): which built-in
     labellers run, and the model labellers run after them."""

@@ -321,7 +321,8 @@ def test_onnx_labeller_from_config(tmp_path, udacity_frames):
     )
     opts = LabelsOptions.from_file(cfg)
     assert opts == LabelsOptions(builtins=("telemetry",), labellers=(OnnxLabellerOptions(
-        "colour", str(tmp_path / "colour.onnx"), (32, 32), ("red", "green", "blue"), version="2", batch_size=2, frames=5),))
+        name="colour", path=str(tmp_path / "colour.onnx"), input_size=(32, 32), labels=("red", "green", "blue"), version="2", batch_size=2,
+        frames=5),))
     labs = build_labellers(opts)
     assert [lab.name for lab in labs] == ["telemetry", "colour"]
     colour = labs[1]
