@@ -206,20 +206,20 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
 
     import polars as pl
 
+    from fleetcore.curate import CurateConfig
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     landing = root / "sim-landing"
     simulate_fleet(landing, vehicles=vehicles, drives_per_vehicle=drives, cameras=3, width=640, height=360, fps=20.0,
                    duration_s=20.0 if quick else 30.0, seed=11)
-    runs = [(f"{name}, post_workers={w}", [*flags, "--post-workers", str(w)])
-            for w in (2, 0) for name, flags in (("without stages", ["--no-labels", "--no-privacy"]), ("labels + privacy", []))]
+    runs = [(f"{name}, post_workers={w}", CurateConfig(stages=stages, post_workers=w))
+            for w in (2, 0) for name, stages in (("without stages", ()), ("labels + privacy", CurateConfig.stages))]
     out: dict[str, Any] = {"fleet": {"vehicles": vehicles, "drives_per_vehicle": drives, "cameras": 3, "size": "640x360", "fps": 20.0}}
     rounds: list[dict[str, float]] = []
     for rep in range(repeats):
         rounds.append({})
-        for i, (name, flags) in enumerate(runs):
-            cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", *flags]))
+        for i, (name, cfg) in enumerate(runs):
             console.log(f"curate on the simulated fleet, {name} (run {rep + 1}/{repeats}) ...")
             store = root / f"store-{i}"
             shutil.rmtree(store, ignore_errors=True)

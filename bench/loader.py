@@ -50,14 +50,15 @@ BATCH = 16
 
 
 def make_store(work: Path) -> Path:
+    from fleetcore.curate import CurateConfig
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     store = work / "store"
     if (store / "clips" / "manifest.json").is_file():
         return store
     simulate_fleet(work / "landing", vehicles=2, drives_per_vehicle=1, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7)
-    run_curate(str(work / "landing"), str(store), config_from_args(build_parser().parse_args(["--input", "x", "--output", "y"])),
+    run_curate(str(work / "landing"), str(store), CurateConfig(),
                beam_args=["--runner=FnApiRunner"])
     return store
 

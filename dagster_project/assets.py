@@ -21,6 +21,8 @@ import dagster as dg
 from dagster_project import dataset_specs, facts
 from dagster_project.landing_scan import scan_landing
 from dagster_project.resources import BeamRunner, FleetPaths
+from fleetcore.curate import CurateConfig, curate_stages
+from fleetcore.stage_options import LabelsOptions, PrivacyOptions
 
 log = logging.getLogger(__name__)
 
@@ -89,36 +91,40 @@ def landing_drives(paths: FleetPaths) -> dg.ObserveResult:
 # The curate job, one daily partition per run
 # --------------------------------------------------------------------------------------
 class CurateRunConfig(dg.Config):
-    """Options of the curate job (``python -m pipelines.curate --help``)."""
+    """The Launchpad's options of a curate run; ``to_curate_config()`` makes the job's run config
+    (``fleetcore.curate.CurateConfig``, the same the CLI builds from its options)."""
 
     labels: bool = True  # the labelling stage
     privacy: bool = True  # blur faces and plates before encoding (off is recorded in every sample)
     extra_stages: list[str] = []  # further registered clip stages
-    rate_hz: float = 10.0
-    max_side: int = 640
+    rate_hz: float = CurateConfig.rate_hz
+    max_side: int = CurateConfig.max_side
     extra_triggers: list[str] = []
+    privacy_config: str | None = None  # YAML/JSON privacy options file (docs/labels.md), read when the run starts
+    labels_config: str | None = None  # YAML/JSON labels options file (docs/labels.md), read when the run starts
 
-    def argv(self) -> list[str]:
-        argv = ["--input", "-", "--output", "-", "--rate-hz", str(self.rate_hz), "--max-side", str(self.max_side),
-                "--labels" if self.labels else "--no-labels", "--privacy" if self.privacy else "--no-privacy"]
-        for s in self.extra_stages:
-            argv += ["--stage", s]
-        for t in self.extra_triggers:
-            argv += ["--triggers", t]
-        return argv
+    def to_curate_config(self) -> CurateConfig:
+        return CurateConfig(
+            rate_hz=self.rate_hz,
+            max_side=self.max_side,
+            trigger_paths=tuple(self.extra_triggers),
+            stages=curate_stages(labels=self.labels, privacy=self.privacy, extra=self.extra_stages),
+            privacy=PrivacyOptions.from_file(self.privacy_config) if self.privacy_config else PrivacyOptions(),
+            labels=LabelsOptions.from_file(self.labels_config) if self.labels_config else LabelsOptions(),
+        )
 
 
 def run_curate_partition(date: str, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner) -> dict[str, Any]:
-    """Run ``pipelines.curate.run_curate`` for one UTC date; domain errors become non-retried failures."""
+    """Run ``pipelines.curate.run_curate`` for one UTC date; domain errors (a bad option too) become
+    non-retried failures."""
     from fleetcore.errors import FleetError
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     landing, store = paths.landing(), paths.store()
     if not landing.is_dir():
         raise dg.Failure(description=f"{landing}: landing root is not a directory (set FleetPaths.landing_root or $FLEET_LANDING_ROOT)", allow_retries=False)
     try:
-        cfg = config_from_args(build_parser().parse_args(config.argv()))
-        return run_curate(str(landing), str(store), cfg, beam_args=beam.beam_args(), dates=[date])
+        return run_curate(str(landing), str(store), config.to_curate_config(), beam_args=beam.beam_args(), dates=[date])
     except FleetError as exc:
         raise _permanent(exc, f"curate {date}") from exc
 

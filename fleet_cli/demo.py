@@ -38,9 +38,10 @@ def plant_broken_drive(landing: Path) -> Path:
 def run_demo(out_dir: Path, *, vehicles: int, drives: int, cameras: int, duration_s: float, seed: int,
              progress: Callable[..., Any], show_landing: Callable[[dict], None], show_curate: Callable[[dict], None],
              console: Any) -> dict[str, Any]:
+    from fleetcore.curate import CurateConfig
     from fleetcore.report import validate_landing
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     landing, store = out_dir / "landing", out_dir / "store"
     expected = vehicles * drives
@@ -60,8 +61,7 @@ def run_demo(out_dir: Path, *, vehicles: int, drives: int, cameras: int, duratio
     show_landing(rep.summary())
 
     console.print(f"[bold]3/5 curate[/bold] (Beam local runner, FnApiRunner; labels and privacy on) -> {store}")
-    cfg = config_from_args(build_parser().parse_args(["--input", str(landing), "--output", str(store)]))
-    summary = run_curate(str(landing), str(store), cfg, beam_args=["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
+    summary = run_curate(str(landing), str(store), CurateConfig(), beam_args=["--runner=FnApiRunner", "--direct_running_mode=in_memory"])
     show_curate(summary)
     dataset = demo_dataset(store, out_dir / "datasets", console=console)
     mined = demo_mining(store, out_dir, console=console)

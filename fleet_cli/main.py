@@ -250,33 +250,46 @@ def validate(landing: Path, as_json: bool, strict: bool) -> None:
 @click.option("--output", "store", required=True, help="clip store root")
 @click.option("--vehicle", multiple=True, help="only these vehicles")
 @click.option("--date", multiple=True, help="only drives of these UTC dates (YYYY-MM-DD)")
-@click.option("--rate-hz", default=10.0, show_default=True, type=click.FloatRange(min=0.1))
-@click.option("--max-side", default=640, show_default=True, type=click.IntRange(16))
-@click.option("--shard-bytes", default=256 * 2**20, show_default=True, type=click.IntRange(1))
+@click.option("--rate-hz", default=10.0, show_default=True, type=float, help="shared sample rate of clip frames")
+@click.option("--max-side", default=640, show_default=True, type=int, help="longest side of stored frames")
+@click.option("--shard-bytes", default=256 * 2**20, show_default=True, type=int, help="target shard size in bytes")
 @click.option("--triggers", multiple=True, help="extra trigger YAML files or folders")
 @click.option("--labels/--no-labels", default=True, show_default=True, help="run the labelling stage")
+@click.option("--labels-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read at launch")
 @click.option("--privacy/--no-privacy", default=True, show_default=True, help="blur faces and licence plates before encoding")
+@click.option("--privacy-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read at launch")
 @click.option("--stage", multiple=True, help="further registered clip stages to run")
-@click.option("--post-workers", default=2, show_default=True, type=click.IntRange(0),
+@click.option("--post-workers", default=2, show_default=True, type=int,
               help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
-@click.option("--opencv-threads", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--opencv-threads", default=1, show_default=True, type=int,
               help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
-@click.option("--encode-threads", default=2, show_default=True, type=click.IntRange(1), help="threads that JPEG-encode the frames of one clip")
+@click.option("--encode-threads", default=2, show_default=True, type=int, help="threads that JPEG-encode the frames of one clip")
 @click.option("--json", "as_json", is_flag=True, help="print the run summary as JSON")
 @click.pass_context
-def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, labels, privacy, stage, post_workers,
-           opencv_threads, encode_threads, as_json) -> None:
-    """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode)."""
-    from pipelines.curate import build_parser, config_from_args, run_curate
+def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, labels, labels_config, privacy,
+           privacy_config, stage, post_workers, opencv_threads, encode_threads, as_json) -> None:
+    """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode).
 
-    argv = ["--input", landing, "--output", store, "--rate-hz", str(rate_hz), "--max-side", str(max_side), "--shard-bytes", str(shard_bytes)]
-    for t in triggers:
-        argv += ["--triggers", t]
-    argv += ["--labels" if labels else "--no-labels", "--privacy" if privacy else "--no-privacy"]
-    for s in stage:
-        argv += ["--stage", s]
-    argv += ["--post-workers", str(post_workers), "--opencv-threads", str(opencv_threads), "--encode-threads", str(encode_threads)]
-    cfg = config_from_args(build_parser().parse_args(argv))
+    The options make one run config (fleetcore.curate.CurateConfig; the option files are read
+    now), checked before the job starts."""
+    from fleetcore.curate import CurateConfig, curate_stages
+    from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+    from pipelines.curate import run_curate
+
+    cfg = CurateConfig(
+        rate_hz=rate_hz,
+        max_side=max_side,
+        shard_bytes=shard_bytes,
+        trigger_paths=triggers,
+        stages=curate_stages(labels=labels, privacy=privacy, extra=stage),
+        privacy=PrivacyOptions.from_file(privacy_config) if privacy_config else PrivacyOptions(),
+        labels=LabelsOptions.from_file(labels_config) if labels_config else LabelsOptions(),
+        post_workers=post_workers,
+        opencv_threads=opencv_threads,
+        encode_threads=encode_threads,
+    )
     summary = run_curate(landing, store, cfg, beam_args=ctx.args, vehicles=list(vehicle) or None, dates=list(date) or None)
     if as_json:
         emit_json(summary)

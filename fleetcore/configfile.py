@@ -4,8 +4,9 @@ error shape: a :class:`~fleetcore.errors.ConfigError` naming the file and what i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from fleetcore.errors import ConfigError
 
@@ -32,3 +33,52 @@ def read_config_file(path: str | Path, *, what: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), None, f"not valid YAML: {exc}") from exc
+
+
+# Field checks of the typed configs (CurateConfig, the stage options), for their ``__post_init__``:
+# each raises ConfigError(where, field, problem) and stores the value normalised (lists as tuples,
+# numbers as floats), so a config compares and hashes the same however it was given.
+def check_names(obj: Any, name: str, where: str, *, allow_none: bool = False) -> None:
+    """``obj.<name>``: a list of str (``os.PathLike`` taken as its path), stored as a tuple."""
+    v = getattr(obj, name)
+    if v is None and allow_none:
+        return
+    items = tuple(os.fspath(x) if isinstance(x, os.PathLike) else x for x in v) if isinstance(v, (list, tuple)) else None
+    if items is None or not all(isinstance(x, str) for x in items):
+        raise ConfigError(where, name, f"expected a list of names, got {v!r}")
+    object.__setattr__(obj, name, items)
+
+
+def check_int(obj: Any, name: str, where: str, *, minimum: int, maximum: int | None = None, allow_none: bool = False) -> None:
+    v = getattr(obj, name)
+    if v is None and allow_none:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum or (maximum is not None and v > maximum):
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(where, name, f"expected an integer {bound}, got {v!r}")
+
+
+def check_number(obj: Any, name: str, where: str, *, minimum: float, strict: bool = False) -> None:
+    """``obj.<name>``: a number >= ``minimum`` (> with ``strict``), stored as a float."""
+    v = getattr(obj, name)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < minimum or (strict and v == minimum):
+        raise ConfigError(where, name, f"expected a number {'>' if strict else '>='} {minimum:g}, got {v!r}")
+    object.__setattr__(obj, name, float(v))
+
+
+def check_flag(obj: Any, name: str, where: str) -> None:
+    v = getattr(obj, name)
+    if not isinstance(v, bool):
+        raise ConfigError(where, name, f"expected true or false, got {v!r}")
+
+
+def config_mapping(doc: Any, where: str, allowed: set[str], expected: str) -> Mapping[str, Any]:
+    """A config file's document as a mapping with only ``allowed`` keys (an empty file: {})."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(where, None, f"expected a mapping with {expected}")
+    for k in doc:
+        if k not in allowed:
+            raise ConfigError(where, str(k), f"unknown key (expected one of {sorted(allowed)})")
+    return doc

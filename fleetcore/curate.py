@@ -19,8 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import fleetcore
-from fleetcore.errors import DriveError, FleetError
+from fleetcore.configfile import check_int, check_names, check_number
+from fleetcore.errors import ConfigError, DriveError, FleetError
 from fleetcore.landing import dumps_json
+from fleetcore.stage_options import NOT_IN_VERSION, LabelsOptions, PrivacyOptions, version_payload
 from fleetcore.store.fs import atomic_write_bytes, file_size, read_bytes, remove, write_parquet
 from fleetcore.store.layout import StoreLayout, generation_id, sha256_hex
 from fleetcore.store.manifest import Generation, StoreManifest
@@ -49,9 +51,22 @@ SAMPLE_TELEMETRY = (
 )
 
 
-@dataclass(frozen=True)
+CONFIG_WHERE = "<curate config>"
+
+
+@dataclass(frozen=True, kw_only=True)
 class CurateConfig:
-    """Everything that changes the bytes of the clip store. Its hash is the config version."""
+    """The curate job's one run config: everything that changes the bytes of the clip store, and
+    the worker knobs that do not (marked ``NOT_IN_VERSION``). Its hash is the config version.
+
+    The CLI, Dagster, ``python -m pipelines.curate`` and the tests build it with this constructor,
+    which checks every field (a bad value raises a one-line ConfigError; lists are stored as tuples)
+    and computes what else the version covers: ``trigger_hash``, the content of the shipped trigger
+    library and ``trigger_paths``, and ``stages_hash``, each stage's ``describe()`` with the stages
+    built from ``privacy`` / ``labels``. Beam pickles the config to the workers (unpickling does not
+    run the constructor), which build their stages from it (``build_stages``): neither a worker's
+    environment nor a file read there decides the bytes.
+    """
 
     rate_hz: float = 10.0
     max_side: int = 640
@@ -60,32 +75,80 @@ class CurateConfig:
     telemetry_rate_hz: float = 20.0
     max_clip_s: float = 30.0
     cameras: tuple[str, ...] | None = None  # None = every camera of the drive
-    trigger_paths: tuple[str, ...] = ()  # extra trigger files/folders beside the shipped library
-    trigger_hash: str = ""  # filled by with_triggers()
+    #: extra trigger files/folders beside the shipped library; where they lie is not in the
+    #: version, their content is (trigger_hash)
+    trigger_paths: tuple[str, ...] = field(default=(), metadata=NOT_IN_VERSION)
     stages: tuple[str, ...] = ("labels", "privacy")  # post-extraction stages, in order (labels see unblurred frames)
-    stages_hash: str = ""  # filled by the launcher: fleetcore.stages.stages_fingerprint(stages)
+    #: options of the privacy and labels stages (in the version when the stage is in ``stages``)
+    privacy: PrivacyOptions = field(default_factory=PrivacyOptions)
+    labels: LabelsOptions = field(default_factory=LabelsOptions)
     #: clips post-processed (stages, JPEG encoding, staging) at once by worker threads while the
     #: calling thread decodes the next clip; 0 = all in the calling thread. Not in the version: the
     #: bytes written do not depend on it.
-    post_workers: int = 2
+    post_workers: int = field(default=2, metadata=NOT_IN_VERSION)
     #: OpenCV's own worker threads in a curate worker process (see
     #: fleetcore.video.convert.set_opencv_threads); not in the version either
-    opencv_threads: int = 1
+    opencv_threads: int = field(default=1, metadata=NOT_IN_VERSION)
     #: threads that JPEG-encode one clip's frames (fleetcore.sample.encode_sample); not in the version
-    encode_threads: int = 2
+    encode_threads: int = field(default=2, metadata=NOT_IN_VERSION)
+    #: computed by the constructor (see above)
+    trigger_hash: str = field(init=False)
+    stages_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        from fleetcore.stages import stages_fingerprint
+        from fleetcore.triggers import library_hash
+
+        w = CONFIG_WHERE
+        for name in ("rate_hz", "telemetry_rate_hz", "max_clip_s"):
+            check_number(self, name, w, minimum=0.0, strict=True)
+        check_int(self, "max_side", w, minimum=16)
+        check_int(self, "jpeg_quality", w, minimum=1, maximum=100)
+        check_int(self, "shard_bytes", w, minimum=1)
+        check_int(self, "post_workers", w, minimum=0)
+        check_int(self, "opencv_threads", w, minimum=1)
+        check_int(self, "encode_threads", w, minimum=1)
+        check_names(self, "cameras", w, allow_none=True)
+        if self.cameras == ():
+            raise ConfigError(w, "cameras", "expected None (every camera) or at least one camera name")
+        check_names(self, "trigger_paths", w)
+        check_names(self, "stages", w)
+        twice = sorted({s for s in self.stages if self.stages.count(s) > 1})
+        if twice:
+            raise ConfigError(w, "stages", f"stage {twice[0]!r} listed twice")
+        for name, cls in (("privacy", PrivacyOptions), ("labels", LabelsOptions)):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(w, name, f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "trigger_hash", library_hash(load_trigger_library(self)))
+        object.__setattr__(self, "stages_hash", stages_fingerprint(self.stages, options=self.stage_options()))
+
+    def stage_options(self) -> dict[str, Any]:
+        """What ``fleetcore.stages.build_stages`` hands each stage's factory, by stage name."""
+        return {"privacy": self.privacy, "labels": self.labels}
+
+    def build_stages(self) -> list[Any]:
+        """This run's stages, built from its options (once per worker: detectors, models)."""
+        from fleetcore.stages import build_stages
+
+        return build_stages(self.stages, options=self.stage_options())
 
     def version(self) -> str:
         from fleetcore.video.convert import CONVERT_VERSION  # lazy: imports OpenCV
 
-        payload = asdict(self)
-        payload.pop("trigger_paths")  # the content (trigger_hash) matters, not where files lie
-        payload.pop("post_workers")
-        payload.pop("opencv_threads")
-        payload.pop("encode_threads")
+        payload = version_payload(self)
+        for stage in self.stage_options():
+            if stage not in self.stages:
+                payload.pop(stage)  # the options of a stage this run does not run
         payload["code"] = fleetcore.__version__
         payload["frame_conversion"] = CONVERT_VERSION  # the stored pixels of a source
         blob = json.dumps(payload, sort_keys=True).encode()
         return "cfg-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+def curate_stages(*, labels: bool = True, privacy: bool = True, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """``CurateConfig.stages`` from the launchers' switches (``--labels/--no-labels``,
+    ``--privacy/--no-privacy``, ``--stage``): labels, then privacy, then the further stages."""
+    return (*(("labels",) if labels else ()), *(("privacy",) if privacy else ()), *extra)
 
 
 # --------------------------------------------------------------------------------------
@@ -463,11 +526,12 @@ def curate_fingerprints(cfg: CurateConfig) -> dict[str, str]:
     def h(obj: Any) -> str:
         return sha256_hex(json.dumps(obj, sort_keys=True, default=str))[:12]
 
-    pixel_stages = [[s, stages_fingerprint([s])] for s in cfg.stages if s != "labels"]
+    options = cfg.stage_options()
+    pixel_stages = [[s, stages_fingerprint([s], options=options)] for s in cfg.stages if s != "labels"]
     return {
         "extract": h({"rate_hz": cfg.rate_hz, "max_side": cfg.max_side, "jpeg_quality": cfg.jpeg_quality, "cameras": cfg.cameras,
                       "code": fleetcore.__version__, "frame_conversion": CONVERT_VERSION, "stages": pixel_stages}),
-        "labels": h(stages_fingerprint(["labels"]) if "labels" in cfg.stages else None),
+        "labels": h(stages_fingerprint(["labels"], options=options) if "labels" in cfg.stages else None),
         "windows": h({"triggers": cfg.trigger_hash, "max_clip_s": cfg.max_clip_s, "telemetry_rate_hz": cfg.telemetry_rate_hz}),
     }
 

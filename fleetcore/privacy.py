@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 from fleetcore.errors import FleetError
+from fleetcore.stage_options import PrivacyOptions
 from fleetcore.stages import register
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,6 @@ DETECTORS: dict[str, tuple[str, str, float, int, tuple[int, int], bool, float | 
     "plate": ("plate", "haarcascade_russian_plate_number", 1.12, 2, (30, 10), False, 1 / 3),
     "plate_rus16": ("plate", "haarcascade_license_plate_rus_16stages", 1.05, 3, (30, 10), False, 1 / 3),
 }
-#: Profile faces cost about four times a frontal face (the cascade runs on the mirrored frame too):
-#: opt in with ``detectors: [face, face_profile, plate]``.
-DEFAULT_DETECTORS = ("face", "plate")
 
 Box = tuple[int, int, int, int]
 #: detectMultiScale's own grouping tolerance (OpenCV's GROUP_EPS)
@@ -222,15 +220,16 @@ class PrivacyStage:
     def __init__(
         self,
         *,
-        detectors: Sequence[str] = DEFAULT_DETECTORS,
-        detect_max_side: int = 384,
-        detect_every: int = 6,
-        padding: float = 0.15,
-        mode: Literal["gaussian", "pixelate"] = "gaussian",
-        cascade_dirs: Sequence[str | Path] = (),
-        threads: int | None = None,
-        equalize: bool = False,
+        detectors: Sequence[str] = PrivacyOptions.detectors,
+        detect_max_side: int = PrivacyOptions.detect_max_side,
+        detect_every: int = PrivacyOptions.detect_every,
+        padding: float = PrivacyOptions.padding,
+        mode: Literal["gaussian", "pixelate"] = PrivacyOptions.mode,
+        cascade_dirs: Sequence[str | Path] = PrivacyOptions.cascade_dirs,
+        threads: int | None = PrivacyOptions.threads,
+        equalize: bool = PrivacyOptions.equalize,
     ) -> None:
+        """The defaults are ``PrivacyOptions``' (what the curate job runs with); see ``from_options``."""
         #: detection threads (default: one per CPU), shared by all cameras; does not change the output
         self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
         self.equalize = bool(equalize)
@@ -262,6 +261,10 @@ class PrivacyStage:
             self.load_error = "no detectors configured"
         if self.load_error:
             log.error("privacy stage cannot anonymise (every clip will be quarantined): %s", self.load_error)
+
+    @classmethod
+    def from_options(cls, options: PrivacyOptions) -> PrivacyStage:
+        return cls(**{f.name: getattr(options, f.name) for f in fields(options)})
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -486,34 +489,7 @@ class PrivacyStage:
         ]
 
 
-CONFIG_ENV = "FLEET_PRIVACY_CONFIG"
-_CONFIG_KEYS = ("detectors", "detect_max_side", "detect_every", "padding", "mode", "cascade_dirs", "threads", "equalize")
-
-
-def load_privacy_config(path: str | Path) -> dict[str, Any]:
-    """PrivacyStage keyword options from a YAML/JSON mapping (keys: see ``_CONFIG_KEYS``)."""
-    from fleetcore.configfile import read_config_file
-    from fleetcore.errors import ConfigError
-
-    p = Path(path)
-    cfg = read_config_file(p, what="privacy config") or {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(str(p), None, "expected a mapping")
-    for k in cfg:
-        if k not in _CONFIG_KEYS:
-            raise ConfigError(str(p), str(k), f"unknown key (expected one of {list(_CONFIG_KEYS)})")
-    if cfg.get("mode", "gaussian") not in ("gaussian", "pixelate"):
-        raise ConfigError(str(p), "mode", "expected gaussian or pixelate")
-    for k in ("detect_max_side", "detect_every", "threads"):
-        if k in cfg and not (k == "threads" and cfg[k] is None) and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < 1):
-            raise ConfigError(str(p), k, "expected a positive integer")
-    if "equalize" in cfg and not isinstance(cfg["equalize"], bool):
-        raise ConfigError(str(p), "equalize", "expected true or false")
-    return cfg
-
-
 @register("privacy")
-def privacy_stage() -> PrivacyStage:
-    """Default stage; options from the YAML/JSON file named by FLEET_PRIVACY_CONFIG (read when built)."""
-    path = os.environ.get(CONFIG_ENV)
-    return PrivacyStage(**load_privacy_config(path)) if path else PrivacyStage()
+def privacy_stage(options: PrivacyOptions | None) -> PrivacyStage:
+    """The stage of a curate run, built from the run config's privacy options."""
+    return PrivacyStage.from_options(options or PrivacyOptions())

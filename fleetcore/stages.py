@@ -7,7 +7,8 @@ The frames it gets are read-only views (several samples may share one): a stage 
 copies a frame and puts the copy in ``clip.frames`` in place of the original, for every sample
 that shares it (copy on write, as the privacy stage does).
 It raises a :class:`~fleetcore.errors.FleetError` to quarantine the clip (never passes bad frames on).
-Stages are registered by name; ``build_stages`` builds them once per worker (``DoFn.setup``).
+Stages are registered by name; ``build_stages`` builds them once per worker (``DoFn.setup``), each
+from its options in the run config (``PrivacyOptions``, ``LabelsOptions``: fleetcore.stage_options).
 
 A stage with ``frames_read_only = True`` (the labels stage) promises that it never changes
 ``clip.frames`` and that no later stage reads what it adds to ``record``. ``run_stages`` then runs
@@ -20,7 +21,7 @@ the blurred frames there while the labellers finish).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from fleetcore.errors import ConfigError
 
@@ -110,12 +111,13 @@ def run_stages_then(stages: Sequence[Any], then: Callable[[], T] | None, *, clip
     return out, then_result
 
 
-#: name -> factory building the stage (heavy objects are made in the factory, once per worker)
-REGISTRY: dict[str, Callable[[], ClipStage]] = {}
+#: name -> factory building the stage from its options (``build_stages``' ``options[name]``, None
+#: when the run has none for it); heavy objects are made in the factory, once per worker
+REGISTRY: dict[str, Callable[[Any], ClipStage]] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], ClipStage]], Callable[[], ClipStage]]:
-    def deco(factory: Callable[[], ClipStage]) -> Callable[[], ClipStage]:
+def register(name: str) -> Callable[[Callable[[Any], ClipStage]], Callable[[Any], ClipStage]]:
+    def deco(factory: Callable[[Any], ClipStage]) -> Callable[[Any], ClipStage]:
         REGISTRY[name] = factory
         return factory
 
@@ -130,26 +132,30 @@ def _load_builtin_stages() -> None:
         importlib.import_module(mod)
 
 
-def build_stages(names: Sequence[str]) -> list[ClipStage]:
+def build_stages(names: Sequence[str], *, options: Mapping[str, Any] | None = None) -> list[ClipStage]:
+    """The named stages, in order, each built by its factory from ``options[name]`` (the curate
+    config's ``stage_options()``: ``{"privacy": PrivacyOptions, "labels": LabelsOptions}``); a
+    stage without options is given None (its defaults)."""
     if any(n not in REGISTRY for n in names):
         _load_builtin_stages()
+    opts = options or {}
     out = []
     for n in names:
         if n not in REGISTRY:
             raise ConfigError("<curate config>", "stages", f"unknown stage {n!r}; registered stages: {sorted(REGISTRY)}")
-        out.append(REGISTRY[n]())
+        out.append(REGISTRY[n](opts.get(n)))
     return out
 
 
-def stages_fingerprint(names: Sequence[str]) -> str:
-    """A hash of what the named stages' output depends on (each stage's ``describe()``: labeller
-    versions, detector settings ...). Part of the curate config version, so changing a labeller or
-    the privacy settings re-curates drives."""
+def stages_fingerprint(names: Sequence[str], *, options: Mapping[str, Any] | None = None) -> str:
+    """A hash of what the named stages' output depends on (each stage's ``describe()``, built from
+    ``options`` as ``build_stages`` builds it: labeller versions, detector settings ...). Part of the
+    curate config version, so changing a labeller or the privacy settings re-curates drives."""
     import hashlib
     import json
 
     desc = []
-    for name, stage in zip(names, build_stages(names)):
+    for name, stage in zip(names, build_stages(names, options=options)):
         describe = getattr(stage, "describe", None)
         desc.append([name, describe() if callable(describe) else None])
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -35,6 +35,7 @@ from fleetcore.curate import (
     already_curated,
     curate_fingerprints,
     clip_tasks,
+    curate_stages,
     extract_clips,
     find_drive_events,
     load_trigger_library,
@@ -44,12 +45,12 @@ from fleetcore.curate import (
     write_drive_tables,
     write_quarantine,
 )
-from fleetcore.errors import DriveError, DriveIncomplete
+from fleetcore.errors import ConfigError, DriveError, DriveIncomplete
 from fleetcore.landing import list_drives, localize_drive
+from fleetcore.stage_options import LabelsOptions, PrivacyOptions
 from fleetcore.store.fs import is_local
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, commit, read_manifest
-from fleetcore.stages import stages_fingerprint
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
 
@@ -186,7 +187,6 @@ class _ExtractFn(beam.DoFn):
         self.drives = Metrics.counter(NS, "drives_curated")
 
     def setup(self):
-        from fleetcore.stages import build_stages
         from fleetcore.video import ArenaPool, set_opencv_threads
 
         self.layout = StoreLayout(self.store)
@@ -196,7 +196,7 @@ class _ExtractFn(beam.DoFn):
         # Heavy objects (detectors, models) are built once per worker here, and the frame arenas
         # are kept from drive to drive (fresh memory costs more page faults than the decoding).
         self.arena_pool = ArenaPool()
-        self.stages = build_stages(self.cfg.stages)
+        self.stages = self.cfg.build_stages()
 
     def teardown(self):
         from fleetcore.video import set_opencv_threads
@@ -388,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-bytes", type=int, default=CurateConfig.shard_bytes, help="target shard size in bytes")
     p.add_argument("--triggers", action="append", default=None, help="extra trigger YAML files or folders")
     p.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="run the labelling stage")
+    p.add_argument("--labels-config", default=None, help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read now")
     p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
                    help="blur faces and plates before encoding (on by default; --no-privacy is recorded in every sample)")
+    p.add_argument("--privacy-config", default=None, help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read now")
     p.add_argument("--stage", action="append", default=None, help="further registered clip stages to run after those")
     p.add_argument("--post-workers", type=int, default=CurateConfig.post_workers,
                    help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
@@ -402,19 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> CurateConfig:
-    from fleetcore.triggers import library_hash
-
-    cfg = CurateConfig(
+    """The run config of ``build_parser()``'s arguments (option files read here, at launch)."""
+    return CurateConfig(
         rate_hz=args.rate_hz,
         max_side=args.max_side,
         shard_bytes=args.shard_bytes,
         trigger_paths=tuple(args.triggers or ()),
-        stages=tuple(["labels"] * args.labels + ["privacy"] * args.privacy + list(args.stage or ())),
+        stages=curate_stages(labels=args.labels, privacy=args.privacy, extra=args.stage or ()),
+        privacy=PrivacyOptions.from_file(args.privacy_config) if args.privacy_config else PrivacyOptions(),
+        labels=LabelsOptions.from_file(args.labels_config) if args.labels_config else LabelsOptions(),
         post_workers=args.post_workers,
         opencv_threads=args.opencv_threads,
         encode_threads=args.encode_threads,
     )
-    return replace(cfg, trigger_hash=library_hash(load_trigger_library(cfg)), stages_hash=stages_fingerprint(cfg.stages))
 
 
 def beam_counters(result: Any) -> dict[str, int] | None:
@@ -457,8 +459,12 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args, beam_args = build_parser().parse_known_args(argv)
-    cfg = config_from_args(args)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        parser.error(str(exc))  # one line on stderr, exit status 2
     summary = run_curate(args.input, args.output, cfg, beam_args=beam_args, vehicles=args.vehicle, dates=args.date)
     if args.summary_json:
         from pathlib import Path

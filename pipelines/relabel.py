@@ -75,7 +75,7 @@ class _RelabelDriveFn(beam.DoFn):
         from fleetcore.stages import build_stages
 
         self.layout = StoreLayout(self.store)
-        self.stage = build_stages(["labels"])[0]
+        self.stage = build_stages(["labels"], options=self.cfg.stage_options())[0]
 
     def process(self, gen_json: dict[str, Any]) -> Iterable[Any]:
         gen = Generation.from_json(gen_json)

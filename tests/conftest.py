@@ -85,7 +85,7 @@ def make_drive(clip_3s):
 
 
 #: Curate options of the simulated-fleet store: 5 Hz samples keep the labels and privacy stages quick.
-SIM_CURATE_ARGS = ["--rate-hz", "5"]
+SIM_CURATE = {"rate_hz": 5.0}
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +101,11 @@ def sim_fleet(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sim_store(sim_fleet, tmp_path_factory):
     """The curate job's store of ``sim_fleet`` (labels and privacy on, the defaults): (path, run summary)."""
-    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+    from fleetcore.curate import CurateConfig
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     out = tmp_path_factory.mktemp("store") / "store"
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", *SIM_CURATE_ARGS]))
+    cfg = CurateConfig(**SIM_CURATE)
     summary = run_curate(str(sim_fleet), str(out), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return out, summary
 
@@ -112,12 +113,12 @@ def sim_store(sim_fleet, tmp_path_factory):
 @pytest.fixture(scope="session")
 def plain_store(tmp_path_factory):
     """A 2 vehicles x 2 drives fleet curated without the labels and privacy stages (fast): (landing, store)."""
+    from fleetcore.curate import CurateConfig
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     tmp = tmp_path_factory.mktemp("plain")
     landing, store = tmp / "landing", tmp / "store"
     simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--no-privacy"]))
-    run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    run_curate(str(landing), str(store), CurateConfig(stages=()), beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return landing, store

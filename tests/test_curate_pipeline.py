@@ -17,7 +17,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from conftest import SIM_CURATE_ARGS
+from conftest import SIM_CURATE
 from fleetcore.store.shards import verify_store
 from fleetcore.curate import CurateConfig, StoreLayout
 from fleetcore.landing import GROUND_TRUTH, list_drives
@@ -25,8 +25,6 @@ from pipelines.curate import (
     DEFAULT_RUNNER,
     ReadLandingDrives,
     ValidateDrives,
-    build_parser,
-    config_from_args,
     run_curate,
 )
 
@@ -39,10 +37,7 @@ TRIGGER_TYPES = [
 
 
 def _cfg(**kw) -> CurateConfig:
-    args = ["--input", "x", "--output", "y", *SIM_CURATE_ARGS]
-    for k, v in kw.items():
-        args += [f"--{k.replace('_', '-')}", str(v)]
-    return config_from_args(build_parser().parse_args(args))
+    return CurateConfig(**{**SIM_CURATE, **kw})
 
 
 @pytest.fixture(scope="module")

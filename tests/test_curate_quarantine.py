@@ -8,12 +8,14 @@ import json
 import polars as pl
 import pytest
 
-from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+from fleetcore.curate import CurateConfig
+from fleetcore.stage_options import PrivacyOptions
+from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow
 
 
-def test_privacy_failure_quarantines_clips_not_drives(tmp_path, monkeypatch):
+def test_privacy_failure_quarantines_clips_not_drives(tmp_path):
     from fleetcore.simulate import simulate_fleet
 
     landing = tmp_path / "landing"
@@ -21,11 +23,7 @@ def test_privacy_failure_quarantines_clips_not_drives(tmp_path, monkeypatch):
     broken = tmp_path / "cascades"
     broken.mkdir()
     (broken / "haarcascade_frontalface_default.xml").write_text("<opencv_storage>not a cascade</opencv_storage>")
-    cfg_file = tmp_path / "privacy.json"
-    cfg_file.write_text(json.dumps({"detectors": ["face", "plate"], "cascade_dirs": [str(broken)]}))
-    monkeypatch.setenv("FLEET_PRIVACY_CONFIG", str(cfg_file))
-
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels"]))
+    cfg = CurateConfig(stages=("privacy",), privacy=PrivacyOptions(detectors=("face", "plate"), cascade_dirs=(str(broken),)))
     summary = run_curate(str(landing), str(tmp_path / "store"), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
 
     assert summary["drives_curated"] == 1

@@ -12,7 +12,8 @@ import pytest
 import webdataset as wds
 
 from fleetcore.importers import import_comma2k19, import_dashcam
-from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+from fleetcore.curate import CurateConfig
+from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def real_store(real_data, tmp_path_factory):
     import_dashcam(real_data / "video" / "udacity_vehicledetection_test_video.mp4", landing, vehicle_id="udacity", drive_id="vehicle-detection")
     import_comma2k19(real_data / "telemetry" / "comma2k19_b0c9d2329ad1606b_2018-08-02--08-34-47_seg40", landing)
     store = landing.parent / "store"
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y"]))
+    cfg = CurateConfig()
     summary = run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return store, summary
 

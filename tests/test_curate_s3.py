@@ -10,7 +10,8 @@ import pytest
 
 from fleetcore.store.fs import glob, read_bytes
 from fleetcore.landing import list_drives
-from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+from fleetcore.curate import CurateConfig
+from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_curate_from_s3_landing_to_s3_store(tmp_path, s3):
     assert [r.drive_id for r in refs] == sorted(p.name for p in (local / "veh-000").iterdir())
     assert list_drives("s3://fleet/landing", include_incomplete=True)[-1].drive_id == "uploading"
 
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y"]))
+    cfg = CurateConfig()
     remote = run_curate("s3://fleet/landing", "s3://fleet/store", cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     ref = run_curate(str(local), str(tmp_path / "store"), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     assert remote["clips"] == ref["clips"] > 0 and remote["quarantined"] == []

@@ -178,22 +178,22 @@ def fleet(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def curated(fleet, tmp_path_factory):
-    """The curate partition materialised through Dagster with labels + privacy (privacy detects on
-    every 10th frame to keep the test short)."""
-    tmp = tmp_path_factory.mktemp("curated")
-    priv = tmp / "privacy.yaml"
+def curate_run_config(tmp_path_factory) -> dg.RunConfig:
+    """Labels + privacy, privacy detecting on every 10th frame (from an options file) to keep the tests short."""
+    priv = tmp_path_factory.mktemp("options") / "privacy.yaml"
     priv.write_text("detect_every: 10\n")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FLEET_PRIVACY_CONFIG", str(priv))  # kept for the module: the privacy settings are part of the config version
+    return dg.RunConfig(ops={"curate": A.CurateRunConfig(privacy_config=str(priv))})
+
+
+@pytest.fixture(scope="module")
+def curated(fleet, curate_run_config, tmp_path_factory):
+    """The curate partition materialised through Dagster with ``curate_run_config``."""
+    tmp = tmp_path_factory.mktemp("curated")
     paths = FleetPaths(landing_root=str(fleet), store_root=str(tmp / "store"), datasets_root=str(tmp / "datasets"))
     resources = {"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds()}
-    try:
-        result = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS],
-                                partition_key=DATE, resources=resources, selection=CURATE_KEYS)
-        yield paths, resources, result
-    finally:
-        mp.undo()
+    result = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS],
+                            partition_key=DATE, resources=resources, selection=CURATE_KEYS, run_config=curate_run_config)
+    return paths, resources, result
 
 
 def _md(result, key: dg.AssetKey) -> dict:
@@ -238,10 +238,10 @@ def test_curate_partition_materialises_with_numeric_metadata(curated):
 
 
 @pytest.mark.slow
-def test_landing_observation_and_rerun_is_idempotent(curated):
+def test_landing_observation_and_rerun_is_idempotent(curated, curate_run_config):
     paths, resources, _ = curated
     res = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions())], partition_key=DATE,
-                         resources=resources, selection=CURATE_KEYS)
+                         resources=resources, selection=CURATE_KEYS, run_config=curate_run_config)
     md = _md(res, A.CURATED)
     assert md["config_version"] == _md(curated[2], A.CURATED)["config_version"]
     assert md["drives"] == 2 and md["drives_curated_this_run"] == 0  # already curated with this config: nothing redone

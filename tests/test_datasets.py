@@ -109,13 +109,14 @@ def test_bad_yaml_and_missing_fields(tmp_path):
 # ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
+    from fleetcore.curate import CurateConfig
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     root = tmp_path_factory.mktemp("ds_landing")
     st = tmp_path_factory.mktemp("ds_store") / "store"
     simulate_fleet(root, vehicles=2, drives_per_vehicle=1, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7)
-    run_curate(str(root), str(st), config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels"])), beam_args=["--runner=FnApiRunner"])
+    run_curate(str(root), str(st), CurateConfig(stages=("privacy",)), beam_args=["--runner=FnApiRunner"])
     assert Catalog(str(st)).read("clips").height >= 3
     return st
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from fleetcore.dedup import hamming, mark_near_duplicates, phash_hex
 from fleetcore.labels import LABELLERS, LabelError, Scored, labels_to_rows, register_labeller
 from fleetcore.labels.stage import LabelsStage, build_labellers
+from fleetcore.stage_options import LabelsOptions, OnnxLabellerOptions
 from fleetcore.labels.telemetry import TelemetryLabeller, clip_sun, dominant_manoeuvre, manoeuvre_sequence
 from fleetcore.labels.vision import PedestrianLabeller, VisionLabeller, blocked_stats, grey_scaled, sharpness
 from fleetcore.stages import build_stages
@@ -317,7 +319,11 @@ def test_onnx_labeller_from_config(tmp_path, udacity_frames):
         "  - {kind: onnx, name: colour, version: '2', path: colour.onnx, input_size: [32, 32],\n"
         "     labels: [red, green, blue], batch_size: 2, frames: 5}\n"
     )
-    labs = build_labellers(cfg)
+    opts = LabelsOptions.from_file(cfg)
+    assert opts == LabelsOptions(builtins=("telemetry",), labellers=(OnnxLabellerOptions(
+        name="colour", path=str(tmp_path / "colour.onnx"), input_size=(32, 32), labels=("red", "green", "blue"), version="2", batch_size=2,
+        frames=5),))
+    labs = build_labellers(opts)
     assert [lab.name for lab in labs] == ["telemetry", "colour"]
     colour = labs[1]
     red = np.zeros((120, 160, 3), np.uint8)
@@ -353,10 +359,19 @@ def test_onnx_config_errors(tmp_path):
     cfg = tmp_path / "labels.json"
     cfg.write_text(json.dumps({"labellers": [{"kind": "onnx", "name": "m", "path": "missing.onnx", "input_size": 32, "labels": ["a"]}]}))
     with pytest.raises(ConfigError, match="not found"):
-        build_labellers(cfg)
+        build_labellers(LabelsOptions.from_file(cfg))
     cfg.write_text(json.dumps({"builtins": ["nope"]}))
-    with pytest.raises(ConfigError, match="unknown labeller"):
-        build_labellers(cfg)
+    with pytest.raises(ConfigError, match="^<labels options>: builtins: unknown labeller 'nope'"):
+        build_labellers(LabelsOptions.from_file(cfg))
+    for doc, where in (({"labellers": [{"kind": "onnx", "name": "m", "path": "m.onnx", "input_size": 32}]}, "labellers[0].labels: required"),
+                       ({"labellers": [{"kind": "onnx", "name": "m", "path": "m.onnx", "input_size": 32, "labels": ["a"], "frames": 0}]},
+                        "labellers[0].frames: expected an integer >= 1"),
+                       ({"labellers": [{"kind": "tf"}]}, "labellers[0].kind: "),
+                       ({"builtins": "telemetry"}, "builtins: expected a list"),
+                       ({"models": []}, "models: unknown key")):
+        cfg.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{cfg}: {where}")):
+            LabelsOptions.from_file(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,16 +34,16 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
+    from fleetcore.curate import CurateConfig
     from fleetcore.store.catalog import Catalog
     from fleetcore.simulate import simulate_fleet
     from pipelines.build_dataset import run_build_dataset
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     tmp = tmp_path_factory.mktemp("loader")
     simulate_fleet(tmp / "landing", vehicles=2, drives_per_vehicle=1, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7)
     store = tmp / "store"
-    run_curate(str(tmp / "landing"), str(store), config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels"])),
-               beam_args=["--runner=FnApiRunner"])
+    run_curate(str(tmp / "landing"), str(store), CurateConfig(stages=("privacy",)), beam_args=["--runner=FnApiRunner"])
     triggers = Catalog(str(store)).read("clips")["primary_trigger"].unique().to_list()
     out = {}
     for fmt in ("webdataset", "arrow"):

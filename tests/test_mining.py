@@ -42,12 +42,13 @@ def write_test_labels(store: Path, landing: Path) -> None:
 
 
 def build_store(tmp: Path) -> tuple[Path, Path]:
+    from fleetcore.curate import CurateConfig
     from fleetcore.simulate import simulate_fleet
-    from pipelines.curate import build_parser, config_from_args, run_curate
+    from pipelines.curate import run_curate
 
     landing, store = tmp / "landing", tmp / "store"
     simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-privacy"]))
+    cfg = CurateConfig(stages=("labels",))
     run_curate(str(landing), str(store), cfg, beam_args=["--runner=FnApiRunner"])
     return landing, store
 

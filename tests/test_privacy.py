@@ -6,6 +6,7 @@ The face is scikit-image's bundled ``astronaut`` photo (scikit-image is a test-o
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import simplejpeg
 from fleetcore import privacy
 from fleetcore.errors import FleetError
 from fleetcore.privacy import PrivacyError, PrivacyStage, pad_box
+from fleetcore.stage_options import PrivacyOptions
 from fleetcore.stages import build_stages
 from fleetcore.video.extract import ClipFrames
 
@@ -362,25 +364,32 @@ def test_refinement_runs_on_the_detection_threads_and_gives_one_threads_bytes(ro
     assert two == one
 
 
-def test_privacy_config_via_env(tmp_path, monkeypatch):
+def test_privacy_options_from_a_file_build_the_stage(tmp_path):
     from fleetcore.errors import ConfigError
 
     cfg = tmp_path / "privacy.yaml"
     cfg.write_text("detectors: [face, plate]\ndetect_every: 3\nmode: pixelate\n")
-    monkeypatch.setenv(privacy.CONFIG_ENV, str(cfg))
-    (stage,) = build_stages(["privacy"])
+    opts = PrivacyOptions.from_file(cfg)
+    assert opts == PrivacyOptions(detectors=["face", "plate"], detect_every=3, mode="pixelate")  # lists stored as tuples
+    (stage,) = build_stages(["privacy"], options={"privacy": opts})
     d = stage.describe()
     assert sorted(d["cascades"]) == ["face", "plate"] and d["detect_every"] == 3 and d["mode"] == "pixelate"
+    (default,) = build_stages(["privacy"])  # no options: PrivacyOptions()' defaults
+    assert default.describe() == PrivacyStage().describe() and default.detect_every == PrivacyOptions().detect_every
     cfg.write_text("detect_evry: 3\n")
-    with pytest.raises(ConfigError, match="detect_evry"):
-        build_stages(["privacy"])
-    cfg.write_text("equalize: true\nthreads: null\n")
-    (stage,) = build_stages(["privacy"])
-    assert stage.equalize is True and stage.threads >= 1 and stage.describe()["equalize"] is True
-    for bad, field in (("equalize: maybe\n", "equalize"), ("threads: 0\n", "threads")):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{cfg}: detect_evry: unknown key")):
+        PrivacyOptions.from_file(cfg)
+    cfg.write_text("equalize: true\nthreads: null\npadding: 0\n")
+    (stage,) = build_stages(["privacy"], options={"privacy": PrivacyOptions.from_file(cfg)})
+    assert stage.equalize is True and stage.threads >= 1 and stage.describe()["equalize"] is True and stage.padding == 0.0
+    for bad, field in (("equalize: maybe\n", "equalize"), ("threads: 0\n", "threads"), ("detectors: face\n", "detectors"),
+                       ("mode: blur\n", "mode"), ("padding: -1\n", "padding")):
         cfg.write_text(bad)
-        with pytest.raises(ConfigError, match=field):
-            build_stages(["privacy"])
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{cfg}: {field}: ")) as err:
+            PrivacyOptions.from_file(cfg)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="^<privacy options>: detect_every: expected an integer >= 1, got 0$"):
+        PrivacyOptions(detect_every=0)
 
 
 def test_pixelate_mode_blurs(road):

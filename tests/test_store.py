@@ -78,11 +78,12 @@ def test_a_store_of_the_old_format_is_refused_with_a_clear_error(tmp_path):
 # ----------------------------------------------------------------------------------------
 # on curated stores
 # ----------------------------------------------------------------------------------------
-def _curate(landing: Path, store: Path, *extra: str, vehicles=None) -> dict:
-    from pipelines.curate import DEFAULT_RUNNER, build_parser, config_from_args, run_curate
+def _curate(landing: Path, store: Path, *, triggers: tuple[str, ...] = (), privacy: bool = True) -> dict:
+    from fleetcore.curate import CurateConfig, curate_stages
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
 
-    cfg = config_from_args(build_parser().parse_args(["--input", "x", "--output", "y", "--no-labels", "--rate-hz", "5", *extra]))
-    return run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"], vehicles=vehicles)
+    cfg = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=False, privacy=privacy), trigger_paths=triggers)
+    return run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
 
 
 NEW_TRIGGER = """name: extra_sample
@@ -115,7 +116,7 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     trig = tmp_path / "extra"
     trig.mkdir()
     (trig / "extra_sample.yaml").write_text(NEW_TRIGGER)
-    second = _curate(small_fleet, store, "--triggers", str(trig))
+    second = _curate(small_fleet, store, triggers=(str(trig),))
     v2 = second["config_version"]
     assert v1 != v2 and second["drives_curated"] == 4
     # only the windows the store did not hold were decoded; the others were re-keyed from the stored samples
@@ -124,7 +125,7 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     assert second["metrics"]["clips_reused"] == second["clips_reused"] and second["metrics"]["frames_decoded"] == second["frames_decoded"]
     # and the result is byte for byte what a fresh curate under the new config writes
     fresh = tmp_path / "fresh"
-    ref = _curate(small_fleet, fresh, "--triggers", str(trig))
+    ref = _curate(small_fleet, fresh, triggers=(str(trig),))
     assert ref["clips_reused"] == 0 and ref["config_version"] == v2
 
     def shards(root: Path, version: str) -> dict[str, str]:
@@ -149,7 +150,7 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     # every shard of both generations verifies against the manifest copy
     assert verify_store(store / "clips") == []
     # changing the privacy stage changes the stored pixels: every clip is extracted from the source again
-    third = _curate(small_fleet, store, "--triggers", str(trig), "--no-privacy")
+    third = _curate(small_fleet, store, triggers=(str(trig),), privacy=False)
     assert third["clips_reused"] == 0 and third["clips_decoded"] == third["clips"] == second["clips"] and third["frames_decoded"] > 0
 
 
@@ -160,7 +161,7 @@ def test_gc_keeps_exactly_what_it_should(small_fleet, tmp_path):
     trig = tmp_path / "extra"
     trig.mkdir()
     (trig / "extra_sample.yaml").write_text(NEW_TRIGGER)
-    _curate(small_fleet, store, "--triggers", str(trig))
+    _curate(small_fleet, store, triggers=(str(trig),))
     layout = StoreLayout(str(store))
     before_current = Catalog(str(store)).read("clips").sort("clip_id")
     old_files = {str(store / rel) for g in read_manifest(layout).generations(config_version=first["config_version"]) for rel in g.files()}

@@ -20,6 +20,7 @@ import numpy as np
 
 from fleetcore.errors import ConfigError
 from fleetcore.labels.base import LabelValue, Scored, camera_frames, pick_evenly, primary_camera
+from fleetcore.stage_options import OnnxLabellerOptions
 
 
 class OnnxLabeller:
@@ -30,14 +31,14 @@ class OnnxLabeller:
         model_path: str | Path,
         input_size: int | Sequence[int],
         labels: Sequence[str],
-        batch_size: int = 8,
+        batch_size: int = OnnxLabellerOptions.batch_size,
         *,
-        camera: str | None = None,
-        frames: int = 4,
-        mean: Sequence[float] = (0.0, 0.0, 0.0),
-        std: Sequence[float] = (1.0, 1.0, 1.0),
-        softmax: bool = False,
-        threads: int = 1,
+        camera: str | None = OnnxLabellerOptions.camera,
+        frames: int = OnnxLabellerOptions.frames,
+        mean: Sequence[float] = OnnxLabellerOptions.mean,
+        std: Sequence[float] = OnnxLabellerOptions.std,
+        softmax: bool = OnnxLabellerOptions.softmax,
+        threads: int = OnnxLabellerOptions.threads,
     ) -> None:
         import onnxruntime as ort
 

@@ -1,8 +1,8 @@
 """The ``labels`` clip stage: runs every labeller on each clip, returns LABELS rows and adds
 ``record["labels"] = {labeller: {"version": v, "values": {...}}}`` to the sample JSON.
 
-Which labellers run: every registered default labeller (``fleetcore.labels.base.LABELLERS``) plus
-the model labellers of an optional config file (YAML or JSON)::
+Which labellers run: the stage's ``LabelsOptions`` (``fleetcore.stage_options``; part of the curate
+run config, read at launch with ``LabelsOptions.from_file`` from a YAML or JSON file)::
 
     builtins: [telemetry, vision, pedestrians, phash]   # optional; default: all registered
     labellers:
@@ -19,9 +19,8 @@ the model labellers of an optional config file (YAML or JSON)::
         std: [1, 1, 1]                # optional
         softmax: false                # optional: the model returns logits
 
-The registered stage factory (``build_stages(["labels"])``) reads the config path from the
-``FLEET_LABELS_CONFIG`` environment variable *when the stage is built* (once per worker), or uses
-only the built-in labellers when it is unset.
+The registered stage factory (``build_stages(["labels"], options=...)``) builds every default
+labeller (``fleetcore.labels.base.LABELLERS``) or the listed ``builtins``, then the model labellers.
 """
 
 from __future__ import annotations
@@ -29,20 +28,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError, FleetError
 from fleetcore.labels.base import LABELLERS, LabelError, Labeller, jsonable, labels_to_rows
+from fleetcore.stage_options import LABELS_WHERE, LabelsOptions
 from fleetcore.stages import register
 
 log = logging.getLogger(__name__)
-
-CONFIG_ENV = "FLEET_LABELS_CONFIG"
-_ONNX_KEYS = {"kind", "name", "version", "path", "input_size", "labels", "batch_size", "camera", "frames", "mean", "std", "softmax", "threads"}
 
 
 def _load_builtins() -> None:
@@ -53,69 +48,25 @@ def _load_builtins() -> None:
         importlib.import_module(mod)
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    cfg = read_config_file(p, what="labels config")
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, dict):
-        raise ConfigError(str(p), None, "expected a mapping with `builtins` and/or `labellers`")
-    unknown = set(cfg) - {"builtins", "labellers"}
-    if unknown:
-        raise ConfigError(str(p), sorted(unknown)[0], "unknown key (expected `builtins`, `labellers`)")
-    return cfg
-
-
-def build_labellers(config_path: str | Path | None = None) -> list[Labeller]:
-    """Instantiate the labellers (built-ins, then the config's model labellers)."""
+def build_labellers(options: LabelsOptions | None = None) -> list[Labeller]:
+    """Instantiate the labellers (the built-ins, then the options' model labellers)."""
     from fleetcore.labels.onnx import OnnxLabeller
 
     _load_builtins()
-    cfg: dict[str, Any] = load_config(config_path) if config_path else {}
-    where = str(config_path) if config_path else "<labels config>"
-    names = cfg.get("builtins")
-    if names is None:
-        names = sorted(LABELLERS)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(where, "builtins", "expected a list of labeller names")
+    opts = options or LabelsOptions()
+    names = sorted(LABELLERS) if opts.builtins is None else list(opts.builtins)
     out: list[Labeller] = []
     for n in names:
         if n not in LABELLERS:
-            raise ConfigError(where, "builtins", f"unknown labeller {n!r}; registered: {sorted(LABELLERS)}")
+            raise ConfigError(LABELS_WHERE, "builtins", f"unknown labeller {n!r}; registered: {sorted(LABELLERS)}")
         out.append(LABELLERS[n]())
-    base = Path(config_path).parent if config_path else Path(".")
-    specs = cfg.get("labellers") or []
-    if not isinstance(specs, list):
-        raise ConfigError(where, "labellers", "expected a list")
-    for i, spec in enumerate(specs):
-        field = f"labellers[{i}]"
-        if not isinstance(spec, dict) or spec.get("kind") != "onnx":
-            raise ConfigError(where, f"{field}.kind", "expected a mapping with kind: onnx")
-        extra = set(spec) - _ONNX_KEYS
-        if extra:
-            raise ConfigError(where, f"{field}.{sorted(extra)[0]}", "unknown key")
-        for k in ("name", "path", "input_size", "labels"):
-            if k not in spec:
-                raise ConfigError(where, f"{field}.{k}", "required")
-        path = Path(spec["path"])
-        if not path.is_absolute():
-            path = base / path
-        kw = {k: spec[k] for k in ("camera", "frames", "mean", "std", "softmax", "threads") if k in spec}
-        out.append(
-            OnnxLabeller(
-                spec["name"],
-                str(spec.get("version", "1")),
-                path,
-                spec["input_size"],
-                spec["labels"],
-                int(spec.get("batch_size", 8)),
-                **kw,
-            )
-        )
+    for spec in opts.labellers:
+        out.append(OnnxLabeller(spec.name, spec.version, spec.path, spec.input_size, spec.labels, spec.batch_size, camera=spec.camera,
+                                frames=spec.frames, mean=spec.mean, std=spec.std, softmax=spec.softmax, threads=spec.threads))
     seen: set[str] = set()
     for lab in out:
         if lab.name in seen:
-            raise ConfigError(where, "labellers", f"labeller name {lab.name!r} used twice")
+            raise ConfigError(LABELS_WHERE, "labellers", f"labeller name {lab.name!r} used twice")
         seen.add(lab.name)
     return out
 
@@ -134,8 +85,8 @@ class LabelsStage:
         self._pool_lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config_path: str | Path | None = None) -> "LabelsStage":
-        return cls(build_labellers(config_path))
+    def from_options(cls, options: LabelsOptions | None = None) -> "LabelsStage":
+        return cls(build_labellers(options))
 
     def describe(self) -> dict[str, Any]:
         """What this stage's output depends on: each labeller's name and version."""
@@ -185,5 +136,6 @@ class LabelsStage:
 
 
 @register("labels")
-def labels_stage() -> LabelsStage:
-    return LabelsStage.from_config(os.environ.get(CONFIG_ENV) or None)
+def labels_stage(options: LabelsOptions | None) -> LabelsStage:
+    """The stage of a curate run, built from the run config's labels options."""
+    return LabelsStage.from_options(options)
