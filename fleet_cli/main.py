@@ -245,51 +245,71 @@ def validate(landing: Path, as_json: bool, strict: bool) -> None:
 # --------------------------------------------------------------------------------------
 # curate
 # --------------------------------------------------------------------------------------
+_CONFIG_OPTIONS = [
+    click.option("--rate-hz", default=10.0, show_default=True, type=float, help="shared sample rate of clip frames"),
+    click.option("--max-side", default=640, show_default=True, type=int, help="longest side of stored frames"),
+    click.option("--shard-bytes", default=256 * 2**20, show_default=True, type=int, help="target shard size in bytes"),
+    click.option("--triggers", multiple=True, help="extra trigger YAML files or folders"),
+    click.option("--labels/--no-labels", default=True, show_default=True, help="run the labelling stage"),
+    click.option("--labels-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read at launch"),
+    click.option("--privacy/--no-privacy", default=True, show_default=True, help="blur faces and licence plates before encoding"),
+    click.option("--privacy-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read at launch"),
+    click.option("--stage", multiple=True, help="further registered clip stages to run"),
+    click.option("--post-workers", default=2, show_default=True, type=int,
+                 help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)"),
+    click.option("--opencv-threads", default=1, show_default=True, type=int,
+                 help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)"),
+    click.option("--encode-threads", default=2, show_default=True, type=int, help="threads that JPEG-encode the frames of one clip"),
+]
+_CONFIG_KEYS = ("rate_hz", "max_side", "shard_bytes", "triggers", "labels", "labels_config", "privacy", "privacy_config", "stage",
+                "post_workers", "opencv_threads", "encode_threads")
+
+
+def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The run config's options (one CurateConfig), shared by ``fleet curate`` and ``fleet relabel``."""
+    for opt in reversed(_CONFIG_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def build_config(kw: dict[str, Any]) -> Any:
+    """The CurateConfig of the config options in ``kw`` (popped from it; the option files are read now)."""
+    from fleetcore.curate import CurateConfig, curate_stages
+    from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+
+    o = {k: kw.pop(k) for k in _CONFIG_KEYS}
+    return CurateConfig(
+        rate_hz=o["rate_hz"],
+        max_side=o["max_side"],
+        shard_bytes=o["shard_bytes"],
+        trigger_paths=o["triggers"],
+        stages=curate_stages(labels=o["labels"], privacy=o["privacy"], extra=o["stage"]),
+        privacy=PrivacyOptions.from_file(o["privacy_config"]) if o["privacy_config"] else PrivacyOptions(),
+        labels=LabelsOptions.from_file(o["labels_config"]) if o["labels_config"] else LabelsOptions(),
+        post_workers=o["post_workers"],
+        opencv_threads=o["opencv_threads"],
+        encode_threads=o["encode_threads"],
+    )
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--input", "landing", required=True, help="landing zone root")
 @click.option("--output", "store", required=True, help="clip store root")
 @click.option("--vehicle", multiple=True, help="only these vehicles")
 @click.option("--date", multiple=True, help="only drives of these UTC dates (YYYY-MM-DD)")
-@click.option("--rate-hz", default=10.0, show_default=True, type=float, help="shared sample rate of clip frames")
-@click.option("--max-side", default=640, show_default=True, type=int, help="longest side of stored frames")
-@click.option("--shard-bytes", default=256 * 2**20, show_default=True, type=int, help="target shard size in bytes")
-@click.option("--triggers", multiple=True, help="extra trigger YAML files or folders")
-@click.option("--labels/--no-labels", default=True, show_default=True, help="run the labelling stage")
-@click.option("--labels-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read at launch")
-@click.option("--privacy/--no-privacy", default=True, show_default=True, help="blur faces and licence plates before encoding")
-@click.option("--privacy-config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read at launch")
-@click.option("--stage", multiple=True, help="further registered clip stages to run")
-@click.option("--post-workers", default=2, show_default=True, type=int,
-              help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
-@click.option("--opencv-threads", default=1, show_default=True, type=int,
-              help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
-@click.option("--encode-threads", default=2, show_default=True, type=int, help="threads that JPEG-encode the frames of one clip")
+@config_options
 @click.option("--json", "as_json", is_flag=True, help="print the run summary as JSON")
 @click.pass_context
-def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side, shard_bytes, triggers, labels, labels_config, privacy,
-           privacy_config, stage, post_workers, opencv_threads, encode_threads, as_json) -> None:
+def curate(ctx: click.Context, landing, store, vehicle, date, as_json, **options) -> None:
     """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode).
 
     The options make one run config (fleetcore.curate.CurateConfig; the option files are read
     now), checked before the job starts."""
-    from fleetcore.curate import CurateConfig, curate_stages
-    from fleetcore.stage_options import LabelsOptions, PrivacyOptions
     from pipelines.curate import run_curate
 
-    cfg = CurateConfig(
-        rate_hz=rate_hz,
-        max_side=max_side,
-        shard_bytes=shard_bytes,
-        trigger_paths=triggers,
-        stages=curate_stages(labels=labels, privacy=privacy, extra=stage),
-        privacy=PrivacyOptions.from_file(privacy_config) if privacy_config else PrivacyOptions(),
-        labels=LabelsOptions.from_file(labels_config) if labels_config else LabelsOptions(),
-        post_workers=post_workers,
-        opencv_threads=opencv_threads,
-        encode_threads=encode_threads,
-    )
+    cfg = build_config(options)
     summary = run_curate(landing, store, cfg, beam_args=ctx.args, vehicles=list(vehicle) or None, dates=list(date) or None)
     if as_json:
         emit_json(summary)
@@ -297,10 +317,34 @@ def curate(ctx: click.Context, landing, store, vehicle, date, rate_hz, max_side,
         print_curate_summary(summary)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--store", required=True, help="clip store root")
+@click.option("--vehicle", multiple=True, help="only these vehicles")
+@click.option("--date", multiple=True, help="only drives of these UTC dates (YYYY-MM-DD)")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="print the run summary as JSON")
+@click.pass_context
+def relabel(ctx: click.Context, store, vehicle, date, as_json, **options) -> None:
+    """Label the stored clips again with the given labels options, from their stored frames (no video
+    decoded): a Beam job that writes new generations. Give the options the store was curated with,
+    changing only the labels ones; drives whose stored frames or windows differ are skipped."""
+    from pipelines.relabel import run_relabel
+
+    summary = run_relabel(store, build_config(options), beam_args=ctx.args, vehicles=list(vehicle) or None, dates=list(date) or None)
+    if as_json:
+        emit_json(summary)
+        return
+    out.print(f"relabelled {summary['drives_relabelled']} drives ({summary['clips']} clips, {summary['frames_decoded']} video frames decoded)")
+    for sk in summary["skipped"]:
+        out.print(f"  skipped {sk['drive']} ({sk['config_version']}): {sk['reason']}", highlight=False)
+    for q in summary["quarantined"]:
+        out.print(f"  quarantined {q.get('vehicle_id')}/{q.get('drive_id')}/{q.get('clip_id')}: {q['code']}: {q['message']}", highlight=False)
+
+
 def print_curate_summary(s: dict[str, Any]) -> None:
     t = Table(title=f"curate ({s['runner']}, {s['seconds']:.1f} s)", show_header=False)
     t.add_row("drives curated", str(s["drives_curated"]))
-    t.add_row("clips", str(s["clips"]))
+    t.add_row("clips", f"{s['clips']} ({s.get('clips_reused', 0)} re-keyed from stored frames, {s.get('clips_decoded', s['clips'])} decoded)")
     t.add_row("shards written", f"{s['shards_written']} ({s['bytes_written'] / 2**20:.1f} MiB)")
     t.add_row("clip store", f"{s['store_samples']} samples in {s['store_shards']} shards")
     t.add_row("quarantined", str(len(s["quarantined"])))

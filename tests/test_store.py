@@ -275,3 +275,56 @@ def test_two_curate_processes_on_one_store(small_fleet, tmp_path):
     assert clips.height == doc["n_samples"] == sum(s["samples"] for s in doc["shards"]) > 0
     assert clips["clip_id"].n_unique() == clips.height
     assert verify_store(store / "clips") == []
+
+
+@pytest.mark.slow
+def test_relabel_rewrites_labels_from_the_stored_frames_without_decoding(small_fleet, tmp_path):
+    from click.testing import CliRunner
+
+    from fleet_cli.main import cli
+    from fleetcore.curate import CurateConfig, curate_stages
+    from fleetcore.stage_options import LabelsOptions
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
+
+    store = tmp_path / "store"
+    base = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=True, privacy=False))
+    first = run_curate(str(small_fleet), str(store), base, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    before = Catalog(str(store))
+    old_labels = before.read("labels")
+    assert {"vision", "telemetry", "phash"} <= set(old_labels["labeller"].unique().to_list())
+    old_idx = before.read("index")
+    opts = tmp_path / "labels.yaml"
+    opts.write_text("builtins: [telemetry, phash]\n")
+    r = CliRunner().invoke(cli, ["relabel", "--store", str(store), "--rate-hz", "5", "--no-privacy", "--labels-config", str(opts), "--json",
+                                 "--runner=FnApiRunner"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    new_version = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=True, privacy=False), labels=LabelsOptions.from_file(opts)).version()
+    assert s["drives_relabelled"] == 4 and s["clips"] == first["clips"] and s["frames_decoded"] == 0 and s["skipped"] == []
+    assert s["config_version"] == new_version != first["config_version"]
+    after = Catalog(str(store))
+    clips = after.read("clips")
+    assert clips.height == first["clips"] and clips["config_version"].unique().to_list() == [new_version]
+    labels = after.read("labels")
+    assert set(labels["labeller"].unique().to_list()) == {"telemetry", "phash"}
+    # the telemetry labels are the same values as before (they do not look at pixels)
+    key = ["label", "value"]
+    old_tel = old_labels.filter(pl.col("labeller") == "telemetry").select(key).sort(key)
+    assert labels.filter(pl.col("labeller") == "telemetry").select(key).sort(key).equals(old_tel)
+    # every frame member is byte for byte the stored one (renamed to the new clip id); the JSON holds the new labels
+    def frames(cat: Catalog, idx: pl.DataFrame) -> list[bytes]:
+        jpg = idx.filter(pl.col("member").str.ends_with(".jpg"))
+        return sorted(cat.read_member(r["shard"], r["data_offset"], r["size"]) for r in jpg.iter_rows(named=True))
+
+    assert frames(after, after.read("index")) == frames(before, old_idx)
+    sample_json = json.loads(after.read_member(*after.read("index").filter(pl.col("member").str.ends_with(".json")).select("shard", "data_offset", "size").row(0)))
+    assert set(sample_json["record"]["labels"]) == {"telemetry", "phash"} and sample_json["record"]["config_version"] == new_version
+    assert verify_store(store / "clips") == []
+    # the labels config in place: curate is a no-op now, and a relabel again does nothing
+    again = CliRunner().invoke(cli, ["relabel", "--store", str(store), "--rate-hz", "5", "--no-privacy", "--labels-config", str(opts), "--json",
+                                     "--runner=FnApiRunner"])
+    assert again.exit_code == 0 and json.loads(again.output)["drives_relabelled"] == 0
+    # other frames (privacy on): the drives are skipped with the reason
+    other = CliRunner().invoke(cli, ["relabel", "--store", str(store), "--rate-hz", "5", "--json", "--runner=FnApiRunner"])
+    assert other.exit_code == 0 and len(json.loads(other.output)["skipped"]) == 4
+    assert "re-curate" in json.loads(other.output)["skipped"][0]["reason"]
