@@ -31,7 +31,6 @@ import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,13 +41,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import ffmpeg  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fleetcore.landing import DriveWriter, read_manifest  # noqa: E402
 from fleetcore.video import ClipExtractor, index_drive, probe_video, set_opencv_threads  # noqa: E402
-from fleetcore.video.ffmpeg import encode_testsrc, ffmpeg_exe  # noqa: E402
+from fleetcore.video.ffmpeg import encode_testsrc, run  # noqa: E402
 
 log = logging.getLogger("bench.decode")
 S = 1_000_000_000
@@ -66,10 +66,7 @@ def ffmpeg_decode_fps(path: Path, frames: int, threads: int, repeats: int) -> tu
     best, best_cpu = float("inf"), 0.0
     for _ in range(repeats):
         t, c = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN)
-        subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads), "-i", str(path), "-f", "null", "-"],
-            check=True, capture_output=True,
-        )
+        run(ffmpeg.input(str(path), threads=str(threads)).output("-", f="null"), path=path)
         dt = time.perf_counter() - t
         if dt < best:
             best, best_cpu = dt, (_cpu(resource.RUSAGE_CHILDREN) - c) / frames

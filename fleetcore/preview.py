@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import html
 import logging
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Mapping, Sequence
 
+import ffmpeg
 import numpy as np
 import polars as pl
 
@@ -24,6 +24,8 @@ from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
 from fleetcore.store.fs import atomic_write_bytes
 from fleetcore.store.tario import read_member
+from fleetcore.video.ffmpeg import FfmpegError
+from fleetcore.video.ffmpeg import run as run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -215,27 +217,25 @@ def _catalog_rows(store: str | Path, clips: pl.DataFrame, max_clips: int) -> pl.
     return cat.collect()
 
 
-def encode_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: float, ffmpeg: str | None = None) -> Path:
+def encode_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: float) -> Path:
     """Encode RGB frames as H.264 yuv420p MP4 with +faststart (imageio-ffmpeg's binary), atomically."""
     if not frames:
         raise PreviewError(str(path), "no frames to encode")
-    if ffmpeg is None:
-        import imageio_ffmpeg
-
-        ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     h, w = frames[0].shape[:2]
     w2, h2 = w - w % 2, h - h % 2
     raw = b"".join(np.ascontiguousarray(f[:h2, :w2]).tobytes() for f in frames)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp.mp4")
-    cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w2}x{h2}", "-r", f"{fps:g}", "-i", "-",
-           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast", "-crf", "28", "-threads", "1",
-           "-movflags", "+faststart", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", str(tmp)]
-    proc = subprocess.run(cmd, input=raw, capture_output=True, check=False)
-    if proc.returncode != 0:
+    stream = ffmpeg.input("-", f="rawvideo", pix_fmt="rgb24", s=f"{w2}x{h2}", r=f"{fps:g}").output(
+        str(tmp), **{"c:v": "libx264"}, pix_fmt="yuv420p", preset="veryfast", crf="28", threads="1",
+        movflags="+faststart", map_metadata="-1", fflags="+bitexact", **{"flags:v": "+bitexact"},
+    )
+    try:
+        run_ffmpeg(stream, path=p, input_bytes=raw)
+    except FfmpegError:
         tmp.unlink(missing_ok=True)
-        raise PreviewError(str(p), f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-400:]}")
+        raise
     tmp.replace(p)
     return p
 

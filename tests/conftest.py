@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
+import ffmpeg
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from fleetcore.landing import DriveWriter
+from fleetcore.video.ffmpeg import run
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
@@ -25,12 +25,12 @@ def real_data() -> Path:
 
 
 def encode_testsrc(path: Path, *, seconds: float = 3.0, fps: int = 10, size: str = "160x120", codec: str = "libx264",
-                   gop: int = 10, extra: list[str] | None = None) -> Path:
-    """Encode a real H.264 (or other codec) test pattern with the bundled ffmpeg."""
+                   gop: int = 10, extra: dict[str, str] | None = None) -> Path:
+    """Encode a real H.264 (or other codec) test pattern with the bundled ffmpeg (``extra``: more output options)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
-           "-c:v", codec, "-g", str(gop), "-pix_fmt", "yuv420p", "-threads", "1", *(extra or []), str(path)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    src = ffmpeg.input(f"testsrc2=size={size}:rate={fps}:duration={seconds}", f="lavfi")
+    opts = {"c:v": codec, "g": str(gop), "pix_fmt": "yuv420p", "threads": "1", **(extra or {})}
+    run(src.output(str(path), **opts), path=path)
     return path
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +20,7 @@ from fleetcore.importers import (
     import_mdf,
 )
 from fleetcore.landing import UPLOAD_COMPLETE, iter_files, read_manifest
+from fleetcore.video.ffmpeg import run
 from schemas import TELEMETRY
 
 UDACITY = "video/udacity_lanelines_solidWhiteRight.mp4"
@@ -260,14 +261,8 @@ N_FRAMES = 5
 
 
 def _hevc(path: Path, n: int) -> None:
-    import imageio_ffmpeg
-
-    subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-         "testsrc=size=64x48:rate=20", "-frames:v", str(n), "-c:v", "libx265", "-x265-params", "log-level=error",
-         "-f", "hevc", "-y", str(path)],
-        check=True,
-    )
+    src = ffmpeg.input("testsrc=size=64x48:rate=20", f="lavfi")
+    run(src.output(str(path), **{"frames:v": str(n), "c:v": "libx265", "x265-params": "log-level=error"}, f="hevc"), path=path)
 
 
 def _fabricate_route(real: Path, tmp: Path) -> Path:

@@ -186,6 +186,34 @@ def test_same_seed_gives_identical_bytes(drive, tmp_path: Path) -> None:
     assert _digests(other.path) != _digests(drive.path)
 
 
+# sha256 of the simulator's videos, recorded on the code before its ffmpeg calls moved to
+# fleetcore.video.ffmpeg (ffmpeg-python); pinned for the imageio-ffmpeg binary below.
+PINNED_FFMPEG = "n9.0.2-17-g2a571b6068-20260930"
+PINNED_VIDEOS = {
+    "fleet/veh-000/veh-000-20261120T095215Z/cameras/front/000.mp4": "956096623aa2e87445d4954bc04c89ca497283720f87f89d7a35d4e2ddfaf7f1",
+    "fleet/veh-000/veh-000-20261120T095215Z/cameras/left/000.mp4": "7c867830d502f97b2561066b1f460692a6f8039d12f784abd29a09fb937277a7",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/front/000.mp4": "bd40a34e376bccd6e5e5b1be6a29b79f1b503da50d6967508ab815ed5bc3e088",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/front/001.mp4": "5b08e1a5217c52e41257fba9b24df6b31da679ee3d1836f4cfe154b085f29d45",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/front/002.mp4": "f73adee61b70c9b7786e1ba1c0660c576fac26f237b217ca7a3a25664bdea086",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/rear/000.mp4": "4d651f7ec63c720f6c19c6894c7799f325e54fc905cfabd277e2cb8a2ba259f4",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/rear/001.mp4": "9a9e1c37b967f5a842bbc183be069ddebab2c5702ec712bf319b1fc7382c303d",
+    "seg/veh-007/veh-007-20261120T003442Z/cameras/rear/002.mp4": "5de682bea0c9680fd421d384549daac9864d3389561cc318d1e5d5d83c6c8a75",
+}
+
+
+def test_videos_match_the_pinned_digests(tmp_path: Path) -> None:
+    import imageio_ffmpeg
+
+    if imageio_ffmpeg.get_ffmpeg_version() != PINNED_FFMPEG:
+        pytest.skip(f"digests pinned for ffmpeg {PINNED_FFMPEG}, this is {imageio_ffmpeg.get_ffmpeg_version()}")
+    simulate_fleet(tmp_path / "fleet", vehicles=1, drives_per_vehicle=1, cameras=2, width=320, height=180, fps=10.0,
+                   duration_s=3.0, seed=11, workers=1)
+    simulate_drive(tmp_path / "seg", "veh-007", cameras=["front", "rear"], width=320, height=180, fps=10.0,
+                   duration_s=5.0, telemetry_hz=50.0, seed=3, segment_s=2.0)
+    found = {str(p.relative_to(tmp_path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tmp_path.rglob("*.mp4"))}
+    assert found == PINNED_VIDEOS
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fleet_plan_covers_everything(seed: int) -> None:
     scs = plan_fleet(vehicles=3, drives_per_vehicle=2, duration_s=30.0, seed=seed)

@@ -205,7 +205,7 @@ def test_manifest_roundtrip_and_frame_times_check(tmp_path, make_drive):
 
 def test_raw_stream_with_wrong_frame_times_length(tmp_path, make_drive):
     d = make_drive(tmp_path)
-    raw = encode_testsrc(d / "cameras" / "front" / "000.h264", extra=["-f", "h264"])
+    raw = encode_testsrc(d / "cameras" / "front" / "000.h264", extra={"f": "h264"})
     np.save(d / "cameras" / "front" / "000.frametimes.npy", np.arange(7, dtype=np.int64))
     _edit_manifest(d, lambda m: m["cameras"][0].update(files=[{"path": "cameras/front/000.h264", "start_ns": None, "frame_times": "cameras/front/000.frametimes.npy"}]))
     assert raw.exists()

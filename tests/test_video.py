@@ -11,6 +11,7 @@ import json
 import struct
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -26,7 +27,7 @@ from fleetcore.video import (
     probe_video,
     sample_times,
 )
-from fleetcore.video.ffmpeg import encode_frames, encode_testsrc, run_ffmpeg
+from fleetcore.video.ffmpeg import encode_frames, encode_testsrc, run
 from schemas import FRAME_INDEX
 
 W, H = 320, 240
@@ -93,9 +94,9 @@ def vids(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     out["mpeg4"] = make_video(d / "m4.mp4", 0, 10, encoder="mpeg4")
     out["mjpeg"] = make_video(d / "mj.avi", 0, 10, encoder="mjpeg")
-    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(d / "audio.m4a")])
+    run(ffmpeg.input("sine=d=1", f="lavfi").output(str(d / "audio.m4a"), **{"c:a": "aac"}), path=d / "audio.m4a")
     out["audio"] = d / "audio.m4a"
-    run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", str(d / "img.png")])
+    run(ffmpeg.input("testsrc2=size=64x48", f="lavfi").output(str(d / "img.png"), **{"frames:v": "1"}), path=d / "img.png")
     out["png"] = d / "img.png"
     out["empty"] = d / "empty.mp4"
     out["empty"].write_bytes(b"")
@@ -107,7 +108,7 @@ def vids(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["trunc_moov_end"].write_bytes(full[: len(full) // 2])
     # moov at the start, mdat cut
     fs = d / "faststart.mp4"
-    run_ffmpeg(["-i", str(out["mp4"]), "-c", "copy", "-movflags", "+faststart", str(fs)])
+    run(ffmpeg.input(str(out["mp4"])).output(str(fs), c="copy", movflags="+faststart"), path=fs)
     out["faststart"] = fs
     fsb = fs.read_bytes()
     out["trunc_mdat_cut"] = d / "trunc2.mp4"
@@ -252,7 +253,7 @@ def drive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, pa.Tabl
         ]},
         {"name": "vfr", "files": [
             {"path": "cameras/vfr/000.mp4", "start_ns": T0,
-             "make": lambda p: make_video(p, 0, 60, fps=20.0, extra_args=["-vf", "setpts='if(lt(N,20),2*N,N+20)'", "-fps_mode", "passthrough"])},
+             "make": lambda p: make_video(p, 0, 60, fps=20.0, extra={"vf": "setpts='if(lt(N,20),2*N,N+20)'", "fps_mode": "passthrough"})},
         ]},
         {"name": "raw", "codec": "hevc", "files": [
             {"path": "cameras/raw/000.hevc", "start_ns": None, "frame_times": "cameras/raw/000.times.npy",

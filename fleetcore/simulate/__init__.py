@@ -101,7 +101,6 @@ def simulate_fleet(
     overwrite: bool = False,
     crf: int = 26,
     threads: int = 1,
-    ffmpeg: str | None = None,
     workers: int | None = None,
 ) -> list[DriveRef]:
     """Write ``vehicles * drives_per_vehicle`` drives under ``root``; return their refs.
@@ -115,7 +114,7 @@ def simulate_fleet(
     jobs = _fleet_jobs(
         root, vehicles=vehicles, drives_per_vehicle=drives_per_vehicle, cameras=cameras, width=width, height=height,
         fps=fps, duration_s=duration_s, telemetry_hz=telemetry_hz, seed=seed, start_date=start_date,
-        segment_s=segment_s, overwrite=overwrite, crf=crf, threads=threads, ffmpeg=ffmpeg,
+        segment_s=segment_s, overwrite=overwrite, crf=crf, threads=threads,
     )
     n = len(jobs)
     n_workers = min(n, workers if workers is not None else (os.cpu_count() or 1))
@@ -164,7 +163,6 @@ def _fleet_jobs(
     overwrite: bool,
     crf: int,
     threads: int,
-    ffmpeg: str | None,
 ) -> list[dict[str, Any]]:
     """Keyword arguments of ``_simulate_drive`` for every drive of the fleet (events, times of day
     and camera effects dealt over the drives)."""
@@ -203,7 +201,6 @@ def _fleet_jobs(
             overwrite=overwrite,
             crf=crf,
             threads=threads,
-            ffmpeg=ffmpeg,
         ))
     return jobs
 
@@ -217,7 +214,7 @@ def plan_fleet(
     for job in _fleet_jobs(
         "", vehicles=vehicles, drives_per_vehicle=drives_per_vehicle, cameras=1, width=64, height=36, fps=1.0,
         duration_s=duration_s, telemetry_hz=telemetry_hz, seed=seed, start_date=start_date, segment_s=None,
-        overwrite=False, crf=26, threads=1, ffmpeg=None,
+        overwrite=False, crf=26, threads=1,
     ):
         out.append(
             build_scenario(
@@ -256,7 +253,6 @@ def simulate_drive(
     overwrite: bool = False,
     crf: int = 26,
     threads: int = 1,
-    ffmpeg: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DriveRef:
     """Write one drive under ``root/vehicle_id/<drive_id>``.
@@ -271,7 +267,7 @@ def simulate_drive(
         root, vehicle_id, drive_id, drive_index=drive_index, cameras=cameras, width=width, height=height, fps=fps,
         duration_s=duration_s, telemetry_hz=telemetry_hz, seed=seed, start_date=start_date, segment_s=segment_s,
         events=events, time_of_day=time_of_day, effects=effects, pedestrians=pedestrians, overwrite=overwrite,
-        crf=crf, threads=threads, ffmpeg=ffmpeg, progress=progress,
+        crf=crf, threads=threads, progress=progress,
     )[0]
 
 
@@ -297,7 +293,6 @@ def _simulate_drive(
     overwrite: bool = False,
     crf: int = 26,
     threads: int = 1,
-    ffmpeg: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[DriveRef, set[str]]:
     if width < 64 or height < 36 or width % 2 or height % 2:
@@ -370,7 +365,7 @@ def _simulate_drive(
                     if c in writers:
                         writers.pop(c).close()
                     rel = f"cameras/{c}/{i // per_seg:03d}.mp4"
-                    writers[c] = H264Writer(w.file(rel), width=width, height=height, fps=fps, crf=crf, threads=threads, ffmpeg=ffmpeg)
+                    writers[c] = H264Writer(w.file(rel), width=width, height=height, fps=fps, crf=crf, threads=threads)
                     files[c].append({"path": rel, "start_ns": int(frame_t[c][i]), "frame_times": None})
             for c in cams:
                 t = float(frame_t[c][i])

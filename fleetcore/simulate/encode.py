@@ -1,54 +1,47 @@
-"""Deterministic H.264/MP4 encoding of raw BGR frames through an ffmpeg subprocess (stdin pipe).
+"""Deterministic H.264/MP4 encoding of raw BGR frames streamed to ffmpeg's stdin.
 
 Settings: libx264, yuv420p, preset veryfast, CRF 26 by default, GOP = round(fps) frames
 (``-g``, ``-keyint_min``, no scene-cut keyframes) so every second starts with a keyframe,
 no B-frames (decode order == presentation order, first PTS 0), ``-movflags +faststart``,
 bit-exact muxing without metadata, and an explicit thread count: the same frames, binary and
 settings give byte-identical files. The file is written to a temporary name in the same folder
-and renamed into place when ffmpeg succeeds.
+and renamed into place when ffmpeg succeeds. ffmpeg runs through :mod:`fleetcore.video.ffmpeg`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import ffmpeg
 import numpy as np
 
-from fleetcore.errors import VideoError
+from fleetcore.video.ffmpeg import FfmpegPipe
+
+__all__ = ["H264Writer", "h264_stream"]
 
 log = logging.getLogger(__name__)
 
 
-def ffmpeg_exe(override: str | None = None) -> str:
-    """The ffmpeg binary: ``override`` if given, else the one bundled with imageio-ffmpeg."""
-    if override:
-        return override
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def ffmpeg_command(
-    exe: str, out: str, *, width: int, height: int, fps: float, crf: int = 26, preset: str = "veryfast", threads: int = 1
-) -> list[str]:
+def h264_stream(
+    out: str, *, width: int, height: int, fps: float, crf: int = 26, preset: str = "veryfast", threads: int = 1
+) -> Any:
+    """The ffmpeg-python graph: raw BGR frames on ``pipe:0`` -> H.264 MP4 at ``out``."""
     gop = max(1, int(round(fps)))
     rate = Fraction(fps).limit_denominator(1001)
-    return [
-        exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-framerate", f"{rate.numerator}/{rate.denominator}",
-        "-i", "pipe:0",
-        "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "0",
-        "-threads", str(threads),
-        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
-        "-movflags", "+faststart", "-f", "mp4", out,
-    ]  # fmt: skip
+    frames = ffmpeg.input("pipe:0", f="rawvideo", pix_fmt="bgr24", s=f"{width}x{height}", framerate=f"{rate.numerator}/{rate.denominator}")
+    return frames.output(
+        out, an=None, **{"c:v": "libx264"}, preset=preset, crf=str(crf), pix_fmt="yuv420p",
+        g=str(gop), keyint_min=str(gop), sc_threshold="0", bf="0",
+        threads=str(threads),
+        fflags="+bitexact", **{"flags:v": "+bitexact"}, map_metadata="-1",
+        movflags="+faststart", f="mp4",
+    )  # fmt: skip
 
 
 class H264Writer:
@@ -64,53 +57,37 @@ class H264Writer:
         crf: int = 26,
         preset: str = "veryfast",
         threads: int = 1,
-        ffmpeg: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.width, self.height = width, height
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
-        self._err = tempfile.TemporaryFile()
-        cmd = ffmpeg_command(ffmpeg_exe(ffmpeg), self.tmp, width=width, height=height, fps=fps, crf=crf, preset=preset, threads=threads)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._err)
+        stream = h264_stream(self.tmp, width=width, height=height, fps=fps, crf=crf, preset=preset, threads=threads)
+        try:
+            self._pipe = FfmpegPipe(stream, path=self.path)
+        except BaseException:
+            os.unlink(self.tmp)
+            raise
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"{self.path}: expected a {self.height}x{self.width}x3 uint8 frame, found {frame.shape} {frame.dtype}")
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(np.ascontiguousarray(frame).data)
-        except BrokenPipeError as exc:
-            self.proc.wait()
-            raise VideoError(str(self.path), "encode_failed", f"ffmpeg exited early: {self._stderr()}") from exc
+        self._pipe.write(np.ascontiguousarray(frame).data)
         self.frames += 1
 
-    def _stderr(self) -> str:
-        self._err.seek(0)
-        return self._err.read().decode("utf-8", "replace").strip()[-2000:]
-
     def close(self) -> Path:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        rc = self.proc.wait()
         try:
-            if rc != 0:
-                raise VideoError(str(self.path), "encode_failed", f"ffmpeg exited with status {rc}: {self._stderr()}")
+            self._pipe.close()
             os.replace(self.tmp, self.path)
         finally:
-            self._err.close()
             if os.path.exists(self.tmp):
                 os.unlink(self.tmp)
         return self.path
 
     def abort(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        self.proc.kill()
-        self.proc.wait()
-        self._err.close()
+        self._pipe.abort()
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
 
