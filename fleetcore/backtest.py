@@ -31,6 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
+from fleetcore.landing import MANIFEST, localize_drive
 from fleetcore.mining import Filters
 from fleetcore.store.catalog import Catalog
 from fleetcore.store.fs import file_size, join, read_bytes
@@ -213,7 +214,7 @@ def _landing_drive(cat: Catalog, window: dict[str, Any]) -> tuple[str, dict[str,
     if drv.is_empty():
         raise BacktestError(cat.root, f"drive {window['drive_id']} is not in the drive index")
     location = str(drv.item())
-    man_p = join(location, "manifest.json")
+    man_p = join(location, MANIFEST)
     if file_size(man_p) is None:
         raise BacktestError(man_p, "landing drive manifest not found (was the drive removed from the landing zone?)")
     try:
@@ -228,7 +229,6 @@ def _landing_drive(cat: Catalog, window: dict[str, Any]) -> tuple[str, dict[str,
 
 def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | None, max_side: int) -> tuple[str, list[np.ndarray]]:
     """Frames of a window decoded from the landing drive (downloaded first when it is on object storage)."""
-    from fleetcore.landing import localize_drive
     from fleetcore.video.extract import ClipExtractor
 
     location, manifest, frame_index = _landing_drive(cat, window)

@@ -65,7 +65,7 @@ class Catalog:
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def of(cls, store: "str | os.PathLike[str] | Catalog") -> "Catalog":
+    def of(cls, store: str | os.PathLike[str] | Catalog) -> Catalog:
         """The catalog of a store root (local path or URI); a Catalog is returned as it is (so a
         caller's one manifest revision is read throughout)."""
         return store if isinstance(store, Catalog) else cls(os.fspath(store))
