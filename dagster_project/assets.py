@@ -47,7 +47,7 @@ def _permanent(exc: BaseException, what: str) -> dg.Failure:
 
 
 def _report_dir(paths: FleetPaths, *parts: str) -> Path:
-    return paths.store() / "reports" / "dagster" / Path(*parts)
+    return paths.reports() / "dagster" / Path(*parts)
 
 
 def _image_md(png: bytes, alt: str) -> dg.MetadataValue:
@@ -132,9 +132,12 @@ def run_curate_partition(date: str, config: CurateRunConfig, paths: FleetPaths, 
 def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> dict[dg.AssetKey, dict[str, Any]]:
     """Metadata of the four curate assets: this run's work (Beam counters, run summary) and the state of
     the partition in the store (catalog rows)."""
+    from fleetcore.store.catalog import Catalog
+
     from dagster_project.visuals import bar_chart, contact_sheet
 
     store = paths.store()
+    catalog = Catalog(store)  # one manifest revision for every number below
     metrics = summary.get("metrics") or {}
     seconds = float(summary.get("seconds") or 0.0)
     frames = int(metrics.get("frames_decoded", 0))
@@ -143,10 +146,10 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
         "runner": str(summary.get("runner")),
         "config_version": str(summary.get("config_version")),
     }
-    drives = facts.table(store, "drives", date=date)
-    triggers = facts.table(store, "triggers", date=date)
-    clips = facts.table(store, "clips", date=date)
-    labels_all = facts.table(store, "labels")
+    drives = facts.table(catalog, "drives", date=date)
+    triggers = facts.table(catalog, "triggers", date=date)
+    clips = facts.table(catalog, "clips", date=date)
+    labels_all = facts.table(catalog, "labels")
     labels = labels_all.filter(labels_all["clip_id"].is_in(clips["clip_id"].to_list())) if not labels_all.is_empty() and not clips.is_empty() else labels_all.head(0)
     quarantined = [q for q in summary.get("quarantined", []) if not q.get("clip_id")]
     out: dict[dg.AssetKey, dict[str, Any]] = {}
@@ -170,13 +173,9 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
         "events_by_trigger": _counts_md(trig_counts, "trigger"),
         "trigger_chart": _image_md(bar_chart(trig_counts, tdir / "triggers.png", title=f"trigger events {date}"), "trigger events"),
     }
-    man: dict[str, Any] = {}
-    if Path(store, "clips", "manifest.json").is_file():
-        from fleetcore.store.catalog import Catalog
-
-        man = Catalog(str(store)).store_manifest()
+    man = catalog.store_manifest() if catalog.manifest.revision else {}
     cdir = _report_dir(paths, "clip_store", date)
-    sheet = contact_sheet(store, clips, cdir / "contact_sheet.png", labels=labels)
+    sheet = contact_sheet(catalog, clips, cdir / "contact_sheet.png", labels=labels)
     out[CLIP_STORE] = {
         **run_common,
         "clips": clips.height,
@@ -195,7 +194,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     label_counts = facts.label_counts(labels)
     primary = facts.counts(clips, "primary_trigger")
     kdir = _report_dir(paths, "clip_catalog", date)
-    all_clips = facts.table(store, "clips")
+    all_clips = facts.table(catalog, "clips")
     out[CLIP_CATALOG] = {
         "clips": clips.height,
         "clips_total": all_clips.height,
@@ -203,15 +202,9 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
         "labelled_clips": labels["clip_id"].n_unique() if not labels.is_empty() else 0,
         "label_distribution": _image_md(bar_chart(label_counts, kdir / "labels.png", title=f"labels {date}"), "labels"),
         "trigger_distribution": _image_md(bar_chart(primary, kdir / "primary_triggers.png", title=f"clips by primary trigger {date}"), "primary triggers"),
-        "snapshot_id": _snapshot(store),
+        "snapshot_id": catalog.snapshot_id(),
     }
     return out
-
-
-def _snapshot(store: Path) -> str:
-    from fleetcore.store.catalog import Catalog
-
-    return Catalog(str(store)).snapshot_id()
 
 
 def build_curate_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -264,7 +257,7 @@ def coverage_report(context: dg.AssetExecutionContext, config: CoverageConfig, p
     out.mkdir(parents=True, exist_ok=True)
     from fleetcore.coverage import coverage_report as compute, render_heatmap
 
-    report = compute(str(store), config.dims, min_count=config.min_count)
+    report = compute(store, config.dims, min_count=config.min_count)
     png_path = out / "coverage_heatmap.png"
     render_heatmap(report, png_path)
     md: dict[str, Any] = {
@@ -318,7 +311,7 @@ def build_dataset_from_spec(context: dg.OpExecutionContext, spec_path: Path, key
         raise dg.Failure(description=f"pipelines.build_dataset is not available ({exc}); cannot build {spec_path.name}", allow_retries=False) from exc
     t0 = time.monotonic()
     try:
-        res = run_build_dataset(str(spec_path), store=str(store), datasets_root=str(paths.datasets()), beam_args=beam.beam_args())
+        res = run_build_dataset(str(spec_path), store=store, datasets_root=str(paths.datasets()), beam_args=beam.beam_args())
     except FleetError as exc:
         raise _permanent(exc, f"build {spec_path.name}") from exc
     seconds = time.monotonic() - t0

@@ -99,10 +99,10 @@ def labeller_coverage(paths: FleetPaths, limits: QualityThresholds) -> dg.AssetC
 
 
 def shard_checksums(paths: FleetPaths) -> dg.AssetCheckResult:
+    from fleetcore.store.layout import StoreLayout
     from fleetcore.store.shards import verify_store
 
-    clips_dir = paths.store() / "clips"
-    problems = verify_store(clips_dir)
+    problems = verify_store(StoreLayout(paths.store()).clips_dir)
     md: dict[str, Any] = {"problems": len(problems)}
     if problems:
         md["first_problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:20]))

@@ -1,5 +1,5 @@
 """Small read-only queries over a clip store, shared by the assets and the checks (polars over the
-catalog's hive-partitioned Parquet; JSON quarantine records)."""
+catalog's hive-partitioned Parquet; JSON quarantine records). A store is a local path or a URI."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from typing import Any
 
 import polars as pl
 
-from fleetcore.store.catalog import Catalog
+from fleetcore.store.catalog import Catalog, CatalogError
+from fleetcore.store.fs import glob, join, read_bytes
+from fleetcore.store.layout import StoreLayout
 
 
-def table(store: str | Path, name: str, *, date: str | None = None) -> pl.DataFrame:
-    """A catalog table (optionally one date partition); an empty frame when nothing was written yet."""
-    cat = Catalog(str(store))
+def table(store: str | Path | Catalog, name: str, *, date: str | None = None) -> pl.DataFrame:
+    """A catalog table (optionally one date partition); an empty frame when nothing was written yet.
+    ``store`` is a local path, a URI (``s3://bucket/store``) or a Catalog (one manifest revision)."""
+    cat = Catalog.of(store)
     if not cat.exists(name):  # type: ignore[arg-type]
         return pl.DataFrame()
     lf = cat.scan(name)  # type: ignore[arg-type]
@@ -26,17 +29,23 @@ def table(store: str | Path, name: str, *, date: str | None = None) -> pl.DataFr
     return df
 
 
+def _json_records(folder: str) -> list[dict[str, Any]]:
+    out = []
+    for p in glob(join(folder, "*.json")):
+        try:
+            out.append(json.loads(read_bytes(p)))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CatalogError(p, f"not a valid JSON quarantine record ({exc})") from exc
+    return out
+
+
 def quarantine_records(store: str | Path) -> list[dict[str, Any]]:
     """Drive-level quarantine records (``quarantine/*.json``; clip-level ones live in ``quarantine/clips/``)."""
-    qdir = Path(store, "quarantine")
-    if not qdir.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(qdir.glob("*.json"))]
+    return _json_records(StoreLayout(str(store)).quarantine_dir)
 
 
 def clip_quarantine_count(store: str | Path) -> int:
-    qdir = Path(store, "quarantine", "clips")
-    return len(list(qdir.glob("*.json"))) if qdir.is_dir() else 0
+    return len(glob(join(StoreLayout(str(store)).clip_quarantine_dir, "*.json")))
 
 
 def counts(df: pl.DataFrame, column: str, *, explode: bool = False) -> list[tuple[str, int]]:

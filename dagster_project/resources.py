@@ -2,8 +2,9 @@
 thresholds of the asset checks (``QualityThresholds``).
 
 Nothing here reads the environment at import time. ``FleetPaths`` falls back, at run time, to the
-environment variables ``FLEET_LANDING_ROOT`` / ``FLEET_STORE_ROOT`` / ``FLEET_DATASETS_ROOT`` and then to
-project-local folders under ``demo_out/`` (what ``make demo`` writes), so ``make demo && make ui`` shows data.
+environment variables ``FLEET_LANDING_ROOT`` / ``FLEET_STORE_ROOT`` / ``FLEET_DATASETS_ROOT`` /
+``FLEET_REPORTS_ROOT`` and then to project-local folders under ``demo_out/`` (what ``make demo`` writes),
+so ``make demo && make ui`` shows data. The clip store may be a URI (``s3://bucket/store``).
 Any field can also be set to ``dg.EnvVar("...")`` in the definitions or in the Launchpad's run config.
 """
 
@@ -24,6 +25,7 @@ DEFAULT_RUNNER = "FnApiRunner"
 ENV_LANDING = "FLEET_LANDING_ROOT"
 ENV_STORE = "FLEET_STORE_ROOT"
 ENV_DATASETS = "FLEET_DATASETS_ROOT"
+ENV_REPORTS = "FLEET_REPORTS_ROOT"
 
 
 def _pick(value: Optional[str], env: str, default: Path) -> Path:
@@ -34,21 +36,34 @@ def _pick(value: Optional[str], env: str, default: Path) -> Path:
 
 
 class FleetPaths(dg.ConfigurableResource):
-    """The landing zone, the clip store and the datasets folder.
+    """The landing zone, the clip store, the datasets folder and where the assets' pictures go.
 
     Empty fields resolve at run time to ``$FLEET_LANDING_ROOT`` / ``$FLEET_STORE_ROOT`` /
-    ``$FLEET_DATASETS_ROOT``, else to ``<project>/demo_out/{landing,store,datasets}``.
+    ``$FLEET_DATASETS_ROOT`` / ``$FLEET_REPORTS_ROOT``, else to
+    ``<project>/demo_out/{landing,store,datasets}``; reports default to the store's ``reports/``
+    folder for a local store and to ``<project>/demo_out/reports`` for one on object storage.
     """
 
     landing_root: str = ""
     store_root: str = ""
     datasets_root: str = ""
+    reports_root: str = ""
 
     def landing(self) -> Path:
         return _pick(self.landing_root, ENV_LANDING, PROJECT_ROOT / "demo_out" / "landing")
 
-    def store(self) -> Path:
-        return _pick(self.store_root, ENV_STORE, PROJECT_ROOT / "demo_out" / "store")
+    def store(self) -> str:
+        """The clip store root: a local path or a URI (``s3://bucket/store``), as given."""
+        return self.store_root or os.environ.get(ENV_STORE) or str(PROJECT_ROOT / "demo_out" / "store")
+
+    def reports(self) -> Path:
+        """A local folder for the pictures embedded in asset metadata."""
+        from fleetcore.store.fs import resolve
+        from fleetcore.store.layout import StoreLayout
+
+        remote, local = resolve(self.store())
+        default = PROJECT_ROOT / "demo_out" / "reports" if remote is not None else Path(StoreLayout(local).reports_dir)
+        return _pick(self.reports_root, ENV_REPORTS, default)
 
     def datasets(self) -> Path:
         return _pick(self.datasets_root, ENV_DATASETS, PROJECT_ROOT / "demo_out" / "datasets")

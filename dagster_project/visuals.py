@@ -1,6 +1,7 @@
 """Pictures for asset metadata: a contact sheet of sample clips and bar charts, drawn with OpenCV.
 
-Frames come out of the shards by random access (catalog index row -> ``fleetcore.store.tario.read_member``).
+Frames come out of the shards by random access (catalog index row -> ``Catalog.read_member``: one ranged
+GET on object storage). The store is a local path or a URI; the pictures are local files.
 Images are written atomically and embedded in metadata as base64 data URIs in markdown.
 """
 
@@ -16,7 +17,6 @@ import polars as pl
 
 from fleetcore.store.catalog import Catalog
 from fleetcore.landing import atomic_write_bytes
-from fleetcore.store.tario import read_member
 
 BG = (32, 32, 32)
 FG = (235, 235, 235)
@@ -51,13 +51,13 @@ def _middle_frame(catalog: Catalog, index: pl.DataFrame, clip: Mapping[str, obje
     if jpgs.is_empty():
         return None
     r = jpgs.row(jpgs.height // 2, named=True)
-    data = read_member(catalog.shard_path(str(r["shard"])), int(r["data_offset"]), int(r["size"]))
+    data = catalog.read_member(str(r["shard"]), int(r["data_offset"]), int(r["size"]))
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return img
 
 
 def contact_sheet(
-    store: str | Path,
+    store: str | Path | Catalog,
     clips: pl.DataFrame,
     out_path: str | Path,
     *,
@@ -68,9 +68,10 @@ def contact_sheet(
 ) -> bytes:
     """A thumbnail grid (PNG) of up to ``max_clips`` clips (the first ones by clip id), captioned with
     the primary trigger and the clip's labels. Written to ``out_path``; returns the PNG bytes."""
-    catalog = Catalog(str(store))
+    catalog = Catalog.of(store)
     sel = clips.sort("clip_id").head(max_clips)
-    index = catalog.read("index") if catalog.exists("index") else pl.DataFrame()
+    keys = sel["member_key"].to_list() if "member_key" in sel.columns else []
+    index = catalog.scan("index").filter(pl.col("key").is_in(keys)).collect() if keys and catalog.exists("index") else pl.DataFrame()
     thumb_h = thumb_w * 9 // 16
     cap_h = 30
     n = max(sel.height, 1)

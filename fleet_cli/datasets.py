@@ -38,7 +38,7 @@ def datasets() -> None:
 
 @datasets.command("build", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
-@click.option("--store", default=None, help="clip store root (overrides the spec's store)")
+@click.option("--store", default=None, help="clip store root, a local path or a URI such as s3://bucket/store (overrides the spec's store)")
 @_root_option
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.pass_context

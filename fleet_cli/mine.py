@@ -104,7 +104,7 @@ def _tables_used(query: str) -> set[str]:
 
 @click.command("mine", context_settings={"ignore_unknown_options": False})
 @click.argument("query")
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="clip store root")
+@click.option("--store", required=True, help="clip store root (a local path or a URI: s3://bucket/store)")
 @click.option("--bbox", default=None, help="minlon,minlat,maxlon,maxlat: clips whose bbox intersects it")
 @click.option("--near", default=None, help="lat,lon,radius_m: clips whose bbox centre is within radius_m")
 @click.option("--since", default=None, help="30d | 12h | 2w | YYYY-MM-DD (inclusive)")
@@ -202,7 +202,7 @@ def triggers() -> None:
 
 @triggers.command("backtest")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--store", required=True, type=click.Path(file_okay=False), help="clip store root")
+@click.option("--store", required=True, help="clip store root (a local path or a URI: s3://bucket/store)")
 @click.option("--since", default=None, help="30d | YYYY-MM-DD")
 @click.option("--until", default=None, help="30d | YYYY-MM-DD")
 @click.option("--now", default=None, hidden=True)
@@ -248,7 +248,7 @@ def backtest_cmd(files: tuple[str, ...], store: str, since: str | None, until: s
 
 
 @click.command("coverage")
-@click.option("--store", required=True, type=click.Path(file_okay=False))
+@click.option("--store", required=True, help="clip store root (a local path or a URI: s3://bucket/store)")
 @click.option("--dims", required=True, help="comma-separated dimensions, e.g. time_of_day,trigger,speed_band")
 @click.option("--min-count", default=5, show_default=True, type=click.IntRange(0))
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="write a heatmap PNG")

@@ -1,22 +1,27 @@
 """Trigger backtests: run trigger specs over a clip store's historical telemetry, without video.
 
 For every curated drive in the drive index (``drives/``, optionally limited to a date range) the
-drive's canonical telemetry (``telemetry/date=D/<vehicle>__<drive>.parquet``) goes through
+drive's canonical telemetry (its ``telemetry`` file in the store manifest) goes through
 :func:`fleetcore.triggers.find_events` with the curate job's telemetry rate and drive span, so a
 backtest of the shipped triggers reproduces the store's ``triggers/`` tables exactly. The report
 gives firings per day and per vehicle, the clip windows they would cut
 (:func:`fleetcore.triggers.merge_windows`), clip-hours and the clip-store bytes they would cost
-(bytes per clip-second of the store: ``clips/manifest.json`` total bytes / catalog duration).
+(bytes per clip-second of the store: the current generations' shard bytes / catalog duration).
 
 :func:`window_thumbnails` decodes a few frames of sample windows: from the clip store when a
 stored clip covers the window, else from the landing drive (``drives.path``) with
-``fleetcore.video.extract.ClipExtractor`` (only the frames asked for are decoded).
+``fleetcore.video.extract.ClipExtractor`` (only the frames asked for are decoded; a drive on
+object storage is downloaded to a temporary folder first).
+
+The store is a local path or a URI (``s3://bucket/store``): everything is read through
+:class:`fleetcore.store.catalog.Catalog`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,10 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fleetcore.errors import FleetError
-from fleetcore.mining import Filters, scan_table
+from fleetcore.landing import MANIFEST, localize_drive
+from fleetcore.mining import Filters
+from fleetcore.store.catalog import Catalog
+from fleetcore.store.fs import file_size, join, read_bytes
 from fleetcore.triggers import DEFAULT_RATE_HZ, TriggerSpec, find_events, merge_windows
 from schemas import TELEMETRY, TRIGGER_EVENTS
 
@@ -75,41 +82,33 @@ class BacktestResult:
         }
 
 
-def store_config(store: str | Path) -> dict[str, Any]:
+def store_config(store: str | Path | Catalog) -> dict[str, Any]:
     """The curate config of the store's last run (``runs/last.json``), or {}."""
-    p = Path(store, "runs", "last.json")
-    if not p.is_file():
-        return {}
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise BacktestError(str(p), f"not valid JSON ({exc})") from exc
-    return dict(doc.get("config") or {})
+    doc = Catalog.of(store).last_run()
+    return dict((doc or {}).get("config") or {})
 
 
-def bytes_per_clip_second(store: str | Path) -> float | None:
-    """Clip-store bytes per second of clip: manifest total bytes / summed catalog ``duration_s``."""
-    man = Path(store, "clips", "manifest.json")
-    if not man.is_file():
+def bytes_per_clip_second(store: str | Path | Catalog) -> float | None:
+    """Clip-store bytes per second of clip: the current generations' shard bytes (the store
+    manifest's ``current.bytes``) / summed catalog ``duration_s``."""
+    cat = Catalog.of(store)
+    if cat.manifest.revision == 0:
         return None
-    total = int(json.loads(man.read_text()).get("total_bytes") or 0)
-    secs = scan_table(store, "clips").select(pl.col("duration_s").sum()).collect().item()
+    total = int(cat.store_manifest()["current"]["bytes"])
+    secs = cat.scan("clips", missing_ok=True).select(pl.col("duration_s").sum()).collect().item()
     if not secs:
         return None
     return total / float(secs)
 
 
-def drive_telemetry(store: str | Path, vehicle_id: str, drive_id: str, date: str) -> pa.Table | None:
+def drive_telemetry(store: str | Path | Catalog, vehicle_id: str, drive_id: str) -> pa.Table | None:
     """A drive's canonical telemetry from the store (None for a video-only drive)."""
-    p = Path(store, "telemetry", f"date={date}", f"{vehicle_id}__{drive_id}.parquet")
-    if not p.is_file():
-        return None
-    t = pq.read_table(p, columns=TELEMETRY.column_names)
-    return TELEMETRY.conform(t)
+    t = Catalog.of(store).read_drive_table("telemetry", vehicle_id, drive_id, columns=TELEMETRY.column_names)
+    return None if t is None else TELEMETRY.conform(t)
 
 
 def backtest(
-    store: str | Path,
+    store: str | Path | Catalog,
     specs: Sequence[TriggerSpec],
     *,
     filters: Filters | None = None,
@@ -123,12 +122,13 @@ def backtest(
     """
     if not specs:
         raise BacktestError(str(store), "no trigger specs to backtest")
-    cfg = store_config(store)
+    cat = Catalog.of(store)
+    cfg = store_config(cat)
     rate = float(rate_hz or cfg.get("telemetry_rate_hz") or DEFAULT_RATE_HZ)
     max_clip = max_clip_s if max_clip_s is not None else cfg.get("max_clip_s", 30.0)
     f = filters or Filters()
     _, s_d, _, u_d = f.bounds()
-    drives = scan_table(store, "drives")
+    drives = cat.scan("drives", missing_ok=True)
     if s_d is not None:
         drives = drives.filter(pl.col("date") >= s_d)
     if u_d is not None:
@@ -138,7 +138,7 @@ def backtest(
     dates: list[str] = []
     drive_s = 0.0
     for veh, drv, date, s, e in dr.iter_rows():
-        tel = drive_telemetry(store, veh, drv, date)
+        tel = drive_telemetry(cat, veh, drv)
         ev = find_events(tel, specs, vehicle_id=veh, drive_id=drv, rate_hz=rate, drive_span_ns=(int(s), int(e)))
         tables.append(ev)
         dates += [date] * ev.num_rows
@@ -170,7 +170,7 @@ def backtest(
     per_day = per_day.join(day_clips, on="date", how="left")
     per_vehicle = events.group_by("vehicle_id", "trigger").agg(pl.len().alias("firings")).sort("vehicle_id", "trigger")
     clip_s = float(windows["duration_s"].sum()) if windows.height else 0.0
-    bpcs = bytes_per_clip_second(store)
+    bpcs = bytes_per_clip_second(cat)
     ex = []
     for r in windows.sort("date", "vehicle_id", "drive_id", "start_ns").head(examples).iter_rows(named=True):
         ex.append({k: r[k] for k in ("vehicle_id", "drive_id", "date", "start_ns", "end_ns", "duration_s", "triggers", "primary_trigger")})
@@ -182,19 +182,19 @@ def backtest(
     )
 
 
-def _from_store(store: str | Path, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray]] | None:
+def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray]] | None:
     """Frames of a window that lies inside a stored clip of the same drive (None if none does)."""
     from fleetcore.preview import clip_frames
 
     clips = (
-        scan_table(store, "clips")
+        cat.scan("clips", missing_ok=True)
         .filter((pl.col("date") == window["date"]) & (pl.col("vehicle_id") == window["vehicle_id"]) & (pl.col("drive_id") == window["drive_id"])
                 & (pl.col("start_ns") <= window["start_ns"]) & (pl.col("end_ns") >= window["end_ns"]))
         .sort("start_ns").head(1).collect()
     )
     if clips.is_empty():
         return None
-    got = clip_frames(store, clips, camera=camera, n=None)[0]
+    got = clip_frames(cat, clips, camera=camera, n=None)[0]
     row = clips.row(0, named=True)
     rate = float(row["sample_rate_hz"])
     i0 = int(round((window["start_ns"] - row["start_ns"]) * rate / NS_PER_S))
@@ -204,45 +204,57 @@ def _from_store(store: str | Path, window: dict[str, Any], n: int, camera: str |
     return got.camera, [got.frames[k] for k in pick]
 
 
-def _from_landing(store: str | Path, window: dict[str, Any], n: int, camera: str | None, max_side: int) -> tuple[str, list[np.ndarray]]:
-    from fleetcore.video.extract import ClipExtractor
-
+def _landing_drive(cat: Catalog, window: dict[str, Any]) -> tuple[str, dict[str, Any], pa.Table]:
+    """(drive location, landing manifest, frame index) of the window's drive."""
     drv = (
-        scan_table(store, "drives")
+        cat.scan("drives", missing_ok=True)
         .filter((pl.col("date") == window["date"]) & (pl.col("vehicle_id") == window["vehicle_id"]) & (pl.col("drive_id") == window["drive_id"]))
         .select("path").collect()
     )
     if drv.is_empty():
-        raise BacktestError(str(store), f"drive {window['drive_id']} is not in the drive index")
-    path = Path(drv.item())
-    man_p = path / "manifest.json"
-    if not man_p.is_file():
-        raise BacktestError(str(man_p), "landing drive manifest not found (was the drive removed from the landing zone?)")
-    manifest = json.loads(man_p.read_text())
-    fi = Path(store, "frames", f"date={window['date']}", f"{window['vehicle_id']}__{window['drive_id']}.parquet")
-    if not fi.is_file():
-        raise BacktestError(str(fi), "frame index of the drive not found in the store")
-    frame_index = pq.read_table(fi)
+        raise BacktestError(cat.root, f"drive {window['drive_id']} is not in the drive index")
+    location = str(drv.item())
+    man_p = join(location, MANIFEST)
+    if file_size(man_p) is None:
+        raise BacktestError(man_p, "landing drive manifest not found (was the drive removed from the landing zone?)")
+    try:
+        manifest = json.loads(read_bytes(man_p))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BacktestError(man_p, f"not valid JSON ({exc})") from exc
+    frame_index = cat.read_drive_table("frames", window["vehicle_id"], window["drive_id"])
+    if frame_index is None:
+        raise BacktestError(cat.layout.table_dir("frames"), f"frame index of drive {window['drive_id']} not found in the store manifest")
+    return location, manifest, frame_index
+
+
+def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | None, max_side: int) -> tuple[str, list[np.ndarray]]:
+    """Frames of a window decoded from the landing drive (downloaded first when it is on object storage)."""
+    from fleetcore.video.extract import ClipExtractor
+
+    location, manifest, frame_index = _landing_drive(cat, window)
     names = [c["name"] for c in manifest["cameras"]]
     cam = camera or ("front" if "front" in names else names[0])
     dur = max((window["end_ns"] - window["start_ns"]) / NS_PER_S, 1e-3)
     rate = max(n, 1) / dur
-    with ClipExtractor(path, manifest, frame_index, cameras=[cam], max_side=max_side, threads=1) as ex:
-        clip = ex.extract(int(window["start_ns"]), int(window["end_ns"]), rate_hz=rate)
-        frames = [f.copy() for f in clip.frames[cam] if f is not None]
+    with tempfile.TemporaryDirectory(prefix="fleet-backtest-") as cache:
+        path = localize_drive(location, cache)
+        with ClipExtractor(path, manifest, frame_index, cameras=[cam], max_side=max_side, threads=1) as ex:
+            clip = ex.extract(int(window["start_ns"]), int(window["end_ns"]), rate_hz=rate)
+            frames = [f.copy() for f in clip.frames[cam] if f is not None]
     return cam, frames[:n]
 
 
-def window_thumbnails(store: str | Path, windows: Sequence[dict[str, Any]], *, n: int = 6, camera: str | None = None,
+def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, Any]], *, n: int = 6, camera: str | None = None,
                       max_side: int = 320) -> list[tuple[dict[str, Any], str, list[np.ndarray], str]]:
     """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``."""
+    cat = Catalog.of(store)
     out = []
     for w in windows:
-        got = _from_store(store, w, n, camera)
+        got = _from_store(cat, w, n, camera)
         if got is not None:
             out.append((w, got[0], got[1], "store"))
         else:
-            cam, frames = _from_landing(store, w, n, camera, max_side)
+            cam, frames = _from_landing(cat, w, n, camera, max_side)
             out.append((w, cam, frames, "landing"))
     return out
 

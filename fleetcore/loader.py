@@ -48,7 +48,6 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from fleetcore.datasets.build import DatasetError
 from fleetcore.datasets.manifest import read_manifest
 from fleetcore.store.tario import ShardError, scan_tar
 
@@ -538,10 +537,3 @@ def torch_dataset(path: str | os.PathLike[str], *, batch_size: int | None = None
                 loader.close()
 
     return _Dataset()
-
-
-def open_loader(path: str | os.PathLike[str], **kw: Any) -> DatasetLoader:
-    """Alias of ``DatasetLoader(path, **kw)``; raises DatasetError for a path that is not a dataset."""
-    if not (Path(path) / "manifest.json").is_file():
-        raise DatasetError(str(path), "not a dataset version folder (no manifest.json)", code="dataset_missing")
-    return DatasetLoader(path, **kw)

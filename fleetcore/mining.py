@@ -185,12 +185,6 @@ def haversine_m(lat: pl.Expr, lon: pl.Expr, lat0: float, lon0: float) -> pl.Expr
 # --------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------
-def scan_table(store: str | Path, table: str) -> pl.LazyFrame:
-    """A store table as a lazy scan with a String ``date`` partition column (empty with the contract
-    schema when the store has none yet); see ``Catalog.scan``."""
-    return Catalog(str(store)).scan(table, missing_ok=True)  # type: ignore[arg-type]
-
-
 def telemetry_summary_frame(clips: pl.LazyFrame) -> pl.LazyFrame:
     """Per-clip telemetry summary derived from the catalog columns."""
     out = [pl.col(c) for c in ("clip_id", "vehicle_id", "drive_id", "date", "start_utc", "duration_s")]
@@ -266,6 +260,7 @@ class MiningSession:
 
     def __init__(self, store: str, filters: Filters) -> None:
         self.store = store
+        self.catalog = Catalog(store)  # one manifest revision for every table of the session
         self.filters = filters
         self._cache: dict[str, pl.LazyFrame] = {}
         s_t, s_d, u_t, u_d = filters.bounds()
@@ -273,10 +268,15 @@ class MiningSession:
 
     @classmethod
     def open(cls, store: str | Path, filters: Filters | None = None) -> "MiningSession":
-        root = Path(store)
-        if not root.is_dir():
+        """A session over a store given as a local path or a URI (``s3://bucket/store``)."""
+        session = cls(str(store), filters or Filters())
+        if not session.catalog.exists_store():
             raise MiningError(f"{store}: clip store folder does not exist")
-        return cls(str(root), filters or Filters())
+        return session
+
+    def _scan(self, table: str) -> pl.LazyFrame:
+        """A store table (empty with its contract schema when the store has none yet), date-filtered."""
+        return self._by_date(self.catalog.scan(table, missing_ok=True))  # type: ignore[arg-type]
 
     def _by_date(self, lf: pl.LazyFrame) -> pl.LazyFrame:
         _, s_d, _, u_d = self._bounds
@@ -293,7 +293,7 @@ class MiningSession:
         f = self.filters
         s_t, _, u_t, _ = self._bounds
         if name == "clips":
-            clips = self._by_date(scan_table(self.store, "clips"))
+            clips = self._scan("clips")
             if s_t is not None:
                 clips = clips.filter(pl.col("start_utc") >= s_t)
             if u_t is not None:
@@ -310,7 +310,7 @@ class MiningSession:
                 clips = clips.filter(haversine_m(lat_c, lon_c, lat0, lon0) <= radius)
             return clips
         if name == "labels":
-            labels = self._by_date(scan_table(self.store, "labels"))
+            labels = self._scan("labels")
             if self._geo_filtered():
                 labels = labels.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
             return labels
@@ -318,21 +318,20 @@ class MiningSession:
             stored = self._stored_clip_labels()
             if stored is not None:
                 return stored
-            return clip_labels_frame(self.table("labels"), kinds_from=self._by_date(scan_table(self.store, "labels")))
+            return clip_labels_frame(self.table("labels"), kinds_from=self._scan("labels"))
         if name in ("triggers", "drives"):
-            return self._by_date(scan_table(self.store, name))
+            return self._scan(name)
         if name == "telemetry_summary":
             return telemetry_summary_frame(self.table("clips"))
         raise MiningError(f"unknown table {name!r}; tables: {list(TABLES)}")
 
     def _stored_clip_labels(self) -> pl.LazyFrame | None:
         """The curate job's materialised ``clip_labels`` (pivoted when the labels were written), when every
-        ``labels`` file has its wide twin of the same name; None to pivot at query time instead."""
-        cat = Catalog(str(self.store))
-        have = {(p.parent.name, p.name) for p in cat.files("clip_labels")}
-        if not have or have != {(p.parent.name, p.name) for p in cat.files("labels")}:
+        generation with a ``labels`` file also lists its wide twin; None to pivot at query time instead."""
+        labelled = [g for g in self.catalog.generations() if g.table("labels") is not None]
+        if not labelled or any(g.table("clip_labels") is None for g in labelled):
             return None  # labels written some other way (or before the wide table existed): pivot them
-        lf = self._by_date(cat.scan("clip_labels"))
+        lf = self._by_date(self.catalog.scan("clip_labels"))
         if self._geo_filtered():
             lf = lf.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
         return lf
@@ -354,7 +353,7 @@ class MiningSession:
         if cols is None:
             return self.table("clip_labels")
         wanted = {c[: -len("_score")] if c.endswith("_score") else c for c in cols} | cols
-        return clip_labels_frame(self.table("labels"), kinds_from=self._by_date(scan_table(self.store, "labels")), only=wanted)
+        return clip_labels_frame(self.table("labels"), kinds_from=self._scan("labels"), only=wanted)
 
     @property
     def frames(self) -> dict[str, pl.LazyFrame]:

@@ -1,7 +1,9 @@
 """Previews of clips from the clip store: a contact-sheet PNG or an HTML page of short MP4s.
 
 Frames are read by random access: the catalog's shard index gives each JPEG member's offset in
-its shard (``fleetcore.store.tario.read_member``), so only the frames shown are read and decoded.
+its shard (:meth:`fleetcore.store.catalog.Catalog.read_member`: one ranged GET on object storage),
+so only the frames shown are read and decoded. The store is a local path or a URI
+(``s3://bucket/store``); the outputs are local files.
 
 * :func:`clip_frames` — decoded RGB frames of one camera of one clip (all, or ``n`` evenly spaced);
 * :func:`contact_sheet` — one captioned thumbnail strip per clip, written as a PNG;
@@ -23,7 +25,6 @@ import polars as pl
 from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
 from fleetcore.store.fs import atomic_write_bytes
-from fleetcore.store.tario import read_member
 from fleetcore.video.ffmpeg import FfmpegError
 from fleetcore.video.ffmpeg import run as run_ffmpeg
 
@@ -51,14 +52,12 @@ class ClipFrames:
     rate_hz: float
 
 
-def _members(store: str | Path, clips: pl.DataFrame) -> pl.DataFrame:
+def _members(cat: Catalog, clips: pl.DataFrame) -> pl.DataFrame:
     """Shard-index rows (shard, key, member, data_offset, size) of the given clips' members."""
-    from fleetcore.mining import scan_table
-
     dates = sorted({s.split("/", 1)[0].removeprefix("date=") for s in clips["shard"].to_list()})
     keys = clips.select(pl.col("shard"), pl.col("member_key").alias("key"))
     return (
-        scan_table(store, "index")
+        cat.scan("index", missing_ok=True)
         .filter(pl.col("date").is_in(dates))
         .join(keys.lazy(), on=["shard", "key"], how="semi")
         .select("shard", "key", "member", "data_offset", "size")
@@ -96,21 +95,20 @@ def _decode(data: bytes, member: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1])
 
 
-def clip_frames(store: str | Path, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6) -> list[ClipFrames]:
+def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6) -> list[ClipFrames]:
     """Frames of each clip of ``clips`` (needs columns clip_id, shard, member_key, sample_rate_hz):
     ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera)."""
     if clips.is_empty():
         return []
-    members = _members(store, clips)
-    cat = Catalog(str(store))
+    cat = Catalog.of(store)
+    members = _members(cat, clips)
     out = []
     for cid, shard, key, rate in clips.select("clip_id", "shard", "member_key", "sample_rate_hz").iter_rows():
         cam, rows = _frame_rows(members.filter(pl.col("shard") == shard), key, camera)
         if n is not None and len(rows) > n:
             pick = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
             rows = [rows[i] for i in pick]
-        path = cat.shard_path(shard)
-        frames = [_decode(read_member(path, off, size), m) for _, off, size, m in rows]
+        frames = [_decode(cat.read_member(shard, off, size), m) for _, off, size, m in rows]
         out.append(ClipFrames(cid, cam, [r[0] for r in rows], frames, float(rate or 10.0)))
     return out
 
@@ -135,12 +133,10 @@ def caption_lines(row: Mapping[str, Any], labels: Mapping[str, str]) -> list[str
 KEY_LABELS = ("time_of_day", "manoeuvre", "speed_band", "road_type", "pedestrians", "pedestrian_count", "light_conflict", "regions_blurred")
 
 
-def clip_label_values(store: str | Path, clip_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+def clip_label_values(store: str | Path | Catalog, clip_ids: Sequence[str], *, keys: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
     """Label values per clip (value, else rounded score), sorted by label name; ``keys`` chooses them
     (default: KEY_LABELS)."""
-    from fleetcore.mining import scan_table
-
-    lab = scan_table(store, "labels").filter(pl.col("clip_id").is_in(list(clip_ids)))
+    lab = Catalog.of(store).scan("labels", missing_ok=True).filter(pl.col("clip_id").is_in(list(clip_ids)))
     lab = lab.filter(pl.col("label").is_in(list(keys or KEY_LABELS)))
     df = lab.sort(["clip_id", "label", "labeller"]).unique(["clip_id", "label"], keep="first").sort(["clip_id", "label"]).collect()
     out: dict[str, dict[str, str]] = {}
@@ -150,7 +146,7 @@ def clip_label_values(store: str | Path, clip_ids: Sequence[str], *, keys: Seque
 
 
 def contact_sheet(
-    store: str | Path,
+    store: str | Path | Catalog,
     clips: pl.DataFrame,
     path: str | Path,
     *,
@@ -164,11 +160,12 @@ def contact_sheet(
     ``frames`` thumbnails. Returns the path."""
     if "clip_id" not in clips.columns:
         raise PreviewError(str(path), "the result has no clip_id column to preview")
-    sel = _catalog_rows(store, clips, max_clips)
+    cat = Catalog.of(store)
+    sel = _catalog_rows(cat, clips, max_clips)
     if sel.is_empty():
         raise PreviewError(str(path), "no clips to preview (empty result)")
-    got = clip_frames(store, sel, camera=camera, n=frames)
-    labels = clip_label_values(store, sel["clip_id"].to_list(), keys=label_keys)
+    got = clip_frames(cat, sel, camera=camera, n=frames)
+    labels = clip_label_values(cat, sel["clip_id"].to_list(), keys=label_keys)
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
     strips = [(caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {})), cf.frames) for cf in got]
     p = render_sheet(strips, path, frames=frames, thumb_width=thumb_width)
@@ -208,13 +205,11 @@ def render_sheet(strips: Sequence[tuple[Sequence[str], Sequence[np.ndarray]]], p
     return p
 
 
-def _catalog_rows(store: str | Path, clips: pl.DataFrame, max_clips: int) -> pl.DataFrame:
+def _catalog_rows(cat: Catalog, clips: pl.DataFrame, max_clips: int) -> pl.DataFrame:
     """The catalog rows of the result's clips (result order, first ``max_clips`` distinct ids)."""
-    from fleetcore.mining import scan_table
-
     ids = clips.select(pl.col("clip_id").cast(pl.String)).unique(maintain_order=True).head(max_clips).with_row_index("_o")
-    cat = scan_table(store, "clips").join(ids.lazy(), on="clip_id", how="inner").sort("_o").drop("_o")
-    return cat.collect()
+    rows = cat.scan("clips", missing_ok=True).join(ids.lazy(), on="clip_id", how="inner").sort("_o").drop("_o")
+    return rows.collect()
 
 
 def encode_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: float) -> Path:
@@ -241,7 +236,7 @@ def encode_mp4(frames: Sequence[np.ndarray], path: str | Path, *, fps: float) ->
 
 
 def html_preview(
-    store: str | Path,
+    store: str | Path | Catalog,
     clips: pl.DataFrame,
     out_dir: str | Path,
     *,
@@ -252,15 +247,16 @@ def html_preview(
     """Write ``out_dir/index.html`` with one playable MP4 (``out_dir/clips/<clip_id>.mp4``) per clip."""
     if "clip_id" not in clips.columns:
         raise PreviewError(str(out_dir), "the result has no clip_id column to preview")
-    sel = _catalog_rows(store, clips, max_clips)
+    cat = Catalog.of(store)
+    sel = _catalog_rows(cat, clips, max_clips)
     if sel.is_empty():
         raise PreviewError(str(out_dir), "no clips to preview (empty result)")
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    labels = clip_label_values(store, sel["clip_id"].to_list(), keys=label_keys)
+    labels = clip_label_values(cat, sel["clip_id"].to_list(), keys=label_keys)
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
     cards = []
-    for cf in clip_frames(store, sel, camera=camera, n=None):
+    for cf in clip_frames(cat, sel, camera=camera, n=None):
         rel = f"clips/{cf.clip_id}.mp4"
         encode_mp4(cf.frames, out / rel, fps=cf.rate_hz)
         cap = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))

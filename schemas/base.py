@@ -11,7 +11,7 @@ This module imports only pyarrow (and the standard library).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -189,14 +189,3 @@ def _apply_check(contract: str, name: str, col: pa.ChunkedArray, chk: Check) -> 
             dup = next(v["values"].as_py() for v in vc if v["counts"].as_py() > 1)
             row = _first_true(pc.equal(col, pa.scalar(dup, type=t)))
             raise SchemaValidationError(contract, name, row, "unique values", dup)
-
-
-def table_to_pylist(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()
-
-
-def iter_contracts(modules: Iterable[Any]) -> Iterable[Contract]:
-    for m in modules:
-        for v in vars(m).values():
-            if isinstance(v, Contract):
-                yield v

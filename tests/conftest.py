@@ -122,3 +122,41 @@ def plain_store(tmp_path_factory):
     simulate_fleet(landing, vehicles=2, drives_per_vehicle=2, cameras=2, width=320, height=180, fps=10.0, duration_s=30.0, seed=7, workers=1)
     run_curate(str(landing), str(store), CurateConfig(stages=()), beam_args=[f"--runner={DEFAULT_RUNNER}"])
     return landing, store
+
+
+def add_store_labels(store, rows, *, replace: bool = False) -> None:
+    """Put LABELS rows into a store as a labeller would: into the listed ``labels`` file of each current
+    generation holding the rows' clips (added to the rows there, or instead of them with ``replace``:
+    then every generation's labels are replaced), and commit those generations. Their wide
+    ``clip_labels`` no longer matches, so it leaves the manifest and readers pivot the labels."""
+    from dataclasses import replace as with_fields
+
+    from fleetcore.store.catalog import Catalog
+    from fleetcore.store.fs import read_parquet, write_parquet
+    from fleetcore.store.layout import StoreLayout, generation_id
+    from fleetcore.store.manifest import commit
+    from schemas import LABELS
+
+    cat = Catalog(str(store))
+    layout = cat.layout
+    drive_of = {c: StoreLayout.drive_name(v, d) for c, v, d in cat.read("clips").select("clip_id", "vehicle_id", "drive_id").iter_rows()}
+    new: dict[str, list[dict]] = {}
+    for r in rows:
+        new.setdefault(drive_of[r["clip_id"]], []).append(r)
+    gens = []
+    for g in cat.generations():
+        rel = g.table("labels")
+        if g.drive not in new and (rel is None or not replace):
+            continue
+        old = [] if rel is None or replace else read_parquet(layout.resolve(rel), columns=LABELS.column_names).to_pylist()
+        rel = rel or layout.table_relpath("labels", g.date, g.drive, generation_id(g.config_version))
+        write_parquet(LABELS.validate(LABELS.from_pylist(old + new.get(g.drive, []))), layout.resolve(rel))
+        tables = {t: p for t, p in g.tables if t != "clip_labels"} | {"labels": rel}
+        gens.append(with_fields(g, tables=tuple(sorted(tables.items()))))
+    commit(layout, add=gens)
+
+
+@pytest.fixture(scope="session")
+def store_labels():
+    """:func:`add_store_labels`, for tests that add labels to a curated store."""
+    return add_store_labels

@@ -80,8 +80,12 @@ def test_fleet_paths_resolve_at_run_time(monkeypatch, tmp_path):
     monkeypatch.delenv("FLEET_STORE_ROOT", raising=False)
     p = FleetPaths()
     assert p.landing() == tmp_path / "L"
-    assert p.store().parts[-2:] == ("demo_out", "store")
+    assert Path(p.store()).parts[-2:] == ("demo_out", "store")
     assert FleetPaths(landing_root="/x").landing() == Path("/x")
+    # a store on object storage is kept as a URI; the pictures then go to a local folder
+    s3 = FleetPaths(store_root="s3://fleet/store")
+    assert s3.store() == "s3://fleet/store" and s3.reports().parts[-2:] == ("demo_out", "reports")
+    assert FleetPaths(store_root=str(tmp_path / "S")).reports() == tmp_path / "S" / "reports"
 
 
 def test_home_writes_an_instance_config_dagster_reads(tmp_path):
@@ -265,12 +269,15 @@ def bad_store(curated, tmp_path):
 
 @pytest.mark.slow
 def test_checks_fail_on_planted_bad_data(bad_store):
+    from dataclasses import replace
+
     from fleetcore.curate import StoreLayout, write_quarantine
+    from fleetcore.store.manifest import commit, read_manifest as read_store_manifest
     from fleetcore.errors import DriveError
     from fleetcore.validate import quarantine_record
 
     limits = QualityThresholds()
-    store = bad_store.store()
+    store = Path(bad_store.store())
     # one quarantined drive beside two curated ones: 33 % > 20 % -> ERROR
     rec = quarantine_record("/landing/veh-x/d1", DriveError("video_truncated", "moov atom not found", file="cameras/front/000.mp4"),
                             vehicle_id="veh-x", drive_id="d1")
@@ -298,7 +305,9 @@ def test_checks_fail_on_planted_bad_data(bad_store):
     assert not c.passed and c.severity == dg.AssetCheckSeverity.WARN
 
     # no labels table -> WARN saying so
-    shutil.rmtree(store / "catalog" / "labels")
+    layout = StoreLayout(str(store))
+    commit(layout, add=[replace(g, tables=tuple((t, r) for t, r in g.tables if t not in ("labels", "clip_labels")))
+                        for g in read_store_manifest(layout).current()])
     lab = labeller_coverage(bad_store, limits)
     assert not lab.passed and lab.severity == dg.AssetCheckSeverity.WARN and "no labels table" in lab.description
 

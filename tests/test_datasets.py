@@ -22,7 +22,7 @@ from fleetcore.datasets.build import INDEX_NAME, MANIFEST_NAME, DatasetError
 from fleetcore.datasets.manifest import diff_datasets, read_manifest, resolve_dataset, verify_dataset
 from fleetcore.datasets.selection import _digests, select
 from fleetcore.errors import ConfigError
-from schemas import DATASET_MANIFEST, LABELS
+from schemas import DATASET_MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -292,26 +292,21 @@ def test_selection_caps_and_weights_are_deterministic(store):
 
 
 @pytest.mark.slow
-def test_labels_privacy_and_near_duplicates(store, tmp_path):
+def test_labels_privacy_and_near_duplicates(store, tmp_path, store_labels):
     st = tmp_path / "store"
     shutil.copytree(store, st)
-    cat = Catalog(str(st))
-    clips = cat.read("clips")
+    clips = Catalog(str(st)).read("clips")
     ids = sorted(clips["clip_id"].to_list())
-    date = clips["date"][0]
     rows = []
     for i, cid in enumerate(ids):
         rows.append({"clip_id": cid, "labeller": "weather", "labeller_version": "3", "label": "weather", "value": "rain" if i % 2 == 0 else "clear", "score": None})
         rows.append({"clip_id": cid, "labeller": "weather", "labeller_version": "3", "label": "rain_mm", "value": None, "score": -20.0 + i})
     rows.append({"clip_id": ids[0], "labeller": "privacy", "labeller_version": "1", "label": "privacy_enabled", "value": "false", "score": 0.0})
     rows.append({"clip_id": ids[2], "labeller": "phash", "labeller_version": "1", "label": "near_duplicate_of", "value": ids[1], "score": None})
-    shutil.rmtree(st / "catalog" / "labels", ignore_errors=True)  # replace whatever labels the curate run wrote
-    d = st / "catalog" / "labels" / f"date={date}"
-    d.mkdir(parents=True)
-    pq.write_table(LABELS.validate(LABELS.from_pylist(rows)), d / "labels.parquet")
+    store_labels(st, rows, replace=True)  # replace whatever labels the curate run wrote
+    cat = Catalog(str(st))
     # the catalog itself records privacy off for one clip (a store curated without the privacy stage)
-    files = sorted((st / "catalog" / "clips").glob("date=*/*.parquet"))
-    for f in files:
+    for f in cat.files("clips"):
         t = pq.read_table(f)
         if "privacy" in t.column_names:
             priv = [cid != ids[3] for cid in t.column("clip_id").to_pylist()]

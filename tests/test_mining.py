@@ -14,14 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from fleetcore.store.catalog import Catalog
-from fleetcore.curate import write_parquet_atomic
 from fleetcore.mining import Filters, MiningError, MiningSession, check_query, run_query
-from schemas import LABELS
 
 pytestmark = pytest.mark.slow
 
 
-def write_test_labels(store: Path, landing: Path) -> None:
+def write_test_labels(store: Path, landing: Path, add_labels) -> None:
     """Extra LABELS rows (labeller "test") for every clip: gt_time_of_day from the ground truth, test_pedestrians
     (value + score), test_sharpness (score only), beside whatever the curate job's labels stage wrote."""
     clips = Catalog(str(store)).read("clips").sort("clip_id")
@@ -29,16 +27,15 @@ def write_test_labels(store: Path, landing: Path) -> None:
     for f in landing.glob("*/*/ground_truth.json"):
         d = json.loads(f.read_text())
         gts[d["drive_id"]] = d
-    rows: dict[str, list[dict]] = {}
+    rows: list[dict] = []
     for i, r in enumerate(clips.iter_rows(named=True)):
         tod = next(c["value"] for c in gts[r["drive_id"]]["conditions"] if c["type"] == "time_of_day")
-        rows.setdefault(r["date"], []).extend([
+        rows.extend([
             {"clip_id": r["clip_id"], "labeller": "test", "labeller_version": "1", "label": "gt_time_of_day", "value": tod, "score": None},
             {"clip_id": r["clip_id"], "labeller": "test", "labeller_version": "1", "label": "test_pedestrians", "value": str(i % 3), "score": float(i % 3)},
             {"clip_id": r["clip_id"], "labeller": "test", "labeller_version": "1", "label": "test_sharpness", "value": None, "score": 10.0 + i},
         ])
-    for date, rs in rows.items():
-        write_parquet_atomic(LABELS.validate(LABELS.from_pylist(rs)), str(store / "catalog" / "labels" / f"date={date}" / "test-labels.parquet"))
+    add_labels(store, rows)
 
 
 def build_store(tmp: Path) -> tuple[Path, Path]:
@@ -54,9 +51,9 @@ def build_store(tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory, store_labels):
     landing, store = build_store(tmp_path_factory.mktemp("mining"))
-    write_test_labels(store, landing)
+    write_test_labels(store, landing, store_labels)
     return landing, store
 
 

@@ -15,6 +15,7 @@ whole shard.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -23,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.store.fs import file_size, is_dir, is_local, read_bytes, resolve
+from fleetcore.store.fs import file_size, is_dir, is_local, read_bytes, read_parquet, resolve
 from fleetcore.store.layout import TABLES, StoreLayout
 from fleetcore.store.manifest import Generation, StoreManifest, read_manifest
 
@@ -63,6 +64,12 @@ class Catalog:
     config_version: str | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @classmethod
+    def of(cls, store: str | os.PathLike[str] | Catalog) -> Catalog:
+        """The catalog of a store root (local path or URI); a Catalog is returned as it is (so a
+        caller's one manifest revision is read throughout)."""
+        return store if isinstance(store, Catalog) else cls(os.fspath(store))
+
     @property
     def layout(self) -> StoreLayout:
         return StoreLayout(self.root)
@@ -73,6 +80,21 @@ class Catalog:
 
     def generations(self) -> list[Generation]:
         return self.manifest.generations(config_version=self.config_version)
+
+    def generation(self, vehicle_id: str, drive_id: str) -> Generation | None:
+        """The drive's generation read (current, or the one under ``config_version``), None if none."""
+        name = StoreLayout.drive_name(vehicle_id, drive_id)
+        return next((g for g in self.generations() if g.drive == name), None)
+
+    def read_drive_table(self, table: TableName, vehicle_id: str, drive_id: str, *,
+                         columns: list[str] | None = None) -> pa.Table | None:
+        """One drive's file of a table (e.g. its ``telemetry`` or ``frames``) as listed by its
+        generation; None when the drive or that file is not in the manifest."""
+        g = self.generation(vehicle_id, drive_id)
+        rel = None if g is None else g.table(table)
+        if rel is None:
+            return None
+        return read_parquet(self.layout.resolve(rel), columns=columns)
 
     def exists_store(self) -> bool:
         return is_dir(self.root)
@@ -166,9 +188,19 @@ class Catalog:
 
     def read_json(self, relpath: str) -> Any | None:
         """A JSON file of the store (e.g. ``runs/last.json``), None when absent."""
+        return self._json(self.layout.resolve(relpath))
+
+    def last_run(self) -> dict[str, Any] | None:
+        """The last curate run's summary (``runs/last.json``), None when no run wrote one."""
+        return self._json(self.layout.last_run)
+
+    @staticmethod
+    def _json(p: str) -> Any | None:
         import json
 
-        p = self.layout.resolve(relpath)
         if file_size(p) is None:
             return None
-        return json.loads(read_bytes(p))
+        try:
+            return json.loads(read_bytes(p))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CatalogError(p, f"not valid JSON ({exc})") from exc

@@ -231,6 +231,15 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
         fs.rm(p, recursive=True)
 
 
+def read_parquet(path: str | os.PathLike[str], *, columns: list[str] | None = None) -> Any:
+    """One Parquet file as a pyarrow Table (local path or URI; on object stores only the footer and
+    the columns asked for are fetched, by range)."""
+    import pyarrow.parquet as pq
+
+    fs, p = resolve(path)
+    return pq.read_table(p, columns=columns, filesystem=fs)
+
+
 def write_parquet(table: Any, path: str | os.PathLike[str]) -> int:
     """Write a pyarrow Table as zstd Parquet atomically (temp, then rename) to a local path or URI;
     returns its size."""
@@ -242,15 +251,3 @@ def write_parquet(table: Any, path: str | os.PathLike[str]) -> int:
     data = buf.getvalue().to_pybytes()
     atomic_write_bytes(path, data)
     return len(data)
-
-
-def read_parquet(path: str | os.PathLike[str], *, columns: list[str] | None = None) -> Any:
-    """A Parquet file (local path or URI) as a pyarrow Table."""
-    import pyarrow.parquet as pq
-
-    fs, p = resolve(path)
-    if fs is None:
-        return pq.read_table(p, columns=columns)
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return pq.read_table(p, columns=columns, filesystem=PyFileSystem(FSSpecHandler(fs)))

@@ -17,6 +17,7 @@
     quarantine/clips/<clip_id>.json                   one QUARANTINE record per bad clip
     staging/<clip_id>.tar + .json                     encoded clip sample + its catalog row (resumable)
     runs/last.json                                    the last run's summary
+    reports/                                          pictures of the control plane (Dagster metadata)
     audit/<time>-<what>.json                          erasure and collection records
 
 ``<drive>`` is ``<vehicle>__<drive_id>``; ``<gen>`` is the generation id (a hash of the config
@@ -119,6 +120,15 @@ class StoreLayout:
         return self.path("clips", "manifest.json")
 
     # the rest ---------------------------------------------------------------------------
+    @property
+    def quarantine_dir(self) -> str:
+        """Drive quarantine records (``<drive>.json``); clip records are in :attr:`clip_quarantine_dir`."""
+        return self.path("quarantine")
+
+    @property
+    def clip_quarantine_dir(self) -> str:
+        return self.path("quarantine", "clips")
+
     def quarantine_path(self, vehicle_id: str, drive_id: str) -> str:
         return self.path("quarantine", f"{self.drive_name(vehicle_id, drive_id)}.json")
 
@@ -139,6 +149,10 @@ class StoreLayout:
     @property
     def last_run(self) -> str:
         return self.path("runs", "last.json")
+
+    @property
+    def reports_dir(self) -> str:
+        return self.path("reports")
 
     @property
     def audit_dir(self) -> str:
