@@ -160,3 +160,19 @@ def add_store_labels(store, rows, *, replace: bool = False) -> None:
 def store_labels():
     """:func:`add_store_labels`, for tests that add labels to a curated store."""
     return add_store_labels
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_empty_moto(endpoint: str) -> None:
+    """Reset a moto server's state: moto keeps its buckets process-wide, across servers."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()

@@ -84,8 +84,10 @@ def test_comma2k19_segment_yields_trigger_events_and_no_clips(real_store):
     drives = pl.read_parquet(store / "drives" / "**" / "*.parquet")
     row = drives.filter(pl.col("vehicle_id") == "b0c9d2329ad1606b").row(0, named=True)
     assert row["cameras"] == [] and row["date"] == "2018-08-02"
-    state = json.loads(next((store / "state").glob("b0c9d2329ad1606b__*.json")).read_text())
-    assert state["clips"] == 0
+    from fleetcore.store.catalog import Catalog
+
+    gen = next(g for g in Catalog(str(store)).generations() if g.vehicle_id == "b0c9d2329ad1606b")
+    assert gen.clips == 0 and gen.shards == () and gen.table("clips") is None
 
 
 def test_dashcam_clips_get_sensible_labels(real_store):

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import pytest
+
+from conftest import free_port, start_empty_moto
 
 from fleetcore.store.fs import glob, read_bytes
 from fleetcore.landing import list_drives
@@ -16,19 +17,15 @@ from pipelines.curate import DEFAULT_RUNNER, run_curate
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def s3(monkeypatch):
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    start_empty_moto(f"http://127.0.0.1:{port}")  # moto keeps its buckets process-wide: start empty
     endpoint = f"http://127.0.0.1:{port}"
     for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
                  "AWS_ENDPOINT_URL": endpoint, "FSSPEC_S3_ENDPOINT_URL": endpoint}.items():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import socket
 import threading
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import polars as pl
 import pytest
+
+from conftest import free_port, start_empty_moto
 import yaml
 from click.testing import CliRunner
 
@@ -42,12 +43,6 @@ class Fetch:
     range: str | None
     nbytes: int
     status: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _read_chunked(f) -> bytes:
@@ -126,15 +121,17 @@ class CountingProxy:
         self.server.server_close()
 
 
+
 @pytest.fixture(scope="module")
 def s3_fleet(tmp_path_factory):
     """moto behind the counting proxy; a small fleet uploaded to s3://fleet/landing and curated into
     s3://fleet/store; a local copy of that store. Yields (proxy, local store, s3fs filesystem)."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
+    start_empty_moto(f"http://127.0.0.1:{port}")  # moto keeps its buckets process-wide: start empty
     proxy = CountingProxy(port)
     tmp = tmp_path_factory.mktemp("s3fleet")
     with pytest.MonkeyPatch.context() as mp:
