@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from fleetcore.landing import DriveWriter, read_manifest  # noqa: E402
+from fleetcore.landing.drives import DriveWriter, read_manifest  # noqa: E402
 from fleetcore.video import ClipExtractor, index_drive, probe_video, set_opencv_threads  # noqa: E402
 from fleetcore.video.ffmpeg import encode_testsrc, run  # noqa: E402
 
@@ -203,7 +203,7 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
 
     import polars as pl
 
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import DEFAULT_RUNNER, run_curate
 

@@ -43,14 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fleetcore.store.catalog import Catalog  # noqa: E402
 from fleetcore.datasets.manifest import read_manifest  # noqa: E402
-from fleetcore.loader import DatasetLoader  # noqa: E402
+from fleetcore.datasets.loader import DatasetLoader  # noqa: E402
 
 log = logging.getLogger("bench.loader")
 BATCH = 16
 
 
 def make_store(work: Path) -> Path:
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import run_curate
 

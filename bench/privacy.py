@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from fleetcore.privacy import PrivacyStage, pad_box  # noqa: E402
+from fleetcore.stages.privacy import PrivacyStage, pad_box  # noqa: E402
 
 log = logging.getLogger("bench.privacy")
 VIDEOS = REPO.parent / "shared" / "data" / "real" / "video"

@@ -1,4 +1,4 @@
-"""Benchmark `fleet mine` queries (fleetcore.mining) against DuckDB on the same Parquet files.
+"""Benchmark `fleet mine` queries (fleetcore.query.mining) against DuckDB on the same Parquet files.
 
 Builds a synthetic catalog (default 1,000,000 clips over 60 hive ``date=`` partitions, CLIPS
 columns + a long LABELS table + the wide ``clip_labels`` table the curate job writes beside it) in a
@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fleetcore.curate import clip_labels_table
-from fleetcore.mining import Filters, MiningSession
+from fleetcore.clips import clip_labels_table
+from fleetcore.query.mining import Filters, MiningSession
 
 log = logging.getLogger("bench.query")
 
@@ -100,7 +100,7 @@ def build_catalog(root: Path, n: int, days: int, seed: int = 0) -> None:
         p = root / "catalog" / "labels" / f"date={date}"
         p.mkdir(parents=True, exist_ok=True)
         pq.write_table(lab, p / "part-0.parquet", compression="zstd")
-        # the curate job writes the labels pivoted per clip beside them (fleetcore.curate.clip_labels_table)
+        # the curate job writes the labels pivoted per clip beside them (fleetcore.clips.clip_labels_table)
         p = root / "catalog" / "clip_labels" / f"date={date}"
         p.mkdir(parents=True, exist_ok=True)
         pq.write_table(clip_labels_table(lab), p / "part-0.parquet", compression="zstd")

@@ -21,8 +21,8 @@ import dagster as dg
 from dagster_project import dataset_specs, facts
 from dagster_project.landing_scan import scan_landing
 from dagster_project.resources import BeamRunner, FleetPaths
-from fleetcore.curate import CurateConfig, curate_stages
-from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+from fleetcore.clips import CurateConfig, curate_stages
+from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def landing_drives(paths: FleetPaths) -> dg.ObserveResult:
 # --------------------------------------------------------------------------------------
 class CurateRunConfig(dg.Config):
     """The Launchpad's options of a curate run; ``to_curate_config()`` makes the job's run config
-    (``fleetcore.curate.CurateConfig``, the same the CLI builds from its options)."""
+    (``fleetcore.clips.CurateConfig``, the same the CLI builds from its options)."""
 
     labels: bool = True  # the labelling stage
     privacy: bool = True  # blur faces and plates before encoding (off is recorded in every sample)
@@ -242,7 +242,7 @@ def build_curate_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
 # Coverage report
 # --------------------------------------------------------------------------------------
 class CoverageConfig(dg.Config):
-    """Dimensions of the coverage table (``fleetcore.coverage.available_dims``: catalog columns, label
+    """Dimensions of the coverage table (``fleetcore.query.coverage.available_dims``: catalog columns, label
     names, ``trigger``, ``speed_band``) and the count below which a cell is "thin"."""
 
     dims: list[str] = ["trigger", "speed_band"]
@@ -250,12 +250,12 @@ class CoverageConfig(dg.Config):
 
 
 @dg.asset(key=COVERAGE, deps=[CLIP_CATALOG], group_name=GROUP_CURATE, kinds={"polars"},
-          description="Coverage of the catalog over chosen dimensions (fleetcore.coverage) with a heatmap.")
+          description="Coverage of the catalog over chosen dimensions (fleetcore.query.coverage) with a heatmap.")
 def coverage_report(context: dg.AssetExecutionContext, config: CoverageConfig, paths: FleetPaths) -> dg.MaterializeResult:
     store = paths.store()
     out = _report_dir(paths, "coverage")
     out.mkdir(parents=True, exist_ok=True)
-    from fleetcore.coverage import coverage_report as compute, render_heatmap
+    from fleetcore.query.coverage import coverage_report as compute, render_heatmap
 
     report = compute(store, config.dims, min_count=config.min_count)
     png_path = out / "coverage_heatmap.png"
@@ -266,7 +266,7 @@ def coverage_report(context: dg.AssetExecutionContext, config: CoverageConfig, p
         "empty_cells": int(report.empty_cells.height),
         "thin_cells": int(report.thin_cells.height),
         "dims": " x ".join(report.dims),
-        "source": "fleetcore.coverage",
+        "source": "fleetcore.query.coverage",
         "heatmap": _image_md(png_path.read_bytes(), "coverage heatmap"),
         "heatmap_path": dg.MetadataValue.path(str(png_path)),
     }

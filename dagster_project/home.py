@@ -12,7 +12,7 @@ from typing import Sequence
 
 import yaml
 
-from fleetcore.landing import atomic_write_bytes
+from fleetcore.landing.drives import atomic_write_bytes
 
 
 def instance_config(home: Path, *, decode_limit: int | None = None, max_concurrent_runs: int = 2) -> dict:

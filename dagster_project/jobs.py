@@ -53,7 +53,7 @@ class MineConfig(dg.Config):
 
 def write_mined_spec(config: MineConfig, paths: FleetPaths) -> Path:
     """``<datasets_root>/_mined_specs/<dataset_name>.yaml`` (kept beside the datasets, for lineage)."""
-    from fleetcore.landing import atomic_write_bytes
+    from fleetcore.landing.drives import atomic_write_bytes
 
     from dagster_project.dataset_specs import mined_spec
 

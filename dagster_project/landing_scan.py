@@ -3,7 +3,7 @@
 The drive's UTC date is found without decoding video: the earliest vehicle-clock time among the
 manifest's camera ``start_ns`` values (the first ``frame_times`` entry for raw streams, read from the
 ``.npy`` by memory map) and the telemetry Parquet's ``t_ns`` minimum from its row-group statistics,
-plus ``utc_offset_ns``. This is how ``fleetcore.validate`` dates a drive (its span start), up to the
+plus ``utc_offset_ns``. This is how ``fleetcore.ingest.validate`` dates a drive (its span start), up to the
 first frame's PTS offset within a file.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
-from fleetcore.landing import DriveRef, drive_date, list_drives, read_manifest, resolve_in_drive
+from fleetcore.landing.drives import DriveRef, drive_date, list_drives, read_manifest, resolve_in_drive
 
 log = logging.getLogger(__name__)
 

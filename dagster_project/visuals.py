@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from fleetcore.store.catalog import Catalog
-from fleetcore.landing import atomic_write_bytes
+from fleetcore.landing.drives import atomic_write_bytes
 
 BG = (32, 32, 32)
 FG = (235, 235, 235)

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from fleetcore.landing import MANIFEST, UPLOAD_COMPLETE, list_drives
+from fleetcore.landing.drives import MANIFEST, UPLOAD_COMPLETE, list_drives
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def plant_broken_drive(landing: Path) -> Path:
 def run_demo(out_dir: Path, *, vehicles: int, drives: int, cameras: int, duration_s: float, seed: int,
              progress: Callable[..., Any], show_landing: Callable[[dict], None], show_curate: Callable[[dict], None],
              console: Any) -> dict[str, Any]:
-    from fleetcore.curate import CurateConfig
-    from fleetcore.report import validate_landing
+    from fleetcore.clips import CurateConfig
+    from fleetcore.ingest.report import validate_landing
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import run_curate
 
@@ -78,7 +78,7 @@ DEMO_QUERY = (
 def demo_dataset(store: Path, datasets_root: Path, *, console: Any) -> dict[str, Any]:
     """Build a small training dataset from a shipped spec, verify it, read it back with the loader."""
     from fleetcore.datasets.manifest import verify_dataset
-    from fleetcore.loader import DatasetLoader
+    from fleetcore.datasets.loader import DatasetLoader
     from pipelines.build_dataset import run_build_dataset
 
     console.print(f"[bold]4/5 dataset[/bold] {DEMO_SPEC.name} -> {datasets_root}")
@@ -102,8 +102,8 @@ def demo_mining(store: Path, out_dir: Path, *, console: Any) -> dict[str, Any]:
     """A mining query over the catalog and its contact-sheet preview."""
     from rich.table import Table
 
-    from fleetcore.mining import run_query
-    from fleetcore.preview import contact_sheet
+    from fleetcore.query.mining import run_query
+    from fleetcore.query.preview import contact_sheet
 
     console.print("[bold]5/5 mine[/bold] the hardest decelerations among triggered clips")
     df = run_query(store, DEMO_QUERY)

@@ -152,7 +152,7 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="print the drive
 @json_opt
 def import_dashcam_cmd(video, landing, vehicle, drive, camera, telemetry, telemetry_format, start_utc, as_json):
     """A dashcam video with optional GPX / NMEA / CSV telemetry."""
-    from fleetcore.importers import import_dashcam
+    from fleetcore.ingest.importers import import_dashcam
 
     _done(import_dashcam(video, landing, vehicle_id=vehicle, drive_id=drive, camera=camera, telemetry=telemetry,
                          telemetry_format=telemetry_format, start_utc=_utc(start_utc)), as_json)
@@ -166,7 +166,7 @@ def import_dashcam_cmd(video, landing, vehicle, drive, camera, telemetry, teleme
 @json_opt
 def import_comma_cmd(segment, landing, vehicle, drive, as_json):
     """A comma2k19 segment (or route) folder: processed_log/ arrays, global_pose/frame_times, video.hevc if present."""
-    from fleetcore.importers import import_comma2k19
+    from fleetcore.ingest.importers import import_comma2k19
 
     _done(import_comma2k19(segment, landing, vehicle_id=vehicle, drive_id=drive), as_json)
 
@@ -183,7 +183,7 @@ def import_comma_cmd(segment, landing, vehicle, drive, as_json):
 @json_opt
 def import_candump_cmd(log_file, landing, dbc, mapping, vehicle, drive, video, start_utc, as_json):
     """A `candump -L` log decoded with a DBC file and a signal mapping."""
-    from fleetcore.importers import import_candump
+    from fleetcore.ingest.importers import import_candump
 
     _done(import_candump(log_file, dbc, mapping, landing, vehicle_id=vehicle, drive_id=drive, video=video, start_utc=_utc(start_utc)), as_json)
 
@@ -199,7 +199,7 @@ def import_candump_cmd(log_file, landing, dbc, mapping, vehicle, drive, video, s
 @json_opt
 def import_mdf_cmd(mf4, landing, dbc, mapping, vehicle, drive, video, as_json):
     """An ASAM MDF4 (.MF4) bus log decoded with a DBC file."""
-    from fleetcore.importers import import_mdf
+    from fleetcore.ingest.importers import import_mdf
 
     _done(import_mdf(mf4, dbc, landing, vehicle_id=vehicle, drive_id=drive, mapping=mapping, video=video), as_json)
 
@@ -232,7 +232,7 @@ def print_landing_summary(s: dict[str, Any]) -> None:
 @click.option("--strict", is_flag=True, help="exit 2 when any drive is quarantined")
 def validate(landing: Path, as_json: bool, strict: bool) -> None:
     """Validate every drive of a landing zone; bad drives are listed with their reason."""
-    from fleetcore.report import validate_landing
+    from fleetcore.ingest.report import validate_landing
 
     with progress_bar("validating drives") as step:
         rep = validate_landing(landing, progress=step)
@@ -276,8 +276,8 @@ def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_config(kw: dict[str, Any]) -> Any:
     """The CurateConfig of the config options in ``kw`` (popped from it; the option files are read now)."""
-    from fleetcore.curate import CurateConfig, curate_stages
-    from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+    from fleetcore.clips import CurateConfig, curate_stages
+    from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 
     o = {k: kw.pop(k) for k in _CONFIG_KEYS}
     return CurateConfig(
@@ -305,7 +305,7 @@ def build_config(kw: dict[str, Any]) -> Any:
 def curate(ctx: click.Context, landing, store, vehicle, date, as_json, **options) -> None:
     """Run the curate Beam job. Extra arguments are Beam pipeline options (e.g. --runner, --direct_running_mode).
 
-    The options make one run config (fleetcore.curate.CurateConfig; the option files are read
+    The options make one run config (fleetcore.clips.CurateConfig; the option files are read
     now), checked before the job starts."""
     from pipelines.curate import run_curate
 

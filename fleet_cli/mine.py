@@ -1,7 +1,7 @@
 """`fleet mine QUERY`, `fleet triggers backtest FILE.yaml`, `fleet coverage`: clip mining from the command line.
 
-See ``docs/mining.md``. The commands are thin: the work is in ``fleetcore.mining``,
-``fleetcore.preview``, ``fleetcore.backtest`` and ``fleetcore.coverage``; ``--save-dataset`` calls
+See ``docs/mining.md``. The commands are thin: the work is in ``fleetcore.query.mining``,
+``fleetcore.query.preview``, ``fleetcore.query.backtest`` and ``fleetcore.query.coverage``; ``--save-dataset`` calls
 ``pipelines.build_dataset`` (the only place the CLI reaches into pipelines).
 """
 
@@ -33,7 +33,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 def _filters(bbox: str | None, near: str | None, since: str | None, until: str | None, now: str | None) -> Any:
-    from fleetcore.mining import Filters, MiningError, parse_bbox, parse_near
+    from fleetcore.query.mining import Filters, MiningError, parse_bbox, parse_near
 
     now_dt = None
     if now is not None:
@@ -70,7 +70,7 @@ def save_dataset_spec(name: str, query: str, result: pl.DataFrame, *, path: Path
     lists the selected clip ids, with the original query in its description, since dataset specs
     see only the ``clips`` table."""
     from fleetcore.store.fs import atomic_write_bytes
-    from fleetcore.mining import MiningError
+    from fleetcore.query.mining import MiningError
 
     if "clip_id" not in result.columns:
         raise MiningError("--save-dataset needs a clip_id column in the result")
@@ -133,7 +133,7 @@ def mine(query: str, store: str, bbox: str | None, near: str | None, since: str 
          frames_per_clip: int, frame_rate_hz: float, resolution: str, privacy_required: bool) -> None:
     """Run a read-only SQL QUERY over the store's tables: clips, labels, clip_labels, triggers,
     drives, telemetry_summary."""
-    from fleetcore.mining import MiningSession
+    from fleetcore.query.mining import MiningSession
 
     try:
         filters = _filters(bbox, near, since, until, now)
@@ -149,7 +149,7 @@ def mine(query: str, store: str, bbox: str | None, near: str | None, since: str 
             atomic_write_bytes(parquet, buf.getvalue())
             log.info("wrote %d rows to %s", df.height, parquet)
         if preview:
-            from fleetcore.preview import contact_sheet, html_preview
+            from fleetcore.query.preview import contact_sheet, html_preview
 
             if preview.lower().endswith(".png"):
                 out = contact_sheet(store, df, preview, camera=camera, max_clips=max_clips)
@@ -173,7 +173,7 @@ def mine(query: str, store: str, bbox: str | None, near: str | None, since: str 
 def _save(name: str, query: str, df: pl.DataFrame, *, store: str, filters_active: bool, datasets_root: str, spec_path: str | None,
           build: bool, cameras: list[str], frames_per_clip: int, frame_rate_hz: float, resolution: str,
           privacy_required: bool = True) -> None:
-    from fleetcore.mining import MiningError
+    from fleetcore.query.mining import MiningError
 
     try:
         w, h = (int(x) for x in resolution.lower().split("x"))
@@ -213,8 +213,8 @@ def triggers() -> None:
 def backtest_cmd(files: tuple[str, ...], store: str, since: str | None, until: str | None, now: str | None, examples: int,
                  preview: str | None, camera: str | None, as_json: bool) -> None:
     """Run the triggers of FILES (YAML files or folders) over the store's telemetry history."""
-    from fleetcore.backtest import backtest, window_sheet
-    from fleetcore.triggers import load_triggers
+    from fleetcore.query.backtest import backtest, window_sheet
+    from fleetcore.triggers.library import load_triggers
 
     try:
         specs = load_triggers(list(files))
@@ -257,7 +257,7 @@ def backtest_cmd(files: tuple[str, ...], store: str, since: str | None, until: s
 @click.option("--json", "as_json", is_flag=True)
 def coverage_cmd(store: str, dims: str, min_count: int, png: str | None, since: str | None, until: str | None, as_json: bool) -> None:
     """Clip counts over label / trigger dimensions; flags empty and thin cells."""
-    from fleetcore.coverage import coverage_report, render_heatmap
+    from fleetcore.query.coverage import coverage_report, render_heatmap
 
     try:
         rep = coverage_report(store, dims.split(","), min_count=min_count, filters=_filters(None, None, since, until, None))

@@ -28,7 +28,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
-from fleetcore.curate import (
+from fleetcore.clips import (
     ClipFailure,
     ClipResult,
     CurateConfig,
@@ -46,13 +46,13 @@ from fleetcore.curate import (
     write_quarantine,
 )
 from fleetcore.errors import ConfigError, DriveError, DriveIncomplete
-from fleetcore.landing import list_drives, localize_drive
-from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+from fleetcore.landing.drives import list_drives, localize_drive
+from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 from fleetcore.store.fs import is_local
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, commit, read_manifest
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
-from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
+from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def beam_counters(result: Any) -> dict[str, int] | None:
 def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
                vehicles: Sequence[str] | None = None, dates: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the curate job and return its summary (also written to ``<store>/runs/last.json``)."""
-    from fleetcore.landing import dumps_json
+    from fleetcore.landing.drives import dumps_json
     from fleetcore.store.fs import atomic_write_bytes, is_dir, join, read_bytes, remove
 
     if not is_dir(landing):
@@ -469,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.summary_json:
         from pathlib import Path
 
-        from fleetcore.landing import atomic_write_bytes, dumps_json
+        from fleetcore.landing.drives import atomic_write_bytes, dumps_json
 
         atomic_write_bytes(Path(args.summary_json), dumps_json(summary))
     log.info("curate: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))

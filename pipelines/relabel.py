@@ -28,12 +28,12 @@ from typing import Any, Iterable, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from fleetcore.curate import CurateConfig, curate_fingerprints, pack_drive, relabel_clip, stored_clips
+from fleetcore.clips import CurateConfig, curate_fingerprints, pack_drive, relabel_clip, stored_clips
 from fleetcore.errors import DriveError
 from fleetcore.store.fs import atomic_write_bytes, join, read_bytes, read_parquet, remove
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, read_manifest
-from fleetcore.validate import quarantine_record
+from fleetcore.ingest.validate import quarantine_record
 from pipelines.curate import QUARANTINE, WriteQuarantine, _Finish, _tag, _untag
 from pipelines.runner import pipeline_options, run_to_completion
 
@@ -72,7 +72,7 @@ class _RelabelDriveFn(beam.DoFn):
         self.images = Metrics.counter(NS, "images_decoded")
 
     def setup(self):
-        from fleetcore.stages import build_stages
+        from fleetcore.stages.registry import build_stages
 
         self.layout = StoreLayout(self.store)
         self.stage = build_stages(["labels"], options=self.cfg.stage_options())[0]
@@ -99,7 +99,7 @@ class _RelabelDriveFn(beam.DoFn):
 def run_relabel(store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (), vehicles: Sequence[str] | None = None,
                 dates: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the relabel job; returns its summary (``relabelled`` drives, ``skipped`` with reasons)."""
-    from fleetcore.landing import dumps_json
+    from fleetcore.landing.drives import dumps_json
 
     t0 = time.monotonic()
     todo, skipped = plan_relabel(store, cfg, vehicles=vehicles, dates=dates)

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fleetcore.landing import DriveWriter
+from fleetcore.landing.drives import DriveWriter
 from fleetcore.video.ffmpeg import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def make_drive(clip_3s):
         if finish:
             w.finish(manifest)
         else:
-            from fleetcore.landing import MANIFEST, dumps_json
+            from fleetcore.landing.drives import MANIFEST, dumps_json
 
             (w.path / MANIFEST).write_bytes(dumps_json({"format_version": 1, "vehicle_id": vehicle, "drive_id": drive, **manifest}))
         return w.path
@@ -101,7 +101,7 @@ def sim_fleet(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sim_store(sim_fleet, tmp_path_factory):
     """The curate job's store of ``sim_fleet`` (labels and privacy on, the defaults): (path, run summary)."""
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     out = tmp_path_factory.mktemp("store") / "store"
@@ -113,7 +113,7 @@ def sim_store(sim_fleet, tmp_path_factory):
 @pytest.fixture(scope="session")
 def plain_store(tmp_path_factory):
     """A 2 vehicles x 2 drives fleet curated without the labels and privacy stages (fast): (landing, store)."""
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import DEFAULT_RUNNER, run_curate
 

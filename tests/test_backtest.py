@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from fleetcore.backtest import backtest, bytes_per_clip_second, window_sheet, window_thumbnails
+from fleetcore.query.backtest import backtest, bytes_per_clip_second, window_sheet, window_thumbnails
 from fleetcore.store.catalog import Catalog
-from fleetcore.mining import Filters
-from fleetcore.triggers import TRIGGERS_DIR, load_triggers
+from fleetcore.query.mining import Filters
+from fleetcore.triggers.library import TRIGGERS_DIR, load_triggers
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import webdataset as wds
 from fleetcore.store import shards as cs
 from fleetcore.store import tario
 from fleetcore.errors import FleetError
-from fleetcore.sample import SampleError, decode_sample, encode_images, encode_sample
+from fleetcore.store.sample import SampleError, decode_sample, encode_images, encode_sample
 
 CAMERAS = ("front", "left", "right")
 N_CLIPS = 6
@@ -305,7 +305,7 @@ def test_pack_shards_reads_back_with_webdataset(tmp_path, clips):
                 assert img.shape == (H, W, 3)
                 assert np.abs(img * 255.0 - orig).mean() < 4.0
     assert seen == sorted(by_key)
-    # raw (undecoded) WebDataset samples decode with fleetcore.sample.decode_sample
+    # raw (undecoded) WebDataset samples decode with fleetcore.store.sample.decode_sample
     raw = list(wds.WebDataset([s.path for s in shards], shardshuffle=False))
     assert [r["__key__"] for r in raw] == sorted(by_key)
     d = decode_sample(raw[1])

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleetcore.store.catalog import Catalog
-from fleetcore.coverage import CoverageError, coverage_report, render_heatmap
+from fleetcore.query.coverage import CoverageError, coverage_report, render_heatmap
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pickle
 import pytest
 from click.testing import CliRunner
 
-from fleetcore.curate import CurateConfig, curate_stages
+from fleetcore.clips import CurateConfig, curate_stages
 from fleetcore.errors import ConfigError
-from fleetcore.stage_options import LabelsOptions, PrivacyOptions
+from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_the_same_config_gives_the_same_version_and_each_option_changes_it():
 
 
 def test_trigger_content_is_in_the_version_not_its_path(tmp_path):
-    from fleetcore.triggers import TRIGGERS_DIR
+    from fleetcore.triggers.library import TRIGGERS_DIR
 
     spec = TRIGGERS_DIR / "hard_brake.yaml"
     extra = tmp_path / "a" / "extra.yaml"
@@ -112,7 +112,7 @@ def _cli_config(monkeypatch, args: list[str]) -> CurateConfig:
 
 def test_dagster_cli_and_job_argv_build_the_same_config(monkeypatch, tmp_path, option_files):
     from dagster_project.assets import CurateRunConfig
-    from fleetcore.triggers import TRIGGERS_DIR
+    from fleetcore.triggers.library import TRIGGERS_DIR
     from pipelines.curate import build_parser, config_from_args
 
     priv, labels = option_files

@@ -4,7 +4,6 @@ alignment on decoded frames, idempotence, resume after a kill, runners (local mo
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 from collections import defaultdict
@@ -19,8 +18,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import SIM_CURATE
 from fleetcore.store.shards import verify_store
-from fleetcore.curate import CurateConfig, StoreLayout
-from fleetcore.landing import GROUND_TRUTH, list_drives
+from fleetcore.clips import CurateConfig
+from fleetcore.landing.drives import GROUND_TRUTH, list_drives
 from pipelines.curate import (
     DEFAULT_RUNNER,
     ReadLandingDrives,
@@ -156,7 +155,7 @@ def test_killed_run_restarts_to_the_same_checksums(fleet, store, tmp_path, monke
     out, _ = store
     reference = _shard_digests(out)
     dst = tmp_path / "store"
-    import fleetcore.curate as fc
+    import fleetcore.clips as fc
 
     real_pack = fc.pack_drive
     calls = {"n": 0}

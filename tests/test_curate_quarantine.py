@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from fleetcore.curate import CurateConfig
-from fleetcore.stage_options import PrivacyOptions
+from fleetcore.clips import CurateConfig
+from fleetcore.stages.options import PrivacyOptions
 from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow

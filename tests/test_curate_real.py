@@ -4,15 +4,14 @@ comma2k19 segment (telemetry only, its video is absent) yields trigger events an
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 
 import polars as pl
 import pytest
 import webdataset as wds
 
-from fleetcore.importers import import_comma2k19, import_dashcam
-from fleetcore.curate import CurateConfig
+from fleetcore.ingest.importers import import_comma2k19, import_dashcam
+from fleetcore.clips import CurateConfig
 from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow

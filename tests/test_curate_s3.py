@@ -10,8 +10,8 @@ import pytest
 from conftest import free_port, start_empty_moto
 
 from fleetcore.store.fs import glob, read_bytes
-from fleetcore.landing import list_drives
-from fleetcore.curate import CurateConfig
+from fleetcore.landing.drives import list_drives
+from fleetcore.clips import CurateConfig
 from pipelines.curate import DEFAULT_RUNNER, run_curate
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from dagster_project.landing_scan import drive_start_ns, read_cursor
 from dagster_project.partitions import drive_date_partitions
 from dagster_project.resources import BeamRunner, FleetPaths, QualityThresholds
 from dagster_project.sensors import landing_sensor
-from fleetcore.landing import UPLOAD_COMPLETE, read_manifest
+from fleetcore.landing.drives import UPLOAD_COMPLETE, read_manifest
 
 DATE = "2026-11-20"
 CURATE_KEYS = [A.CURATED, A.TRIGGERS, A.CLIP_STORE, A.CLIP_CATALOG]
@@ -271,10 +271,11 @@ def bad_store(curated, tmp_path):
 def test_checks_fail_on_planted_bad_data(bad_store):
     from dataclasses import replace
 
-    from fleetcore.curate import StoreLayout, write_quarantine
+    from fleetcore.clips import write_quarantine
+    from fleetcore.store.layout import StoreLayout
     from fleetcore.store.manifest import commit, read_manifest as read_store_manifest
     from fleetcore.errors import DriveError
-    from fleetcore.validate import quarantine_record
+    from fleetcore.ingest.validate import quarantine_record
 
     limits = QualityThresholds()
     store = Path(bad_store.store())
@@ -415,5 +416,5 @@ def test_coverage_report_materialises(curated):
     assert res.success
     md = _md(res, A.COVERAGE)
     assert md["clips_total"] > 0
-    assert md["source"] == "fleetcore.coverage" and md["cells"] > 0
+    assert md["source"] == "fleetcore.query.coverage" and md["cells"] > 0
     _png_from_md(md["heatmap"])

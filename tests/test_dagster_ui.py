@@ -202,7 +202,7 @@ def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
         import polars as pl
 
         from dagster_project.landing_scan import key_digest, landed_drive, write_cursor
-        from fleetcore.landing import list_drives
+        from fleetcore.landing.drives import list_drives
         from fleetcore.simulate import simulate_drive
 
         sensor = {"repositoryLocationName": loc_name, "repositoryName": repo_name, "sensorName": "landing_sensor"}

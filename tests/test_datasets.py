@@ -109,7 +109,7 @@ def test_bad_yaml_and_missing_fields(tmp_path):
 # ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import run_curate
 
@@ -336,7 +336,7 @@ def test_labels_privacy_and_near_duplicates(store, tmp_path, store_labels):
     res = _build(_spec(tmp_path, where="weather = 'rain'", privacy_required=False), st, tmp_path / "root")
     doc = read_manifest(res.path)
     assert doc["labellers"]["weather"] == "3" and doc["privacy"] is False  # ids[0] is in it, recorded off
-    from fleetcore.loader import DatasetLoader
+    from fleetcore.datasets.loader import DatasetLoader
 
     n = 0
     for s in DatasetLoader(res.path, shuffle_buffer=0):
@@ -360,7 +360,7 @@ def test_webdataset_and_torch_read_the_shards(built):
         n += 1
     assert n == len(doc["samples"])
     torch = pytest.importorskip("torch")
-    from fleetcore.loader import torch_dataset
+    from fleetcore.datasets.loader import torch_dataset
 
     dl = torch.utils.data.DataLoader(torch_dataset(path, batch_size=2, shuffle_buffer=0), batch_size=None, num_workers=0)
     got = [b for b in dl]
@@ -387,7 +387,7 @@ def test_arrow_output_reads_everywhere(built):
     df = pl.read_ipc(shard)
     assert df.height == doc["shards"][0]["samples"] and "telemetry" in df.columns
     assert df.select("clip_id").to_series().to_list() == [s["clip_id"] for s in doc["samples"] if s["shard"] == shard.name]
-    from fleetcore.loader import DatasetLoader
+    from fleetcore.datasets.loader import DatasetLoader
 
     loader = DatasetLoader(path, shuffle_buffer=0)
     size = shard.stat().st_size

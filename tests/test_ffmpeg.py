@@ -15,8 +15,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-import fleetcore.preview
-from fleetcore.preview import encode_mp4
+import fleetcore.query.preview
+from fleetcore.query.preview import encode_mp4
 from fleetcore.simulate.encode import H264Writer, h264_stream
 from fleetcore.video.ffmpeg import GLOBAL_ARGS, FfmpegError, command, run
 
@@ -84,7 +84,7 @@ def test_preview_command_line_is_the_old_one_with_the_shared_global_options(tmp_
         seen.append(command(stream))
         run(stream, **kw)
 
-    monkeypatch.setattr(fleetcore.preview, "run_ffmpeg", spy)
+    monkeypatch.setattr(fleetcore.query.preview, "run_ffmpeg", spy)
     encode_mp4([np.zeros((91, 123, 3), np.uint8)] * 2, tmp_path / "p.mp4", fps=29.97)
     (new,) = seen
     assert new[1 : 1 + len(GLOBAL_ARGS)] == list(GLOBAL_ARGS)

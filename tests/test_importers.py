@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from fleetcore.errors import SourceImportError
-from fleetcore.importers import (
+from fleetcore.ingest.importers import (
     import_candump,
     import_comma2k19,
     import_dashcam,
     import_mdf,
 )
-from fleetcore.landing import UPLOAD_COMPLETE, iter_files, read_manifest
+from fleetcore.landing.drives import UPLOAD_COMPLETE, iter_files, read_manifest
 from fleetcore.video.ffmpeg import run
 from schemas import TELEMETRY
 

@@ -13,13 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from fleetcore.dedup import hamming, mark_near_duplicates, phash_hex
+from fleetcore.labels.dedup import hamming, mark_near_duplicates, phash_hex
 from fleetcore.labels import LABELLERS, LabelError, Scored, labels_to_rows, register_labeller
 from fleetcore.labels.stage import LabelsStage, build_labellers
-from fleetcore.stage_options import LabelsOptions, OnnxLabellerOptions
+from fleetcore.stages.options import LabelsOptions, OnnxLabellerOptions
 from fleetcore.labels.telemetry import TelemetryLabeller, clip_sun, dominant_manoeuvre, manoeuvre_sequence
 from fleetcore.labels.vision import PedestrianLabeller, VisionLabeller, blocked_stats, grey_scaled, sharpness
-from fleetcore.stages import build_stages
+from fleetcore.stages.registry import build_stages
 from fleetcore.video.extract import ClipFrames
 from schemas import LABELS
 
@@ -513,7 +513,7 @@ def test_stop_and_go_clip_is_stopping_even_with_longer_pull_away():
 def test_duplicates_from_catalog_tables(udacity_frames, vehicle_frame):
     import pyarrow as pa
 
-    from fleetcore.dedup import duplicates_from_catalog
+    from fleetcore.labels.dedup import duplicates_from_catalog
 
     (stage,) = build_stages(["labels"])
     rows = []

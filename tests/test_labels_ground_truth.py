@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fleetcore.landing import GROUND_TRUTH, list_drives
+from fleetcore.landing.drives import GROUND_TRUTH, list_drives
 from fleetcore.video.extract import sample_times
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,8 @@ def test_pedestrian_presence_recall_is_reported(scored, record_property):
 def test_stored_clip_labels_equal_the_query_time_pivot(sim_store):
     """The curate job writes labels pivoted per clip beside the long table; `fleet mine` reads that
     instead of pivoting, and it must be exactly the pivot of the long table."""
-    from fleetcore.mining import MiningSession, clip_labels_frame
+    from fleetcore.labels.pivot import clip_labels_frame
+    from fleetcore.query.mining import MiningSession
 
     store, _ = sim_store
     session = MiningSession.open(store)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from fleetcore.datasets.manifest import read_manifest
-from fleetcore.loader import DatasetLoader, collate_numpy, collate_torch
+from fleetcore.datasets.loader import DatasetLoader, collate_numpy, collate_torch
 from fleetcore.store.tario import UnsafeTarMember
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.store.catalog import Catalog
     from fleetcore.simulate import simulate_fleet
     from pipelines.build_dataset import run_build_dataset
@@ -207,7 +207,7 @@ def test_arrow_is_zero_copy_and_collates(datasets):
 
 def test_torch_dataloader_with_workers(datasets):
     torch = pytest.importorskip("torch")
-    from fleetcore.loader import torch_dataset
+    from fleetcore.datasets.loader import torch_dataset
 
     p = datasets["webdataset"]
     n = len(read_manifest(p)["samples"])

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from fleetcore.store.catalog import Catalog
-from fleetcore.mining import Filters, MiningError, MiningSession, check_query, run_query
+from fleetcore.query.mining import Filters, MiningError, MiningSession, check_query, run_query
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def write_test_labels(store: Path, landing: Path, add_labels) -> None:
 
 
 def build_store(tmp: Path) -> tuple[Path, Path]:
-    from fleetcore.curate import CurateConfig
+    from fleetcore.clips import CurateConfig
     from fleetcore.simulate import simulate_fleet
     from pipelines.curate import run_curate
 

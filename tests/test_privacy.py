@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from fleetcore import privacy
+from fleetcore.stages import privacy
 from fleetcore.errors import FleetError
-from fleetcore.privacy import PrivacyError, PrivacyStage, pad_box
-from fleetcore.stage_options import PrivacyOptions
-from fleetcore.stages import build_stages
+from fleetcore.stages.privacy import PrivacyError, PrivacyStage, pad_box
+from fleetcore.stages.options import PrivacyOptions
+from fleetcore.stages.registry import build_stages
 from fleetcore.video.extract import ClipFrames
 
 skdata = pytest.importorskip("skimage.data")

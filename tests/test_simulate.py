@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fleetcore.landing import GROUND_TRUTH, MANIFEST, UPLOAD_COMPLETE, list_drives, read_manifest
+from fleetcore.landing.drives import GROUND_TRUTH, MANIFEST, UPLOAD_COMPLETE, list_drives, read_manifest
 from fleetcore.simulate import decode_marker, marker_value, plan_fleet, simulate_drive, simulate_fleet
 from fleetcore.simulate.render import draw_marker
 from fleetcore.simulate.scenario import (

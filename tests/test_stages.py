@@ -1,4 +1,4 @@
-"""fleetcore.stages.run_stages: read-only stages run beside the frame-editing ones on a snapshot and
+"""fleetcore.stages.registry.run_stages: read-only stages run beside the frame-editing ones on a snapshot and
 the result equals running them one after the other (frames, record, rows, errors)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fleetcore.errors import FleetError
-from fleetcore.stages import run_stages, run_stages_then
+from fleetcore.stages.registry import run_stages, run_stages_then
 from fleetcore.video.extract import ClipFrames
 
 

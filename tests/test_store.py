@@ -79,7 +79,7 @@ def test_a_store_of_the_old_format_is_refused_with_a_clear_error(tmp_path):
 # on curated stores
 # ----------------------------------------------------------------------------------------
 def _curate(landing: Path, store: Path, *, triggers: tuple[str, ...] = (), privacy: bool = True) -> dict:
-    from fleetcore.curate import CurateConfig, curate_stages
+    from fleetcore.clips import CurateConfig, curate_stages
     from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     cfg = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=False, privacy=privacy), trigger_paths=triggers)
@@ -282,8 +282,8 @@ def test_relabel_rewrites_labels_from_the_stored_frames_without_decoding(small_f
     from click.testing import CliRunner
 
     from fleet_cli.main import cli
-    from fleetcore.curate import CurateConfig, curate_stages
-    from fleetcore.stage_options import LabelsOptions
+    from fleetcore.clips import CurateConfig, curate_stages
+    from fleetcore.stages.options import LabelsOptions
     from pipelines.curate import DEFAULT_RUNNER, run_curate
 
     store = tmp_path / "store"
@@ -328,3 +328,44 @@ def test_relabel_rewrites_labels_from_the_stored_frames_without_decoding(small_f
     other = CliRunner().invoke(cli, ["relabel", "--store", str(store), "--rate-hz", "5", "--json", "--runner=FnApiRunner"])
     assert other.exit_code == 0 and len(json.loads(other.output)["skipped"]) == 4
     assert "re-curate" in json.loads(other.output)["skipped"][0]["reason"]
+
+
+@pytest.mark.slow
+def test_near_duplicates_across_drives_and_runs(small_fleet, tmp_path):
+    """The same footage landed again as another drive (another run): the catalog's per-drive mark
+    does not see it, the store-wide ``near_duplicates`` table and dataset builds do."""
+    import shutil
+
+    from fleetcore.clips import CurateConfig, curate_stages
+    from fleetcore.query.mining import MiningSession
+    from pipelines.build_dataset import run_build_dataset
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
+
+    landing = tmp_path / "landing"
+    src = sorted((small_fleet / "veh-000").iterdir())[0]
+    shutil.copytree(src, landing / "veh-000" / src.name)
+    store = tmp_path / "store"
+    cfg = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=True, privacy=False))
+    first = run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    # the same drive again, re-uploaded under another drive id, in a later run
+    again = landing / "veh-000" / f"{src.name}-again"
+    shutil.copytree(src, again)
+    man = json.loads((again / "manifest.json").read_text())
+    man["drive_id"] = again.name
+    (again / "manifest.json").write_text(json.dumps(man))
+    second = run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    assert first["clips"] > 0 and second["drives_curated"] == 1 and second["clips"] == first["clips"]
+    clips = Catalog(str(store)).read("clips")
+    assert clips.height == 2 * first["clips"] and clips["phash"].null_count() == 0
+    assert clips.filter(pl.col("drive_id") == again.name)["near_duplicate_of"].null_count() == first["clips"]  # per drive: unseen
+    marks = MiningSession.open(str(store)).query(
+        "SELECT c.clip_id, c.drive_id, d.near_duplicate_of FROM clips c JOIN near_duplicates d ON c.clip_id = d.clip_id ORDER BY c.clip_id")
+    dup = marks.filter(pl.col("near_duplicate_of").is_not_null())
+    assert dup.height == first["clips"]  # one of each pair of identical windows
+    by_id = dict(zip(clips["clip_id"], clips["drive_id"]))
+    assert all(by_id[o] != d for o, d in zip(dup["near_duplicate_of"], dup["drive_id"]))
+    spec = tmp_path / "dedup.yaml"
+    spec.write_text("name: dedup\ncameras: [front]\nframes_per_clip: 2\nframe_rate_hz: 2\nresolution: [64, 36]\n"
+                    "privacy_required: false\ndrop_near_duplicates: true\n")
+    built = run_build_dataset(str(spec), store=str(store), datasets_root=str(tmp_path / "ds"), beam_args=["--runner=FnApiRunner"])
+    assert built.samples == first["clips"]

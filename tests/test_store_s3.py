@@ -207,7 +207,7 @@ def _member_reads(proxy: CountingProxy, mark: int, local: Path) -> dict[str, lis
 def test_mine_on_s3_equals_local(s3_fleet):
     proxy, local, _ = s3_fleet
     from fleet_cli.mine import mine
-    from fleetcore.mining import MiningSession, run_query
+    from fleetcore.query.mining import MiningSession, run_query
 
     mark = proxy.mark()
     queries = [
@@ -252,9 +252,9 @@ def test_coverage_on_s3_equals_local(s3_fleet, tmp_path):
 def test_backtest_on_s3_equals_local(s3_fleet, tmp_path):
     proxy, local, _ = s3_fleet
     from fleet_cli.mine import triggers
-    from fleetcore.backtest import window_thumbnails
+    from fleetcore.query.backtest import window_thumbnails
     from fleetcore.store.catalog import Catalog
-    from fleetcore.triggers import TRIGGERS_DIR
+    from fleetcore.triggers.library import TRIGGERS_DIR
 
     out = []
     mark = proxy.mark()
@@ -319,7 +319,7 @@ def _report(what: str, reads: dict[str, list[int]], local: Path) -> None:
 def test_dataset_build_and_loader_on_s3_equal_local(s3_fleet, tmp_path):
     proxy, local, _ = s3_fleet
     from fleet_cli.datasets import datasets
-    from fleetcore.loader import DatasetLoader
+    from fleetcore.datasets.loader import DatasetLoader
     from fleetcore.store.catalog import Catalog
 
     clips = Catalog(str(local)).read("clips").sort("clip_id")

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pytest
 
 from fleetcore.errors import ConfigError
-from fleetcore.signals import DERIVED_COLUMNS, DERIVED_SCHEMA, derive, derived_frame, resample
-from fleetcore.triggers import (
+from fleetcore.triggers.signals import DERIVED_COLUMNS, DERIVED_SCHEMA, derive, derived_frame, resample
+from fleetcore.triggers.library import (
     TRIGGERS_DIR,
     ClipWindow,
     TriggerSpec,

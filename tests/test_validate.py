@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from fleetcore.errors import DriveError, DriveIncomplete
-from fleetcore.landing import MANIFEST, UPLOAD_COMPLETE, list_drives, read_manifest
-from fleetcore.report import validate_landing
-from fleetcore.validate import validate_drive
+from fleetcore.landing.drives import MANIFEST, UPLOAD_COMPLETE, list_drives, read_manifest
+from fleetcore.ingest.report import validate_landing
+from fleetcore.ingest.validate import validate_drive
 from conftest import encode_testsrc, telemetry_table
 
 

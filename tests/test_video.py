@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from fleetcore.errors import VideoError
-from fleetcore.landing import DriveWriter, read_manifest
+from fleetcore.landing.drives import DriveWriter, read_manifest
 from fleetcore.video import (
     ClipExtractor,
     extract_clip,

@@ -1,7 +1,7 @@
 """Training datasets: specs, selection over the catalog, building, manifests, diff and verify.
 
 See ``docs/datasets.md``. The Beam job is ``pipelines/build_dataset.py``; the loader is
-``fleetcore/loader.py``.
+``fleetcore/datasets/loader.py``.
 """
 
 from fleetcore.datasets.spec import DatasetSpec, load_spec, parse_spec

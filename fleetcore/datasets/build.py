@@ -36,7 +36,7 @@ from fleetcore.store.catalog import Catalog
 from fleetcore.datasets.selection import Selection, labels_by_clip, select
 from fleetcore.datasets.spec import DatasetSpec
 from fleetcore.errors import FleetError
-from fleetcore.sample import decode_sample, dumps_deterministic, encode_sample
+from fleetcore.store.sample import decode_sample, dumps_deterministic, encode_sample
 from fleetcore.store.tario import iter_members, read_member, scan_tar, tar_bytes, write_tar
 from schemas import DATASET_MANIFEST
 from schemas.v1 import TELEMETRY_SIGNALS
@@ -294,7 +294,7 @@ def render_sample(task: SampleTask, spec: DatasetSpec) -> Rendered:
 
 
 def wds_members(task: SampleTask, r: Rendered, spec: DatasetSpec) -> list[tuple[str, bytes]]:
-    """The sample as WebDataset members (``fleetcore.sample`` layout: json, jpg frames, telemetry.npy)."""
+    """The sample as WebDataset members (``fleetcore.store.sample`` layout: json, jpg frames, telemetry.npy)."""
     frames = {cam: [r.frames[ci, fi] if r.valid[ci, fi] else None for fi in range(spec.frames_per_clip)] for ci, cam in enumerate(spec.cameras)}
     pts = {cam: np.where(r.pts_ns[ci] >= 0, r.pts_ns[ci], 0) for ci, cam in enumerate(spec.cameras)}
     off = {cam: pts[cam] - r.times_ns for cam in spec.cameras}

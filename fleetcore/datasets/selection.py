@@ -12,8 +12,9 @@ Steps, all deterministic for a given catalog and spec (``seed``):
 3. privacy: with ``privacy_required`` a clip whose record says privacy is *off* is refused
    (column ``privacy`` / ``privacy_enabled`` false, or label ``privacy_enabled`` = false); a clip
    with no privacy information is kept (it is only refused when recorded off);
-4. ``drop_near_duplicates``: a clip with a non-empty ``duplicate_of`` / ``near_duplicate_of``
-   column or ``near_duplicate_of`` label is dropped (no-op when none exists);
+4. ``drop_near_duplicates``: a clip that near-duplicates an earlier selected clip of its vehicle
+   (keyframe hashes, across drives, dates and runs: ``fleetcore.labels.dedup.near_duplicates_frame``),
+   or has a non-empty ``duplicate_of`` column or ``near_duplicate_of`` label, is dropped;
 5. a clip that lacks one of the spec's cameras is dropped;
 6. rank = sha256(seed, clip_id); ``cap_per_trigger`` keeps the first N clips of each
    ``primary_trigger`` in rank order, then ``cap_per_vehicle`` the first N of each vehicle;
@@ -135,10 +136,15 @@ def select(catalog: Catalog, spec: DatasetSpec) -> Selection:
 
     n = df.height
     if spec.drop_near_duplicates:
-        for col in ("duplicate_of", "near_duplicate_of", "label_near_duplicate_of"):
+        for col in ("duplicate_of", "label_near_duplicate_of"):
             if col in df.columns:
                 c = pl.col(col).cast(pl.String)
                 df = df.filter(c.is_null() | (c == "") | (c == "null"))
+        if "phash" in df.columns:  # across drives, dates and runs: an earlier selected clip of the vehicle
+            from fleetcore.labels.dedup import near_duplicates_frame
+
+            dups = near_duplicates_frame(df).filter(pl.col("near_duplicate_of").is_not_null())
+            df = df.join(dups.select("clip_id"), on="clip_id", how="anti")
     counts["dropped_near_duplicates"] = n - df.height
 
     n = df.height

@@ -20,7 +20,7 @@ import numpy as np
 
 from fleetcore.errors import ConfigError
 from fleetcore.labels.base import LabelValue, Scored, camera_frames, pick_evenly, primary_camera
-from fleetcore.stage_options import OnnxLabellerOptions
+from fleetcore.stages.options import OnnxLabellerOptions
 
 
 class OnnxLabeller:

@@ -1,4 +1,4 @@
-"""Keyframe perceptual hashes (label ``phash``), the input of :func:`fleetcore.dedup.mark_near_duplicates`."""
+"""Keyframe perceptual hashes (label ``phash``), the input of :func:`fleetcore.labels.dedup.mark_near_duplicates`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from fleetcore.dedup import KEYFRAMES, clip_hashes
+from fleetcore.labels.dedup import KEYFRAMES, clip_hashes
 from fleetcore.labels.base import LabelValue, primary_camera, register_labeller
 
 

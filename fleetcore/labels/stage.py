@@ -1,7 +1,7 @@
 """The ``labels`` clip stage: runs every labeller on each clip, returns LABELS rows and adds
 ``record["labels"] = {labeller: {"version": v, "values": {...}}}`` to the sample JSON.
 
-Which labellers run: the stage's ``LabelsOptions`` (``fleetcore.stage_options``; part of the curate
+Which labellers run: the stage's ``LabelsOptions`` (``fleetcore.stages.options``; part of the curate
 run config, read at launch with ``LabelsOptions.from_file`` from a YAML or JSON file)::
 
     builtins: [telemetry, vision, pedestrians, phash]   # optional; default: all registered
@@ -34,8 +34,8 @@ import numpy as np
 
 from fleetcore.errors import ConfigError, FleetError
 from fleetcore.labels.base import LABELLERS, LabelError, Labeller, jsonable, labels_to_rows
-from fleetcore.stage_options import LABELS_WHERE, LabelsOptions
-from fleetcore.stages import register
+from fleetcore.stages.options import LABELS_WHERE, LabelsOptions
+from fleetcore.stages.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def build_labellers(options: LabelsOptions | None = None) -> list[Labeller]:
 
 class LabelsStage:
     name = "labels"
-    #: reads frames, writes only record["labels"]: runs beside the privacy stage (fleetcore.stages.run_stages)
+    #: reads frames, writes only record["labels"]: runs beside the privacy stage (fleetcore.stages.registry.run_stages)
     frames_read_only = True
 
     def __init__(self, labellers: Sequence[Labeller], *, threads: int | None = None) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from fleetcore.landing import CAMERA_RE, DriveRef, DriveWriter
+from fleetcore.landing.drives import CAMERA_RE, DriveRef, DriveWriter
 from fleetcore.simulate.encode import H264Writer
 from fleetcore.simulate.render import (
     DEFAULT_CAMERA_ORDER,

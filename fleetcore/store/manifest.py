@@ -49,7 +49,7 @@ class Generation:
     clips: int
     shards: tuple[dict[str, Any], ...] = ()
     tables: tuple[tuple[str, str], ...] = ()  # (table, relpath), sorted
-    #: what its parts depend on (fleetcore.curate.curate_fingerprints): extract, labels, windows
+    #: what its parts depend on (fleetcore.clips.curate_fingerprints): extract, labels, windows
     fingerprints: tuple[tuple[str, str], ...] = ()
     committed_revision: int = 0
     committed_utc: str = ""

@@ -2,7 +2,7 @@
 
 Flow (the Beam job is distributed, so packing works from small staged pieces):
 
-1. each worker encodes a clip (:func:`fleetcore.sample.encode_sample`) and writes it as a
+1. each worker encodes a clip (:func:`fleetcore.store.sample.encode_sample`) and writes it as a
    one-sample tar *fragment* with :func:`write_fragment` (``<staging>/<key>.tar``, atomic);
 2. one step gathers the fragments and calls :func:`pack_shards`: fragments sorted by key,
    their member records (headers + data, without the end-of-archive blocks) stream-copied
@@ -38,7 +38,7 @@ from typing import IO, Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.sample import KEY_RE, DecodedSample, decode_sample, dumps_deterministic
+from fleetcore.store.sample import KEY_RE, DecodedSample, decode_sample, dumps_deterministic
 from fleetcore.store.fs import atomic_write_bytes, basename, file_size, is_local, join, makedirs, open_file, publish
 from fleetcore.store.tario import (
     MemberEntry,

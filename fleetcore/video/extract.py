@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fleetcore.errors import VideoError
-from fleetcore.landing import resolve_in_drive
+from fleetcore.landing.drives import resolve_in_drive
 from fleetcore.video.convert import frame_to_rgb
 from fleetcore.video.geometry import output_size
 from fleetcore.video.rawseek import SplicedFile, parameter_sets

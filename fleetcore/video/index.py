@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetcore.errors import VideoError
-from fleetcore.landing import resolve_in_drive
+from fleetcore.landing.drives import resolve_in_drive
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan, pts_to_ns
 from schemas import FRAME_INDEX
 

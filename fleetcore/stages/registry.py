@@ -8,7 +8,7 @@ copies a frame and puts the copy in ``clip.frames`` in place of the original, fo
 that shares it (copy on write, as the privacy stage does).
 It raises a :class:`~fleetcore.errors.FleetError` to quarantine the clip (never passes bad frames on).
 Stages are registered by name; ``build_stages`` builds them once per worker (``DoFn.setup``), each
-from its options in the run config (``PrivacyOptions``, ``LabelsOptions``: fleetcore.stage_options).
+from its options in the run config (``PrivacyOptions``, ``LabelsOptions``: fleetcore.stages.options).
 
 A stage with ``frames_read_only = True`` (the labels stage) promises that it never changes
 ``clip.frames`` and that no later stage reads what it adds to ``record``. ``run_stages`` then runs
@@ -128,7 +128,7 @@ def _load_builtin_stages() -> None:
     """Import the modules that register the shipped stages (lazily: they import cv2, onnxruntime)."""
     import importlib
 
-    for mod in ("fleetcore.labels.stage", "fleetcore.privacy"):  # register "labels", "privacy"
+    for mod in ("fleetcore.labels.stage", "fleetcore.stages.privacy"):  # register "labels", "privacy"
         importlib.import_module(mod)
 
 

@@ -2,10 +2,10 @@
 
 For every curated drive in the drive index (``drives/``, optionally limited to a date range) the
 drive's canonical telemetry (its ``telemetry`` file in the store manifest) goes through
-:func:`fleetcore.triggers.find_events` with the curate job's telemetry rate and drive span, so a
+:func:`fleetcore.triggers.library.find_events` with the curate job's telemetry rate and drive span, so a
 backtest of the shipped triggers reproduces the store's ``triggers/`` tables exactly. The report
 gives firings per day and per vehicle, the clip windows they would cut
-(:func:`fleetcore.triggers.merge_windows`), clip-hours and the clip-store bytes they would cost
+(:func:`fleetcore.triggers.library.merge_windows`), clip-hours and the clip-store bytes they would cost
 (bytes per clip-second of the store: the current generations' shard bytes / catalog duration).
 
 :func:`window_thumbnails` decodes a few frames of sample windows: from the clip store when a
@@ -31,11 +31,11 @@ import polars as pl
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.landing import MANIFEST, localize_drive
-from fleetcore.mining import Filters
+from fleetcore.landing.drives import MANIFEST, localize_drive
+from fleetcore.query.mining import Filters
 from fleetcore.store.catalog import Catalog
 from fleetcore.store.fs import file_size, join, read_bytes
-from fleetcore.triggers import DEFAULT_RATE_HZ, TriggerSpec, find_events, merge_windows
+from fleetcore.triggers.library import DEFAULT_RATE_HZ, TriggerSpec, find_events, merge_windows
 from schemas import TELEMETRY, TRIGGER_EVENTS
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def backtest(
 
 def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray]] | None:
     """Frames of a window that lies inside a stored clip of the same drive (None if none does)."""
-    from fleetcore.preview import clip_frames
+    from fleetcore.query.preview import clip_frames
 
     clips = (
         cat.scan("clips", missing_ok=True)
@@ -262,7 +262,7 @@ def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, A
 def window_sheet(store: str | Path, windows: Sequence[dict[str, Any]], path: str | Path, *, n: int = 6, camera: str | None = None,
                  thumb_width: int = 160) -> Path:
     """A contact-sheet PNG of sample windows (caption: drive, window, triggers, frame source)."""
-    from fleetcore.preview import render_sheet
+    from fleetcore.query.preview import render_sheet
 
     rows = window_thumbnails(store, windows, n=n, camera=camera)
     if not rows:

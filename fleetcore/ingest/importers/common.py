@@ -24,7 +24,7 @@ import pyarrow as pa
 import yaml
 
 from fleetcore.errors import SourceImportError
-from fleetcore.landing import CAMERA_RE, ID_RE, DriveRef, DriveWriter
+from fleetcore.landing.drives import CAMERA_RE, ID_RE, DriveRef, DriveWriter
 from schemas import TELEMETRY, SchemaValidationError
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def save_npy(dst: Path, arr: np.ndarray) -> None:
 
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(arr, dtype=np.int64), allow_pickle=False)
-    from fleetcore.landing import atomic_write_bytes
+    from fleetcore.landing.drives import atomic_write_bytes
 
     atomic_write_bytes(dst, buf.getvalue())
 

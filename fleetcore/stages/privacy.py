@@ -47,13 +47,13 @@ import cv2
 import numpy as np
 
 from fleetcore.errors import FleetError
-from fleetcore.stage_options import PrivacyOptions
-from fleetcore.stages import register
+from fleetcore.stages.options import PrivacyOptions
+from fleetcore.stages.registry import register
 
 log = logging.getLogger(__name__)
 
 PRIVACY_VERSION = "5"
-VENDORED_CASCADES = Path(__file__).resolve().parent / "labels" / "data" / "haarcascades"
+VENDORED_CASCADES = Path(__file__).resolve().parents[1] / "labels" / "data" / "haarcascades"
 
 #: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
 #: max box width as a share of the detection frame's width; None = no limit)

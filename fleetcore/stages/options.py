@@ -1,9 +1,9 @@
 """Typed, frozen options of the shipped clip stages: ``PrivacyOptions`` (the ``privacy`` stage) and
 ``LabelsOptions`` (the ``labels`` stage, with its ``OnnxLabellerOptions``).
 
-They are part of :class:`fleetcore.curate.CurateConfig`: read and checked where a run is launched
+They are part of :class:`fleetcore.clips.CurateConfig`: read and checked where a run is launched
 (from its options, or from a YAML/JSON file with ``from_file``), pickled to the workers with the
-config, and handed to the stage factories by ``fleetcore.stages.build_stages``. A worker builds
+config, and handed to the stage factories by ``fleetcore.stages.registry.build_stages``. A worker builds
 its stages from these values, never from the environment or from a file it reads itself.
 
 Lists are stored as tuples (the options are hashable, and compare equal however they were given),
@@ -41,9 +41,9 @@ def version_payload(obj: Any) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class PrivacyOptions:
-    """Options of the ``privacy`` stage (``fleetcore.privacy.PrivacyStage``; docs/labels.md)."""
+    """Options of the ``privacy`` stage (``fleetcore.stages.privacy.PrivacyStage``; docs/labels.md)."""
 
-    #: Haar detectors (``fleetcore.privacy.DETECTORS``). Profile faces cost about four times a
+    #: Haar detectors (``fleetcore.stages.privacy.DETECTORS``). Profile faces cost about four times a
     #: frontal face (the cascade runs on the mirrored frame too): opt in with
     #: ``("face", "face_profile", "plate")``.
     detectors: tuple[str, ...] = ("face", "plate")

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fleetcore.errors import DriveError, DriveIncomplete
-from fleetcore.landing import GROUND_TRUTH, list_drives
-from fleetcore.validate import ValidatedDrive, quarantine_record, validate_drive
+from fleetcore.landing.drives import GROUND_TRUTH, list_drives
+from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
 

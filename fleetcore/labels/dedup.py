@@ -97,3 +97,18 @@ def duplicates_from_catalog(clips: Any, labels: Any, *, threshold: int = DEFAULT
         for r in clips.select(["clip_id", "vehicle_id", "start_ns"]).to_pylist()
     ]
     return mark_near_duplicates(rows, threshold=threshold, max_gap_ns=max_gap_ns)
+
+
+def near_duplicates_frame(clips: Any, *, threshold: int = DEFAULT_THRESHOLD) -> Any:
+    """Near-duplicates across drives, dates and runs: for each clip of ``clips`` (a polars frame
+    with clip_id, vehicle_id, start_utc and the catalog's ``phash`` column), the earliest original
+    clip of the same vehicle by UTC start whose keyframe hashes are within ``threshold`` bits, or
+    null for an original. A polars DataFrame (clip_id, near_duplicate_of); the catalog's own
+    ``near_duplicate_of`` compares the clips of one drive only, as they are packed."""
+    import polars as pl
+
+    df = clips.lazy().select("clip_id", "vehicle_id", pl.col("start_utc").dt.epoch("ns"), "phash").collect()
+    rows = [(cid, veh, int(ts or 0), ph.split(",") if ph else []) for cid, veh, ts, ph in df.iter_rows()]
+    marks = mark_near_duplicates(rows, threshold=threshold)
+    return pl.DataFrame({"clip_id": list(marks), "near_duplicate_of": list(marks.values())},
+                        schema={"clip_id": pl.String, "near_duplicate_of": pl.String})

@@ -14,7 +14,11 @@ registered empty with its contract schema:
 * ``triggers`` — trigger events (``schemas.TRIGGER_EVENTS`` + ``date``);
 * ``drives`` — the drive index (``schemas.DRIVE_INDEX``);
 * ``telemetry_summary`` — per clip speed (m/s and km/h) min/mean/max, peak decel, peak lateral
-  accel, bbox and bbox centre.
+  accel, bbox and bbox centre;
+* ``near_duplicates`` — ``(clip_id, near_duplicate_of)`` across drives, dates and runs: the
+  earliest original clip of the same vehicle (by UTC start) whose keyframe hashes are within the
+  threshold, null for an original (``fleetcore.labels.dedup.near_duplicates_frame``; computed when
+  a query reads it; the catalog's ``near_duplicate_of`` column compares one drive's clips only).
 
 Filters (:class:`Filters`) apply before the query: ``since``/``until`` prune the ``date``
 partitions of every table (the scan reads only those files), and relative values (``30d``) also
@@ -40,12 +44,13 @@ from typing import Any, Callable, Final, Mapping, Sequence
 
 import polars as pl
 
+from fleetcore.labels.pivot import clip_labels_frame
 from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
 
 log = logging.getLogger(__name__)
 
-TABLES: Final = ("clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary")
+TABLES: Final = ("clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary", "near_duplicates")
 EARTH_RADIUS_M: Final = 6_371_008.8
 KMH_PER_MPS: Final = 3.6
 _REL_RE: Final = re.compile(r"^(\d+)\s*([dhw])$")
@@ -197,48 +202,6 @@ def telemetry_summary_frame(clips: pl.LazyFrame) -> pl.LazyFrame:
     return clips.select(out)
 
 
-def _label_kinds(labels: pl.LazyFrame) -> list[tuple[str, bool, bool, int]]:
-    """(label, has values, has scores, number of labellers) for every label name, sorted."""
-    stats = (
-        labels.group_by("label")
-        .agg(pl.col("value").is_not_null().any().alias("v"), pl.col("score").is_not_null().any().alias("s"),
-             pl.col("labeller").n_unique().alias("n"))
-        .sort("label")
-        .collect()
-    )
-    return [(str(n), bool(v), bool(s), int(k)) for n, v, s, k in stats.iter_rows()]
-
-
-def clip_labels_frame(labels: pl.LazyFrame, *, kinds_from: pl.LazyFrame | None = None, only: set[str] | None = None) -> pl.LazyFrame:
-    """Labels pivoted wide (see the module docstring). ``kinds_from`` (default ``labels``) decides the
-    columns; ``only`` limits the pivot to the labels a query names (None: every label)."""
-    src = kinds_from if kinds_from is not None else labels
-    if only is not None:
-        src = src.filter(pl.col("label").is_in(sorted(only)))
-        labels = labels.filter(pl.col("label").is_in(sorted(only)))
-    kinds = _label_kinds(src)
-    if not kinds:
-        return pl.LazyFrame(schema={"clip_id": pl.String})
-    first = labels.select("clip_id", "label", "labeller", "value", "score")
-    if any(k[3] > 1 for k in kinds):
-        # group_by keeps the row order within each group, so after sorting by labeller the first row
-        # of a (clip, label) is the alphabetically first labeller's
-        first = first.sort("labeller", maintain_order=True)
-    aggs: list[pl.Expr] = []
-    taken = {"clip_id"}
-    for name, has_v, has_s, _ in kinds:
-        is_l = pl.col("label") == name
-        if has_v or not has_s:
-            aggs.append(pl.col("value").filter(is_l).first().alias(name))
-            if has_s and f"{name}_score" not in taken and (only is None or f"{name}_score" in only):
-                aggs.append(pl.col("score").filter(is_l).first().alias(f"{name}_score"))
-                taken.add(f"{name}_score")
-        else:
-            aggs.append(pl.col("score").filter(is_l).first().alias(name))
-        taken.add(name)
-    return first.group_by("clip_id").agg(aggs)
-
-
 def query_columns(sql: str) -> set[str] | None:
     """Column names a query mentions (as written and lower-cased), or None when it selects ``*`` anywhere."""
     import sqlglot
@@ -323,6 +286,11 @@ class MiningSession:
             return self._scan(name)
         if name == "telemetry_summary":
             return telemetry_summary_frame(self.table("clips"))
+        if name == "near_duplicates":
+            from fleetcore.labels.dedup import near_duplicates_frame
+
+            clips = self.table("clips")  # computed only when a query reads it (pl.defer)
+            return pl.defer(lambda: near_duplicates_frame(clips), schema={"clip_id": pl.String, "near_duplicate_of": pl.String})
         raise MiningError(f"unknown table {name!r}; tables: {list(TABLES)}")
 
     def _stored_clip_labels(self) -> pl.LazyFrame | None:

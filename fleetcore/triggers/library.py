@@ -1,7 +1,7 @@
 """The trigger engine: YAML trigger specs, event finding on telemetry, and clip-window merging.
 
 A trigger is a Polars SQL predicate (``where:``) over the derived telemetry frame of
-:mod:`fleetcore.signals`, plus durations (min duration, pre/post roll, cooldown) and a priority;
+:mod:`fleetcore.triggers.signals`, plus durations (min duration, pre/post roll, cooldown) and a priority;
 or a seeded ``random_sample`` trigger that picks background windows. See ``docs/triggers.md``.
 
 * :func:`load_triggers` reads and validates trigger files (raises :class:`ConfigError`).
@@ -28,12 +28,12 @@ import pyarrow as pa
 
 from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
-from fleetcore.signals import DERIVED_COLUMNS, NS_PER_S, derived_frame, empty_derived
+from fleetcore.triggers.signals import DERIVED_COLUMNS, NS_PER_S, derived_frame, empty_derived
 from schemas import TRIGGER_EVENTS
 
 log = logging.getLogger(__name__)
 
-TRIGGERS_DIR: Final = Path(__file__).resolve().parents[1] / "triggers"
+TRIGGERS_DIR: Final = Path(__file__).resolve().parents[2] / "triggers"
 NAME_RE: Final = re.compile(r"^[a-z0-9_]+$")
 
 PeakMode = Literal["min", "max", "absmax", "median"]

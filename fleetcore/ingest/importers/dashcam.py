@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetcore.errors import SourceImportError
-from fleetcore.importers.common import (
+from fleetcore.ingest.importers.common import (
     DriveRef,
     copy_into,
     datetime_to_ns,
@@ -29,7 +29,7 @@ from fleetcore.importers.common import (
     telemetry_table,
     write_drive,
 )
-from fleetcore.landing import CAMERA_RE
+from fleetcore.landing.drives import CAMERA_RE
 from schemas import TELEMETRY
 
 log = logging.getLogger(__name__)

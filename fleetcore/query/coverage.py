@@ -3,7 +3,7 @@
 :func:`coverage_report` counts clips in every cell of the cross product of the chosen dimensions'
 observed values (so combinations that never occur show up as empty cells) and flags cells below
 ``min_count`` as thin. A dimension is any column of the clip catalog, of ``clip_labels``
-(labels pivoted wide, see :mod:`fleetcore.mining`) or of ``telemetry_summary``, plus:
+(labels pivoted wide, see :mod:`fleetcore.query.mining`) or of ``telemetry_summary``, plus:
 
 * ``trigger`` — each clip counts once under every trigger in its ``triggers`` list;
 * ``speed_band`` — the label of that name when the labels have it, else derived from the clip's
@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from fleetcore.errors import FleetError
-from fleetcore.mining import Filters, MiningSession
+from fleetcore.query.mining import Filters, MiningSession
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from fleetcore.errors import SourceImportError
-from fleetcore.importers.candump import signals_to_table
-from fleetcore.importers.common import (
+from fleetcore.ingest.importers.candump import signals_to_table
+from fleetcore.ingest.importers.common import (
     DriveRef,
     Series,
     SignalMap,

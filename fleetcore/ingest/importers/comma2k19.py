@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fleetcore.errors import SourceImportError
-from fleetcore.importers.common import (
+from fleetcore.ingest.importers.common import (
     DriveRef,
     Series,
     copy_into,

@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError, DriveIncomplete, VideoError
-from fleetcore.landing import (
+from fleetcore.landing.drives import (
     MANIFEST,
     UPLOAD_COMPLETE,
     drive_date,

@@ -1,0 +1,1 @@
+"""Getting drives in: validation (``validate``), landing-zone reports (``report``) and importers of real recordings (``importers``)."""
