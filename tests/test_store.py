@@ -149,6 +149,15 @@ def test_recuration_under_a_new_config_replaces_the_drives_clips(small_fleet, tm
     assert old.height == first["clips"] and old["config_version"].unique().to_list() == [v1]
     # every shard of both generations verifies against the manifest copy
     assert verify_store(store / "clips") == []
+    # a dataset built now has one sample per current clip: none twice, none of the earlier generation
+    from pipelines.build_dataset import run_build_dataset
+
+    spec = tmp_path / "all.yaml"
+    spec.write_text("name: everything\ncameras: [front]\nframes_per_clip: 2\nframe_rate_hz: 2\nresolution: [64, 36]\nprivacy_required: false\n")
+    built = run_build_dataset(str(spec), store=str(store), datasets_root=str(tmp_path / "ds"), beam_args=["--runner=FnApiRunner"])
+    samples = json.loads((Path(built.path) / "manifest.json").read_text())["samples"]
+    assert len(samples) == len({s["clip_id"] for s in samples}) == clips.height
+    assert {s["clip_id"] for s in samples} == set(clips["clip_id"].to_list())
     # changing the privacy stage changes the stored pixels: every clip is extracted from the source again
     third = _curate(small_fleet, store, triggers=(str(trig),), privacy=False)
     assert third["clips_reused"] == 0 and third["clips_decoded"] == third["clips"] == second["clips"] and third["frames_decoded"] > 0
@@ -345,7 +354,11 @@ def test_near_duplicates_across_drives_and_runs(small_fleet, tmp_path):
     src = sorted((small_fleet / "veh-000").iterdir())[0]
     shutil.copytree(src, landing / "veh-000" / src.name)
     store = tmp_path / "store"
-    cfg = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=True, privacy=False))
+    trig = tmp_path / "triggers"
+    trig.mkdir()  # one window over the whole drive (it merges every other trigger's), the same in both
+    (trig / "always.yaml").write_text('name: always\nversion: 1\ndescription: Always (test).\nwhere: "speed_mps >= 0"\n'
+                                      'min_duration_s: 1.0\npre_roll_s: 0.0\npost_roll_s: 0.0\ncooldown_s: 0.0\npriority: 1\n')
+    cfg = CurateConfig(rate_hz=5.0, stages=curate_stages(labels=True, privacy=False), trigger_paths=(str(trig),))
     first = run_curate(str(landing), str(store), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     # the same drive again, re-uploaded under another drive id, in a later run
     again = landing / "veh-000" / f"{src.name}-again"

@@ -122,6 +122,21 @@ def _privacy(df: pl.DataFrame, labels: pl.DataFrame | None) -> tuple[set[str], s
     return on - off, off
 
 
+def _drop_near_duplicates(df: pl.DataFrame) -> pl.DataFrame:
+    """Step 4: drop clips marked as duplicates, and those that near-duplicate an earlier selected
+    clip of their vehicle (keyframe hashes, across drives, dates and runs)."""
+    for col in ("duplicate_of", "label_near_duplicate_of"):
+        if col in df.columns:
+            c = pl.col(col).cast(pl.String)
+            df = df.filter(c.is_null() | (c == "") | (c == "null"))
+    if "phash" in df.columns:
+        from fleetcore.labels.dedup import near_duplicates_frame
+
+        dups = near_duplicates_frame(df).filter(pl.col("near_duplicate_of").is_not_null())
+        df = df.join(dups.select("clip_id"), on="clip_id", how="anti")
+    return df
+
+
 def select(catalog: Catalog, spec: DatasetSpec) -> Selection:
     """Run steps 1-9 of the module docstring. Raises ConfigError for a query that does not run."""
     df, labels = clips_with_labels(catalog)
@@ -136,15 +151,7 @@ def select(catalog: Catalog, spec: DatasetSpec) -> Selection:
 
     n = df.height
     if spec.drop_near_duplicates:
-        for col in ("duplicate_of", "label_near_duplicate_of"):
-            if col in df.columns:
-                c = pl.col(col).cast(pl.String)
-                df = df.filter(c.is_null() | (c == "") | (c == "null"))
-        if "phash" in df.columns:  # across drives, dates and runs: an earlier selected clip of the vehicle
-            from fleetcore.labels.dedup import near_duplicates_frame
-
-            dups = near_duplicates_frame(df).filter(pl.col("near_duplicate_of").is_not_null())
-            df = df.join(dups.select("clip_id"), on="clip_id", how="anti")
+        df = _drop_near_duplicates(df)
     counts["dropped_near_duplicates"] = n - df.height
 
     n = df.height

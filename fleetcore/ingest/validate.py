@@ -122,6 +122,93 @@ def quarantine_record(path: str, err: DriveError, *, stage: str = "validate", ve
     return row
 
 
+def _check_frame_times(d: Path, cam: dict[str, Any], f: dict[str, Any], info: VideoInfo) -> Path:
+    """The camera file's frame-times array (one vehicle time per frame); returns its path."""
+    ft_rel, rel = f["frame_times"], f["path"]
+    ftp = resolve_in_drive(d, ft_rel)
+    if not ftp.is_file():
+        raise DriveError("frame_times_missing", f"camera {cam['name']!r}: frame-times file does not exist", file=ft_rel)
+    try:
+        ft = np.load(ftp, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DriveError("frame_times_invalid", f"not a .npy array: {exc}", file=ft_rel) from exc
+    if ft.ndim != 1 or len(ft) != info.frame_count:
+        raise DriveError(
+            "frame_times_invalid",
+            f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}",
+            file=ft_rel,
+        )
+    return ftp
+
+
+def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[str, str] | None) -> tuple[CameraCheck, pa.Table]:
+    """Probe every file of one camera, check its frame times, index its frames; adds the files'
+    sha256 to ``digest_map`` (when given)."""
+    infos: list[VideoInfo] = []
+    rels: list[str] = []
+    for f in cam["files"]:
+        rel = f["path"]
+        p = resolve_in_drive(d, rel)
+        if not p.is_file():
+            raise DriveError("camera_file_missing", f"camera {cam['name']!r}: file listed in the manifest does not exist", file=rel)
+        try:
+            info = probe_video(p)
+        except VideoError as exc:
+            raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=rel) from exc
+        if f.get("frame_times") is not None:
+            ftp = _check_frame_times(d, cam, f, info)
+            if digest_map is not None:
+                digest_map[f["frame_times"]] = sha256_file(ftp)
+        infos.append(info)
+        rels.append(rel)
+        if digest_map is not None:
+            digest_map[rel] = sha256_file(p)
+    try:
+        idx = index_camera(d, cam, drive_id=drive_id)
+    except VideoError as exc:
+        raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=Path(exc.path).name) from exc
+    if idx.num_rows == 0:
+        raise DriveError("video_no_frames", f"camera {cam['name']!r} has no frames", file=rels[0])
+    pts = idx.column("pts_ns")
+    check = CameraCheck(name=cam["name"], files=rels, infos=infos, start_ns=int(pc.min(pts).as_py()), end_ns=int(pc.max(pts).as_py()),
+                        frames=idx.num_rows)
+    return check, idx
+
+
+def _check_telemetry(d: Path, ref: dict[str, Any], digest_map: dict[str, str] | None) -> tuple[pa.Table, int, float, int]:
+    """(telemetry, duplicate rows dropped, longest gap in s, gaps over GAP_REPORT_S)."""
+    rel = ref["path"]
+    p = resolve_in_drive(d, rel)
+    if not p.is_file():
+        raise DriveError("telemetry_missing", "telemetry file listed in the manifest does not exist", file=rel)
+    telemetry, dups = read_telemetry(p, fmt=ref["format"], rel=rel)
+    if digest_map is not None:
+        digest_map[rel] = sha256_file(p)
+    t = telemetry.column("t_ns").to_numpy()
+    if len(t) < 2:
+        raise DriveError("telemetry_empty", f"expected at least 2 telemetry rows, found {len(t)}", file=rel)
+    gaps = np.diff(t) / 1e9
+    return telemetry, dups, float(gaps.max()), int((gaps > GAP_REPORT_S).sum())
+
+
+def _time_span(cameras: list[CameraCheck], telemetry: pa.Table | None, telemetry_rel: str | None) -> tuple[int, int]:
+    """The drive's vehicle-time span; every camera must overlap the telemetry."""
+    spans = [(c.start_ns, c.end_ns) for c in cameras]
+    if telemetry is not None:
+        t = telemetry.column("t_ns")
+        t0, t1 = int(pc.min(t).as_py()), int(pc.max(t).as_py())
+        for c in cameras:
+            if c.end_ns < t0 or c.start_ns > t1:
+                raise DriveError(
+                    "telemetry_no_overlap",
+                    f"telemetry covers vehicle time {t0 / 1e9:.3f}-{t1 / 1e9:.3f} s but camera {c.name!r} covers "
+                    f"{c.start_ns / 1e9:.3f}-{c.end_ns / 1e9:.3f} s; expected overlapping time ranges",
+                    file=telemetry_rel,
+                )
+        spans.append((t0, t1))
+    return min(s for s, _ in spans), max(e for _, e in spans)
+
+
 def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedDrive:
     """Validate one landing drive folder. See the module docstring."""
     d = Path(drive_dir)
@@ -137,102 +224,20 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
             f"manifest names {drive_label} but the folder is {d.parent.name}/{d.name}",
             file=MANIFEST,
         )
-    digest_map: dict[str, str] = {}
-
-    # -- cameras ----------------------------------------------------------------------
+    digest_map: dict[str, str] | None = {} if digests else None
     cameras: list[CameraCheck] = []
     index_parts: list[pa.Table] = []
     for cam in m["cameras"]:
-        infos: list[VideoInfo] = []
-        rels: list[str] = []
-        for f in cam["files"]:
-            rel = f["path"]
-            p = resolve_in_drive(d, rel)
-            if not p.is_file():
-                raise DriveError("camera_file_missing", f"camera {cam['name']!r}: file listed in the manifest does not exist", file=rel)
-            try:
-                info = probe_video(p)
-            except VideoError as exc:
-                raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=rel) from exc
-            if f.get("frame_times") is not None:
-                ft_rel = f["frame_times"]
-                ftp = resolve_in_drive(d, ft_rel)
-                if not ftp.is_file():
-                    raise DriveError("frame_times_missing", f"camera {cam['name']!r}: frame-times file does not exist", file=ft_rel)
-                try:
-                    ft = np.load(ftp, allow_pickle=False)
-                except (ValueError, OSError) as exc:
-                    raise DriveError("frame_times_invalid", f"not a .npy array: {exc}", file=ft_rel) from exc
-                if ft.ndim != 1 or len(ft) != info.frame_count:
-                    raise DriveError(
-                        "frame_times_invalid",
-                        f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}",
-                        file=ft_rel,
-                    )
-                if digests:
-                    digest_map[ft_rel] = sha256_file(ftp)
-            infos.append(info)
-            rels.append(rel)
-            if digests:
-                digest_map[rel] = sha256_file(p)
-        try:
-            idx = index_camera(d, cam, drive_id=m["drive_id"])
-        except VideoError as exc:
-            raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=Path(exc.path).name) from exc
-        if idx.num_rows == 0:
-            raise DriveError("video_no_frames", f"camera {cam['name']!r} has no frames", file=rels[0])
-        pts = idx.column("pts_ns")
-        cameras.append(
-            CameraCheck(
-                name=cam["name"],
-                files=rels,
-                infos=infos,
-                start_ns=int(pc.min(pts).as_py()),
-                end_ns=int(pc.max(pts).as_py()),
-                frames=idx.num_rows,
-            )
-        )
+        check, idx = _check_camera(d, cam, m["drive_id"], digest_map)
+        cameras.append(check)
         index_parts.append(idx)
     frame_index = pa.concat_tables(index_parts) if index_parts else FRAME_INDEX.empty()
-
-    # -- telemetry --------------------------------------------------------------------
-    telemetry = None
-    dups = 0
-    max_gap = 0.0
-    n_gaps = 0
+    telemetry, dups, max_gap, n_gaps = None, 0, 0.0, 0
     if m["telemetry"] is not None:
-        rel = m["telemetry"]["path"]
-        p = resolve_in_drive(d, rel)
-        if not p.is_file():
-            raise DriveError("telemetry_missing", "telemetry file listed in the manifest does not exist", file=rel)
-        telemetry, dups = read_telemetry(p, fmt=m["telemetry"]["format"], rel=rel)
-        if digests:
-            digest_map[rel] = sha256_file(p)
-        t = telemetry.column("t_ns").to_numpy()
-        if len(t) < 2:
-            raise DriveError("telemetry_empty", f"expected at least 2 telemetry rows, found {len(t)}", file=rel)
-        gaps = np.diff(t) / 1e9
-        max_gap = float(gaps.max())
-        n_gaps = int((gaps > GAP_REPORT_S).sum())
+        telemetry, dups, max_gap, n_gaps = _check_telemetry(d, m["telemetry"], digest_map)
     elif not cameras:
         raise DriveError("drive_empty", "the drive has neither cameras nor telemetry", file=MANIFEST)
-
-    # -- time ranges ------------------------------------------------------------------
-    spans = [(c.start_ns, c.end_ns) for c in cameras]
-    if telemetry is not None:
-        t = telemetry.column("t_ns")
-        t0, t1 = int(pc.min(t).as_py()), int(pc.max(t).as_py())
-        for c in cameras:
-            if c.end_ns < t0 or c.start_ns > t1:
-                raise DriveError(
-                    "telemetry_no_overlap",
-                    f"telemetry covers vehicle time {t0 / 1e9:.3f}-{t1 / 1e9:.3f} s but camera {c.name!r} covers "
-                    f"{c.start_ns / 1e9:.3f}-{c.end_ns / 1e9:.3f} s; expected overlapping time ranges",
-                    file=m["telemetry"]["path"],
-                )
-        spans.append((t0, t1))
-    start_ns = min(s for s, _ in spans)
-    end_ns = max(e for _, e in spans)
+    start_ns, end_ns = _time_span(cameras, telemetry, m["telemetry"]["path"] if m["telemetry"] else None)
     vd = ValidatedDrive(
         path=str(d),
         vehicle_id=m["vehicle_id"],
@@ -244,7 +249,7 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
         start_ns=start_ns,
         end_ns=end_ns,
         date=drive_date(m, start_ns),
-        source_digests=dict(sorted(digest_map.items())),
+        source_digests=dict(sorted((digest_map or {}).items())),
         telemetry_max_gap_s=max_gap,
         telemetry_gaps=n_gaps,
         duplicates_dropped=dups,

@@ -176,35 +176,13 @@ def encode_images(
     return [encode(job) for job in jobs]
 
 
-def encode_sample(
-    key: str,
-    *,
-    frames: Mapping[str, Sequence[np.ndarray | None]],
-    sample_times_ns: np.ndarray,
-    pts_ns: Mapping[str, np.ndarray],
-    offset_ns: Mapping[str, np.ndarray],
-    telemetry: Mapping[str, np.ndarray],
-    record: Mapping[str, Any],
-    jpeg_quality: int = 90,
-    image_format: ImageFormat = "jpg",
-    threads: int = 1,
-    images: Sequence[EncodedImage | SampleError] | None = None,
-) -> list[tuple[str, bytes]]:
-    """Encode one clip into (member name, bytes) pairs, in member order (see module docstring).
-
-    ``frames`` maps camera name (in output order) to one RGB uint8 (H, W, 3) array or None
-    per sample time; ``pts_ns`` / ``offset_ns`` give, per camera and sample, the chosen
-    frame's PTS and its offset from the sample time (ignored where the frame is None);
-    ``telemetry`` maps column name (in output order) to a per-sample array (cast to float32;
-    NaN marks a missing value). ``record`` is JSON-able metadata stored under ``record``.
-    ``threads`` > 1 encodes the images on that many threads (the encoders release the GIL); the
-    bytes do not depend on it. ``images``: the frames' images already encoded by
-    :func:`encode_images` (same frames and options). Raises SampleError naming the key and the
-    problem (the first one in member order).
-    """
+def _checked_inputs(key: str, frames: Mapping[str, Sequence[np.ndarray | None]], sample_times_ns: np.ndarray,
+                    pts_ns: Mapping[str, np.ndarray], offset_ns: Mapping[str, np.ndarray],
+                    telemetry: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], list[str], np.ndarray, dict[str, tuple[list, list]]]:
+    """:func:`encode_sample`'s inputs checked: (times, cameras, telemetry columns, the float32
+    telemetry array, per camera (pts, offsets) as lists). Raises SampleError naming the problem."""
     if not isinstance(key, str) or not KEY_RE.match(key):
         raise SampleError(str(key), "key must match [A-Za-z0-9][A-Za-z0-9_-]* (no dots or slashes: WebDataset splits keys at the first dot)")
-    _check_image_options(key, image_format, jpeg_quality)
     times = np.asarray(sample_times_ns)
     if times.ndim != 1 or not np.issubdtype(times.dtype, np.integer):
         raise SampleError(key, f"sample_times_ns: expected a 1-D integer array, found {times.dtype} {times.shape}")
@@ -234,6 +212,38 @@ def encode_sample(
             raise SampleError(key, f"telemetry column {col!r}: not convertible to float32 ({exc})") from exc
 
     times_of = {cam: (_int_list(key, f"pts_ns[{cam!r}]", pts_ns[cam], n), _int_list(key, f"offset_ns[{cam!r}]", offset_ns[cam], n)) for cam in cameras}
+    return times, cameras, cols, tel, times_of
+
+
+def encode_sample(
+    key: str,
+    *,
+    frames: Mapping[str, Sequence[np.ndarray | None]],
+    sample_times_ns: np.ndarray,
+    pts_ns: Mapping[str, np.ndarray],
+    offset_ns: Mapping[str, np.ndarray],
+    telemetry: Mapping[str, np.ndarray],
+    record: Mapping[str, Any],
+    jpeg_quality: int = 90,
+    image_format: ImageFormat = "jpg",
+    threads: int = 1,
+    images: Sequence[EncodedImage | SampleError] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Encode one clip into (member name, bytes) pairs, in member order (see module docstring).
+
+    ``frames`` maps camera name (in output order) to one RGB uint8 (H, W, 3) array or None
+    per sample time; ``pts_ns`` / ``offset_ns`` give, per camera and sample, the chosen
+    frame's PTS and its offset from the sample time (ignored where the frame is None);
+    ``telemetry`` maps column name (in output order) to a per-sample array (cast to float32;
+    NaN marks a missing value). ``record`` is JSON-able metadata stored under ``record``.
+    ``threads`` > 1 encodes the images on that many threads (the encoders release the GIL); the
+    bytes do not depend on it. ``images``: the frames' images already encoded by
+    :func:`encode_images` (same frames and options). Raises SampleError naming the key and the
+    problem (the first one in member order).
+    """
+    _check_image_options(key, image_format, jpeg_quality)
+    times, cameras, cols, tel, times_of = _checked_inputs(key, frames, sample_times_ns, pts_ns, offset_ns, telemetry)
+    n = int(times.shape[0])
     present = sum(fr is not None for cam in cameras for fr in frames[cam])
     if images is None:
         images = encode_images(key, frames, jpeg_quality=jpeg_quality, image_format=image_format, threads=threads)

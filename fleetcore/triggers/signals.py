@@ -444,6 +444,33 @@ def _bool_np(df: pl.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     return s.fill_null(False).to_numpy().astype(bool), s.is_not_null().to_numpy().astype(bool)
 
 
+def _yaw_rate(base: pl.DataFrame, v: np.ndarray, steer: np.ndarray, dt: float) -> np.ndarray:
+    """Yaw rate: the measured one, else from the heading's change (above a minimum speed), else from
+    the steering angle (bicycle model)."""
+    heading = _np(base, "heading_rad")
+    hok = np.isfinite(heading)
+    unwrapped = np.full(len(v), np.nan)
+    if hok.any():
+        unwrapped[hok] = np.unwrap(heading[hok])
+    yaw_from_heading = -_gradient(unwrapped, dt)
+    yaw_from_heading[~(np.abs(v) > HEADING_MIN_SPEED_MPS)] = np.nan
+    yaw_col = _np(base, "yaw_rate_radps")
+    yaw_from_steering = v * np.tan(steer / STEER_RATIO) / WHEELBASE_M
+    return np.where(np.isfinite(yaw_col), yaw_col, np.where(np.isfinite(yaw_from_heading), yaw_from_heading, yaw_from_steering))
+
+
+def _assist_transitions(base: pl.DataFrame, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(disengaged, engaged now, seconds since the last change) of ``driver_assist_engaged``: the
+    state forward-filled over nulls and compared with the previous known state."""
+    eng, eng_ok = _bool_np(base, "driver_assist_engaged")
+    idx = np.where(eng_ok, np.arange(len(eng)), -1)
+    last = np.maximum.accumulate(idx)
+    prev_last = np.concatenate([[-1], last[:-1]])
+    prev_state = np.where(prev_last >= 0, eng[np.maximum(prev_last, 0)], False)
+    changed = eng_ok & (prev_last >= 0) & (eng != prev_state)
+    return changed & prev_state & ~eng, changed & ~prev_state & eng, _time_since(t_s, changed)
+
+
 def derive(df: pl.DataFrame, *, drive_start_ns: int | None = None) -> pl.DataFrame:
     """Add the derived signals of :data:`DERIVED_DOC` to a frame from :func:`resample`.
 
@@ -471,17 +498,8 @@ def derive(df: pl.DataFrame, *, drive_start_ns: int | None = None) -> pl.DataFra
     acc_col = _np(base, "accel_lon_mps2")
     accel_lon = _smooth(np.where(np.isfinite(acc_col), acc_col, _gradient(v, dt)), sw)
 
-    heading = _np(base, "heading_rad")
-    hok = np.isfinite(heading)
-    unwrapped = np.full(n, np.nan)
-    if hok.any():
-        unwrapped[hok] = np.unwrap(heading[hok])
-    yaw_from_heading = -_gradient(unwrapped, dt)
-    yaw_from_heading[~(np.abs(v) > HEADING_MIN_SPEED_MPS)] = np.nan
-    yaw_col = _np(base, "yaw_rate_radps")
     steer = _np(base, "steering_angle_rad")
-    yaw_from_steering = v * np.tan(steer / STEER_RATIO) / WHEELBASE_M
-    yaw = np.where(np.isfinite(yaw_col), yaw_col, np.where(np.isfinite(yaw_from_heading), yaw_from_heading, yaw_from_steering))
+    yaw = _yaw_rate(base, v, steer, dt)
 
     lat_col = _np(base, "accel_lat_mps2")
     accel_lat = _smooth(np.where(np.isfinite(lat_col), lat_col, v * yaw), sw)
@@ -489,17 +507,7 @@ def derive(df: pl.DataFrame, *, drive_start_ns: int | None = None) -> pl.DataFra
     steering_rate = _smooth(_gradient(steer, dt), sw)
     shadow_diff = np.abs(_np(base, "shadow_steering_angle_rad") - _np(base, "steering_angle_rad"))
 
-    eng, eng_ok = _bool_np(base, "driver_assist_engaged")
-    # forward-fill the engaged state over nulls, compare with the previous known state
-    idx = np.where(eng_ok, np.arange(n), -1)
-    last = np.maximum.accumulate(idx)
-    prev_last = np.concatenate([[-1], last[:-1]])
-    prev_state = np.where(prev_last >= 0, eng[np.maximum(prev_last, 0)], False)
-    has_prev = prev_last >= 0
-    changed = eng_ok & has_prev & (eng != prev_state)
-    disengaged = changed & prev_state & ~eng
-    engaged_now = changed & ~prev_state & eng
-    since_change = _time_since(t_s, changed)
+    disengaged, engaged_now, since_change = _assist_transitions(base, t_s)
 
     vok = np.isfinite(v)
     stopped = np.where(vok, v < STOPPED_MPS, False)
