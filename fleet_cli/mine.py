@@ -40,7 +40,7 @@ def _filters(bbox: str | None, near: str | None, since: str | None, until: str |
         try:
             now_dt = dt.datetime.fromisoformat(now)
         except ValueError as exc:
-            raise MiningError(f"--now {now!r}: expected an ISO date/time ({exc})") from exc
+            raise MiningError(f"--now {now!r}", f"expected an ISO date/time ({exc})") from exc
     return Filters(
         bbox=parse_bbox(bbox) if bbox else None, near=parse_near(near) if near else None, since=since, until=until, now=now_dt,
     )
@@ -73,14 +73,14 @@ def save_dataset_spec(name: str, query: str, result: pl.DataFrame, *, path: Path
     from fleetcore.query.mining import MiningError
 
     if "clip_id" not in result.columns:
-        raise MiningError("--save-dataset needs a clip_id column in the result")
+        raise MiningError("--save-dataset", "needs a clip_id column in the result")
     if uses_only_clips and not filters_active:
         sql = query.strip().rstrip(";")
         desc = "saved by `fleet mine`"
     else:
         ids = sorted(set(result["clip_id"].cast(pl.String).to_list()))
         if not ids:
-            raise MiningError("--save-dataset: the query selects no clips")
+            raise MiningError("--save-dataset", "the query selects no clips")
         quoted = ",\n  ".join("'" + i.replace("'", "''") + "'" for i in ids)
         sql = f"SELECT * FROM clips WHERE clip_id IN (\n  {quoted}\n)"
         desc = "saved by `fleet mine` from: " + " ".join(query.split())
@@ -178,7 +178,7 @@ def _save(name: str, query: str, df: pl.DataFrame, *, store: str, filters_active
     try:
         w, h = (int(x) for x in resolution.lower().split("x"))
     except ValueError as exc:
-        raise MiningError(f"--resolution {resolution!r}: expected WxH, e.g. 224x128") from exc
+        raise MiningError(f"--resolution {resolution!r}", "expected WxH, e.g. 224x128") from exc
     path = Path(spec_path) if spec_path else Path(datasets_root, "specs", f"{name}.yaml")
     used = _tables_used(query)
     spec = save_dataset_spec(name, query, df, path=path, store=store, filters_active=filters_active, uses_only_clips=used <= {"clips"},
@@ -190,7 +190,7 @@ def _save(name: str, query: str, df: pl.DataFrame, *, store: str, filters_active
     try:
         from pipelines.build_dataset import run_build_dataset
     except ImportError as exc:
-        raise MiningError(f"--save-dataset: the dataset builder (pipelines.build_dataset) is not available ({exc}); the spec is at {spec}") from exc
+        raise MiningError("--save-dataset", f"the dataset builder (pipelines.build_dataset) is not available ({exc}); the spec is at {spec}") from exc
     res = run_build_dataset(str(spec), store=store, datasets_root=datasets_root, beam_args=["--runner=FnApiRunner"])
     click.echo(f"dataset {res.name}@{res.version}: {res.samples} samples, manifest {res.manifest_path}", err=True)
 

@@ -23,20 +23,20 @@ def read_config_file(path: str | Path, *, what: str) -> Any:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), None, f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise ConfigError(str(p), f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from exc
     if p.suffix.lower() == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(str(p), None, f"not valid JSON: {exc}") from exc
+            raise ConfigError(str(p), f"not valid JSON: {exc}") from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), None, f"not valid YAML: {exc}") from exc
+        raise ConfigError(str(p), f"not valid YAML: {exc}") from exc
 
 
 # Field checks of the typed configs (CurateConfig, the stage options), for their ``__post_init__``:
-# each raises ConfigError(where, field, problem) and stores the value normalised (lists as tuples,
+# each raises ConfigError(where, problem, field=...) and stores the value normalised (lists as tuples,
 # numbers as floats), so a config compares and hashes the same however it was given.
 def check_names(obj: Any, name: str, where: str, *, allow_none: bool = False) -> None:
     """``obj.<name>``: a list of str (``os.PathLike`` taken as its path), stored as a tuple."""
@@ -45,7 +45,7 @@ def check_names(obj: Any, name: str, where: str, *, allow_none: bool = False) ->
         return
     items = tuple(os.fspath(x) if isinstance(x, os.PathLike) else x for x in v) if isinstance(v, (list, tuple)) else None
     if items is None or not all(isinstance(x, str) for x in items):
-        raise ConfigError(where, name, f"expected a list of names, got {v!r}")
+        raise ConfigError(where, f"expected a list of names, got {v!r}", field=name)
     object.__setattr__(obj, name, items)
 
 
@@ -55,21 +55,21 @@ def check_int(obj: Any, name: str, where: str, *, minimum: int, maximum: int | N
         return
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum or (maximum is not None and v > maximum):
         bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise ConfigError(where, name, f"expected an integer {bound}, got {v!r}")
+        raise ConfigError(where, f"expected an integer {bound}, got {v!r}", field=name)
 
 
 def check_number(obj: Any, name: str, where: str, *, minimum: float, strict: bool = False) -> None:
     """``obj.<name>``: a number >= ``minimum`` (> with ``strict``), stored as a float."""
     v = getattr(obj, name)
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v < minimum or (strict and v == minimum):
-        raise ConfigError(where, name, f"expected a number {'>' if strict else '>='} {minimum:g}, got {v!r}")
+        raise ConfigError(where, f"expected a number {'>' if strict else '>='} {minimum:g}, got {v!r}", field=name)
     object.__setattr__(obj, name, float(v))
 
 
 def check_flag(obj: Any, name: str, where: str) -> None:
     v = getattr(obj, name)
     if not isinstance(v, bool):
-        raise ConfigError(where, name, f"expected true or false, got {v!r}")
+        raise ConfigError(where, f"expected true or false, got {v!r}", field=name)
 
 
 def config_mapping(doc: Any, where: str, allowed: set[str], expected: str) -> Mapping[str, Any]:
@@ -77,8 +77,8 @@ def config_mapping(doc: Any, where: str, allowed: set[str], expected: str) -> Ma
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(where, None, f"expected a mapping with {expected}")
+        raise ConfigError(where, f"expected a mapping with {expected}")
     for k in doc:
         if k not in allowed:
-            raise ConfigError(where, str(k), f"unknown key (expected one of {sorted(allowed)})")
+            raise ConfigError(where, f"unknown key (expected one of {sorted(allowed)})", field=str(k))
     return doc

@@ -280,7 +280,7 @@ def test_checks_fail_on_planted_bad_data(bad_store):
     limits = QualityThresholds()
     store = Path(bad_store.store())
     # one quarantined drive beside two curated ones: 33 % > 20 % -> ERROR
-    rec = quarantine_record("/landing/veh-x/d1", DriveError("video_truncated", "moov atom not found", file="cameras/front/000.mp4"),
+    rec = quarantine_record("/landing/veh-x/d1", DriveError("cameras/front/000.mp4", "moov atom not found", code="video_truncated"),
                             vehicle_id="veh-x", drive_id="d1")
     write_quarantine(StoreLayout(str(store)), rec)
     q = quarantine_rate(bad_store, limits)

@@ -40,7 +40,7 @@ class Reader:
             for f in clip.frames[cam]:
                 self.seen.append(b"" if f is None else f.tobytes())
         if self.fail:
-            raise FleetError("reader failed")
+            raise FleetError("reader", "failed")
         record["reader"] = {"frames": len(self.seen)}
         return [{"label": "read", "value": str(len(self.seen))}]
 
@@ -66,7 +66,7 @@ class Editor:
                 if f is not None:
                     fs[i] = copies.setdefault(id(f), 255 - f)
         if self.fail:
-            raise FleetError("editor failed")
+            raise FleetError("editor", "failed")
         record["editor"] = True
         return [{"label": "edited", "value": "yes"}]
 
@@ -98,7 +98,7 @@ def test_read_only_stage_runs_beside_and_sees_the_frames_it_would_see_in_order()
 def test_first_error_in_stage_order_is_raised(reader_fails, editor_fails, message):
     reader = Reader(fail=reader_fails)
     record: dict = {"clip_id": "c"}
-    with pytest.raises(FleetError, match=f"{message} failed"):
+    with pytest.raises(FleetError, match=f"{message}: failed"):
         run_stages([reader, Editor(reader, fail=editor_fails)], clip=make_clip(), telemetry={}, drive=None, record=record)
 
 
@@ -140,7 +140,7 @@ def test_then_runs_once_the_frames_are_final_while_the_read_only_stage_still_run
 def test_then_is_skipped_when_a_stage_fails_and_its_error_comes_after_the_stages():
     calls = []
     reader = Reader()
-    with pytest.raises(FleetError, match="editor failed"):
+    with pytest.raises(FleetError, match="editor: failed"):
         run_stages_then([reader, Editor(reader, fail=True)], lambda: calls.append(1), clip=make_clip(), telemetry={}, drive=None,
                         record={"clip_id": "c"})
     assert calls == []
@@ -149,7 +149,7 @@ def test_then_is_skipped_when_a_stage_fails_and_its_error_comes_after_the_stages
         raise RuntimeError("then failed")
 
     reader = Reader(fail=True)
-    with pytest.raises(FleetError, match="reader failed"):  # the stage's error first
+    with pytest.raises(FleetError, match="reader: failed"):  # the stage's error first
         run_stages_then([reader, Editor(reader)], boom, clip=make_clip(), telemetry={}, drive=None, record={"clip_id": "c"})
     reader = Reader()
     with pytest.raises(RuntimeError, match="then failed"):

@@ -78,15 +78,15 @@ class CurateConfig:
         check_int(self, "encode_threads", w, minimum=1)
         check_names(self, "cameras", w, allow_none=True)
         if self.cameras == ():
-            raise ConfigError(w, "cameras", "expected None (every camera) or at least one camera name")
+            raise ConfigError(w, "expected None (every camera) or at least one camera name", field="cameras")
         check_names(self, "trigger_paths", w)
         check_names(self, "stages", w)
         twice = sorted({s for s in self.stages if self.stages.count(s) > 1})
         if twice:
-            raise ConfigError(w, "stages", f"stage {twice[0]!r} listed twice")
+            raise ConfigError(w, f"stage {twice[0]!r} listed twice", field="stages")
         for name, cls in (("privacy", PrivacyOptions), ("labels", LabelsOptions)):
             if not isinstance(getattr(self, name), cls):
-                raise ConfigError(w, name, f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}")
+                raise ConfigError(w, f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}", field=name)
         object.__setattr__(self, "trigger_hash", library_hash(load_trigger_library(self)))
         object.__setattr__(self, "stages_hash", stages_fingerprint(self.stages, options=self.stage_options()))
 

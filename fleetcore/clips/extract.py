@@ -230,7 +230,7 @@ def extract_clips(
                 clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
             except FleetError as exc:
                 failed: Future[ClipResult | ClipFailure] = Future()
-                failed.set_result(ClipFailure(task.clip_id, DriveError("clip_extract_failed", f"clip {task.clip_id}: {exc}")))
+                failed.set_result(ClipFailure(task.clip_id, DriveError(None, f"clip {task.clip_id}: {exc}", code="clip_extract_failed")))
                 pending.append(failed)
             else:
                 if workers:
@@ -279,7 +279,7 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         rows, images = run_stages_then(stages, encode_now, clip=clip, telemetry=tel, drive=vd, record=extra)
         labels.extend(rows)
     except FleetError as exc:
-        return ClipFailure(task.clip_id, DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {task.clip_id}: {exc}"))
+        return ClipFailure(task.clip_id, DriveError(None, f"clip {task.clip_id}: {exc}", code=getattr(exc, "code", None) or "clip_stage_failed"))
     n_missing = int(sum(sum(f is None for f in frames) for frames in clip.frames.values()))
     summary = telemetry_summary(vd, task.start_ns, task.end_ns)
     digests = {k: v for k, v in vd.source_digests.items()}
@@ -444,7 +444,7 @@ def relabel_clip(drive: Mapping[str, Any], src: StoredClip, labels_stage: Any, c
     try:
         rows = labels_stage(clip=clip, telemetry=dict(sample.telemetry), drive=None, record=record) or []
     except FleetError as exc:
-        raise DriveError(getattr(exc, "code", None) or "clip_stage_failed", f"clip {src.clip_id}: {exc}") from exc
+        raise DriveError(None, f"clip {src.clip_id}: {exc}", code=getattr(exc, "code", None) or "clip_stage_failed") from exc
     update = {"clip_id": task.clip_id, "config_version": version, "labels": record.get("labels")}
     frag = write_fragment(layout.staging, task.clip_id, rekey_sample(members, task.clip_id, update))
     rec = {**sample.record, **update}

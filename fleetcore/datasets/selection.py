@@ -95,9 +95,9 @@ def _apply_query(df: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
     try:
         out = ctx.execute(query, eager=True)
     except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise ConfigError(spec.path, "sql" if spec.sql is not None else "where", f"the query does not run over the clips table: {exc}") from exc
+        raise ConfigError(spec.path, f"the query does not run over the clips table: {exc}", field="sql" if spec.sql is not None else "where") from exc
     if "clip_id" not in out.columns:
-        raise ConfigError(spec.path, "sql", "the SELECT must return the clip_id column")
+        raise ConfigError(spec.path, "the SELECT must return the clip_id column", field="sql")
     # keep the catalog's columns for the selected clips (a SELECT may project or reorder)
     ids = out.select("clip_id").unique()
     return df.join(ids, on="clip_id", how="semi")

@@ -93,7 +93,7 @@ class DatasetSpec:
 
 
 def _err(path: str, fld: str | None, problem: str) -> ConfigError:
-    return ConfigError(path, fld, problem)
+    return ConfigError(path, problem, field=fld)
 
 
 def _int(path: str, d: Mapping[str, Any], key: str, *, default: Any = None, minimum: int | None = None, required: bool = False) -> Any:
@@ -136,7 +136,7 @@ def _bool(path: str, d: Mapping[str, Any], key: str, default: bool) -> bool:
 
 
 def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
-    """Validate a spec mapping (as loaded from YAML). Raises ConfigError(path, field, problem)."""
+    """Validate a spec mapping (as loaded from YAML). Raises ConfigError(path, problem, field=...)."""
     if not isinstance(doc, Mapping):
         raise _err(path, None, f"expected a mapping of spec fields, found {type(doc).__name__}")
     unknown = sorted(set(map(str, doc)) - _KNOWN)

@@ -127,17 +127,13 @@ def _check_frame_times(d: Path, cam: dict[str, Any], f: dict[str, Any], info: Vi
     ft_rel, rel = f["frame_times"], f["path"]
     ftp = resolve_in_drive(d, ft_rel)
     if not ftp.is_file():
-        raise DriveError("frame_times_missing", f"camera {cam['name']!r}: frame-times file does not exist", file=ft_rel)
+        raise DriveError(ft_rel, f"camera {cam['name']!r}: frame-times file does not exist", code="frame_times_missing")
     try:
         ft = np.load(ftp, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise DriveError("frame_times_invalid", f"not a .npy array: {exc}", file=ft_rel) from exc
+        raise DriveError(ft_rel, f"not a .npy array: {exc}", code="frame_times_invalid") from exc
     if ft.ndim != 1 or len(ft) != info.frame_count:
-        raise DriveError(
-            "frame_times_invalid",
-            f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}",
-            file=ft_rel,
-        )
+        raise DriveError(ft_rel, f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}", code="frame_times_invalid")
     return ftp
 
 
@@ -150,11 +146,11 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
         rel = f["path"]
         p = resolve_in_drive(d, rel)
         if not p.is_file():
-            raise DriveError("camera_file_missing", f"camera {cam['name']!r}: file listed in the manifest does not exist", file=rel)
+            raise DriveError(rel, f"camera {cam['name']!r}: file listed in the manifest does not exist", code="camera_file_missing")
         try:
             info = probe_video(p)
         except VideoError as exc:
-            raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=rel) from exc
+            raise DriveError(rel, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
         if f.get("frame_times") is not None:
             ftp = _check_frame_times(d, cam, f, info)
             if digest_map is not None:
@@ -166,9 +162,9 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
     try:
         idx = index_camera(d, cam, drive_id=drive_id)
     except VideoError as exc:
-        raise DriveError(exc.code, f"camera {cam['name']!r}: {exc.message}", file=Path(exc.path).name) from exc
+        raise DriveError(Path(exc.path).name, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
     if idx.num_rows == 0:
-        raise DriveError("video_no_frames", f"camera {cam['name']!r} has no frames", file=rels[0])
+        raise DriveError(rels[0], f"camera {cam['name']!r} has no frames", code="video_no_frames")
     pts = idx.column("pts_ns")
     check = CameraCheck(name=cam["name"], files=rels, infos=infos, start_ns=int(pc.min(pts).as_py()), end_ns=int(pc.max(pts).as_py()),
                         frames=idx.num_rows)
@@ -180,13 +176,13 @@ def _check_telemetry(d: Path, ref: dict[str, Any], digest_map: dict[str, str] | 
     rel = ref["path"]
     p = resolve_in_drive(d, rel)
     if not p.is_file():
-        raise DriveError("telemetry_missing", "telemetry file listed in the manifest does not exist", file=rel)
+        raise DriveError(rel, "telemetry file listed in the manifest does not exist", code="telemetry_missing")
     telemetry, dups = read_telemetry(p, fmt=ref["format"], rel=rel)
     if digest_map is not None:
         digest_map[rel] = sha256_file(p)
     t = telemetry.column("t_ns").to_numpy()
     if len(t) < 2:
-        raise DriveError("telemetry_empty", f"expected at least 2 telemetry rows, found {len(t)}", file=rel)
+        raise DriveError(rel, f"expected at least 2 telemetry rows, found {len(t)}", code="telemetry_empty")
     gaps = np.diff(t) / 1e9
     return telemetry, dups, float(gaps.max()), int((gaps > GAP_REPORT_S).sum())
 
@@ -199,12 +195,8 @@ def _time_span(cameras: list[CameraCheck], telemetry: pa.Table | None, telemetry
         t0, t1 = int(pc.min(t).as_py()), int(pc.max(t).as_py())
         for c in cameras:
             if c.end_ns < t0 or c.start_ns > t1:
-                raise DriveError(
-                    "telemetry_no_overlap",
-                    f"telemetry covers vehicle time {t0 / 1e9:.3f}-{t1 / 1e9:.3f} s but camera {c.name!r} covers "
-                    f"{c.start_ns / 1e9:.3f}-{c.end_ns / 1e9:.3f} s; expected overlapping time ranges",
-                    file=telemetry_rel,
-                )
+                raise DriveError(telemetry_rel, f"telemetry covers vehicle time {t0 / 1e9:.3f}-{t1 / 1e9:.3f} s but camera {c.name!r} covers "
+                    f"{c.start_ns / 1e9:.3f}-{c.end_ns / 1e9:.3f} s; expected overlapping time ranges", code="telemetry_no_overlap")
         spans.append((t0, t1))
     return min(s for s, _ in spans), max(e for _, e in spans)
 
@@ -213,17 +205,13 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
     """Validate one landing drive folder. See the module docstring."""
     d = Path(drive_dir)
     if not d.is_dir():
-        raise DriveError("drive_missing", f"drive folder {d} does not exist")
+        raise DriveError(None, f"drive folder {d} does not exist", code="drive_missing")
     if not (d / UPLOAD_COMPLETE).is_file():
-        raise DriveIncomplete(f"{d}: upload not complete ({UPLOAD_COMPLETE} missing); skipped until it is")
+        raise DriveIncomplete(str(d), f"upload not complete ({UPLOAD_COMPLETE} missing); skipped until it is")
     m = read_manifest(d)
     drive_label = f"{m['vehicle_id']}/{m['drive_id']}"
     if d.name != m["drive_id"] or d.parent.name != m["vehicle_id"]:
-        raise DriveError(
-            "manifest_invalid",
-            f"manifest names {drive_label} but the folder is {d.parent.name}/{d.name}",
-            file=MANIFEST,
-        )
+        raise DriveError(MANIFEST, f"manifest names {drive_label} but the folder is {d.parent.name}/{d.name}", code="manifest_invalid")
     digest_map: dict[str, str] | None = {} if digests else None
     cameras: list[CameraCheck] = []
     index_parts: list[pa.Table] = []
@@ -236,7 +224,7 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
     if m["telemetry"] is not None:
         telemetry, dups, max_gap, n_gaps = _check_telemetry(d, m["telemetry"], digest_map)
     elif not cameras:
-        raise DriveError("drive_empty", "the drive has neither cameras nor telemetry", file=MANIFEST)
+        raise DriveError(MANIFEST, "the drive has neither cameras nor telemetry", code="drive_empty")
     start_ns, end_ns = _time_span(cameras, telemetry, m["telemetry"]["path"] if m["telemetry"] else None)
     vd = ValidatedDrive(
         path=str(d),
@@ -282,14 +270,14 @@ def read_telemetry(path: Path, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
         else:
             raw = pacsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DriveError("telemetry_unreadable", f"cannot read {fmt} telemetry: {exc}", file=rel) from exc
+        raise DriveError(rel, f"cannot read {fmt} telemetry: {exc}", code="telemetry_unreadable") from exc
     unknown = [c for c in raw.column_names if c not in TELEMETRY.column_names]
     if unknown:
-        raise DriveError("telemetry_schema", f"unknown columns {unknown}; expected canonical columns {TELEMETRY.column_names}", file=rel)
+        raise DriveError(rel, f"unknown columns {unknown}; expected canonical columns {TELEMETRY.column_names}", code="telemetry_schema")
     try:
         table = TELEMETRY.conform(raw)
     except SchemaValidationError as exc:
-        raise DriveError("telemetry_schema", str(exc), file=rel) from exc
+        raise DriveError(rel, str(exc), code="telemetry_schema") from exc
     # Exact duplicate rows (a logger writing a record twice) are dropped and counted;
     # a timestamp repeated with other values is an error found by the contract check.
     t = table.column("t_ns").to_numpy()
@@ -310,7 +298,7 @@ def read_telemetry(path: Path, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
         code = next((c for key, c in _CODE_BY_EXPECTED if key in exc.expected), "telemetry_invalid")
         if code == "telemetry_unsorted" and "duplicate" in exc.expected:
             code = "telemetry_duplicate_timestamp"
-        raise DriveError(code, str(exc), file=rel) from exc
+        raise DriveError(rel, str(exc), code=code) from exc
     return table, dups
 
 

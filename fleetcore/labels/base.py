@@ -40,11 +40,11 @@ LabelValue = Union[str, float, int, bool, None, list, dict, Scored]
 class LabelError(FleetError):
     """A labeller failed on a clip: names the clip, the labeller and what went wrong."""
 
-    def __init__(self, clip_id: str, labeller: str, reason: str) -> None:
+    def __init__(self, clip_id: str, reason: str, *, labeller: str) -> None:
         self.clip_id = clip_id
         self.labeller = labeller
         self.reason = reason
-        super().__init__(f"clip {clip_id}: labeller {labeller!r}: {reason}")
+        super().__init__(f"clip {clip_id}: labeller {labeller!r}", reason)
 
 
 class Labeller(Protocol):

@@ -46,12 +46,12 @@ class OnnxLabeller:
         self.version = str(version)
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise ConfigError(str(self.model_path), "path", f"ONNX model of labeller {name!r} not found (models are never downloaded)")
+            raise ConfigError(str(self.model_path), f"ONNX model of labeller {name!r} not found (models are never downloaded)", field="path")
         w, h = (input_size, input_size) if isinstance(input_size, int) else tuple(int(x) for x in input_size)
         self.input_size = (int(w), int(h))
         self.labels = [str(x) for x in labels]
         if not self.labels:
-            raise ConfigError(str(self.model_path), "labels", "needs at least one class label")
+            raise ConfigError(str(self.model_path), "needs at least one class label", field="labels")
         self.batch_size = max(1, int(batch_size))
         self.camera = camera
         self.frames = max(1, int(frames))
@@ -64,7 +64,7 @@ class OnnxLabeller:
         try:
             self.session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ConfigError(str(self.model_path), "path", f"cannot load ONNX model: {exc}") from exc
+            raise ConfigError(str(self.model_path), f"cannot load ONNX model: {exc}", field="path") from exc
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         b = inp.shape[0] if inp.shape else None

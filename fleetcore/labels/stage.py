@@ -58,7 +58,7 @@ def build_labellers(options: LabelsOptions | None = None) -> list[Labeller]:
     out: list[Labeller] = []
     for n in names:
         if n not in LABELLERS:
-            raise ConfigError(LABELS_WHERE, "builtins", f"unknown labeller {n!r}; registered: {sorted(LABELLERS)}")
+            raise ConfigError(LABELS_WHERE, f"unknown labeller {n!r}; registered: {sorted(LABELLERS)}", field="builtins")
         out.append(LABELLERS[n]())
     for spec in opts.labellers:
         out.append(OnnxLabeller(spec.name, spec.version, spec.path, spec.input_size, spec.labels, spec.batch_size, camera=spec.camera,
@@ -66,7 +66,7 @@ def build_labellers(options: LabelsOptions | None = None) -> list[Labeller]:
     seen: set[str] = set()
     for lab in out:
         if lab.name in seen:
-            raise ConfigError(LABELS_WHERE, "labellers", f"labeller name {lab.name!r} used twice")
+            raise ConfigError(LABELS_WHERE, f"labeller name {lab.name!r} used twice", field="labellers")
         seen.add(lab.name)
     return out
 
@@ -112,7 +112,7 @@ class LabelsStage:
             except FleetError:
                 raise
             except Exception as exc:  # a labeller bug or library error quarantines the clip, typed
-                raise LabelError(clip_id, lab.name, f"{type(exc).__name__}: {exc}") from exc
+                raise LabelError(clip_id, f"{type(exc).__name__}: {exc}", labeller=lab.name) from exc
 
         if self.threads > 1 and len(self.labellers) > 1:
             from concurrent.futures import wait

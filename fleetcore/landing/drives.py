@@ -130,11 +130,11 @@ def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:
     """
     base = Path(drive_dir).resolve()
     if not isinstance(rel, str) or not rel:
-        raise DriveError("manifest_invalid", f"expected a non-empty relative path, found {rel!r}", file=MANIFEST)
+        raise DriveError(MANIFEST, f"expected a non-empty relative path, found {rel!r}", code="manifest_invalid")
     if os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
-        raise DriveError("path_escape", f"path {rel!r} is absolute; expected a path inside the drive folder", file=rel)
+        raise DriveError(rel, f"path {rel!r} is absolute; expected a path inside the drive folder", code="path_escape")
     if ".." in Path(rel).parts:
-        raise DriveError("path_escape", f"path {rel!r} contains '..'; expected a path inside the drive folder", file=rel)
+        raise DriveError(rel, f"path {rel!r} contains '..'; expected a path inside the drive folder", code="path_escape")
     full = base / rel
     # Refuse any symlink on the way (a link inside the drive could still point out of it later).
     cur = base
@@ -142,10 +142,10 @@ def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:
         cur = cur / part
         if cur.is_symlink():
             target = os.readlink(cur)
-            raise DriveError("path_escape", f"path {rel!r} is a symbolic link (to {target!r}); links are not allowed", file=rel)
+            raise DriveError(rel, f"path {rel!r} is a symbolic link (to {target!r}); links are not allowed", code="path_escape")
     resolved = full.resolve()
     if base != resolved and base not in resolved.parents:
-        raise DriveError("path_escape", f"path {rel!r} resolves outside the drive folder", file=rel)
+        raise DriveError(rel, f"path {rel!r} resolves outside the drive folder", code="path_escape")
     return full
 
 
@@ -156,48 +156,44 @@ def read_manifest(drive_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(drive_dir) / MANIFEST
     if not p.is_file():
-        raise DriveError("manifest_missing", "manifest.json is missing", file=MANIFEST)
+        raise DriveError(MANIFEST, "manifest.json is missing", code="manifest_missing")
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DriveError("manifest_invalid", f"not valid JSON: {exc}", file=MANIFEST) from exc
+        raise DriveError(MANIFEST, f"not valid JSON: {exc}", code="manifest_invalid") from exc
     return validate_manifest(raw)
 
 
 def validate_manifest(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise DriveError("manifest_invalid", f"expected a JSON object, found {type(raw).__name__}", file=MANIFEST)
+        raise DriveError(MANIFEST, f"expected a JSON object, found {type(raw).__name__}", code="manifest_invalid")
     unknown = set(raw) - set(DRIVE_MANIFEST.column_names)
     if unknown:
-        raise DriveError("manifest_invalid", f"unknown keys {sorted(unknown)}; expected only {DRIVE_MANIFEST.column_names}", file=MANIFEST)
+        raise DriveError(MANIFEST, f"unknown keys {sorted(unknown)}; expected only {DRIVE_MANIFEST.column_names}", code="manifest_invalid")
     try:
         table = DRIVE_MANIFEST.from_pylist([raw])
         DRIVE_MANIFEST.validate(table)
     except SchemaValidationError as exc:
-        raise DriveError("manifest_invalid", str(exc), file=MANIFEST) from exc
+        raise DriveError(MANIFEST, str(exc), code="manifest_invalid") from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, KeyError) as exc:
-        raise DriveError("manifest_invalid", f"does not match the drive_manifest contract v1: {exc}", file=MANIFEST) from exc
+        raise DriveError(MANIFEST, f"does not match the drive_manifest contract v1: {exc}", code="manifest_invalid") from exc
     m = table.to_pylist()[0]
     for key in ("vehicle_id", "drive_id"):
         if not ID_RE.match(m[key]):
-            raise DriveError("manifest_invalid", f"{key} {m[key]!r} is not a valid id (letters, digits, _ . -)", file=MANIFEST)
+            raise DriveError(MANIFEST, f"{key} {m[key]!r} is not a valid id (letters, digits, _ . -)", code="manifest_invalid")
     names = [c["name"] for c in m["cameras"]]
     if len(set(names)) != len(names):
-        raise DriveError("manifest_invalid", f"camera names repeat: {names}", file=MANIFEST)
+        raise DriveError(MANIFEST, f"camera names repeat: {names}", code="manifest_invalid")
     for c in m["cameras"]:
         if not CAMERA_RE.match(c["name"]):
-            raise DriveError("manifest_invalid", f"camera name {c['name']!r} is not valid (lowercase letters, digits, _ -)", file=MANIFEST)
+            raise DriveError(MANIFEST, f"camera name {c['name']!r} is not valid (lowercase letters, digits, _ -)", code="manifest_invalid")
         if not c["files"]:
-            raise DriveError("manifest_invalid", f"camera {c['name']!r} lists no files", file=MANIFEST)
+            raise DriveError(MANIFEST, f"camera {c['name']!r} lists no files", code="manifest_invalid")
         for f in c["files"]:
             if f["start_ns"] is None and f["frame_times"] is None:
-                raise DriveError(
-                    "manifest_invalid",
-                    f"camera {c['name']!r} file {f['path']!r}: expected start_ns (container video) or frame_times (raw stream)",
-                    file=MANIFEST,
-                )
+                raise DriveError(MANIFEST, f"camera {c['name']!r} file {f['path']!r}: expected start_ns (container video) or frame_times (raw stream)", code="manifest_invalid")
     if m["telemetry"] is not None and m["telemetry"]["format"] not in ("parquet", "csv"):
-        raise DriveError("manifest_invalid", f"telemetry.format {m['telemetry']['format']!r}: expected 'parquet' or 'csv'", file=MANIFEST)
+        raise DriveError(MANIFEST, f"telemetry.format {m['telemetry']['format']!r}: expected 'parquet' or 'csv'", code="manifest_invalid")
     return m
 
 

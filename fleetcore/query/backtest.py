@@ -45,9 +45,8 @@ NS_PER_S = 1_000_000_000
 
 class BacktestError(FleetError):
     def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        super().__init__(self.path, problem)
 
 
 @dataclass

@@ -37,11 +37,12 @@ SPEED_BANDS: Final = (("stopped", 0.5), ("urban", 50 / 3.6), ("suburban", 80 / 3
 
 
 class CoverageError(FleetError):
-    def __init__(self, problem: str, *, available: Sequence[str] = ()) -> None:
-        self.problem = problem
+    """A coverage report cannot be made: ``where`` is the option or file, ``available`` the
+    dimensions there are (named in the message)."""
+
+    def __init__(self, where: str, problem: str, *, available: Sequence[str] = ()) -> None:
         self.available = list(available)
-        msg = problem + (f"; available dimensions: {', '.join(self.available)}" if self.available else "")
-        super().__init__(msg)
+        super().__init__(where, problem + (f"; available dimensions: {', '.join(self.available)}" if self.available else ""))
 
 
 @dataclass
@@ -116,16 +117,16 @@ def coverage_report(store: str | Path, dims: Sequence[str], *, min_count: int = 
     """Clip counts over the cross product of ``dims`` (see the module docstring)."""
     dims = [d.strip() for d in dims if d.strip()]
     if not dims:
-        raise CoverageError("give at least one dimension")
+        raise CoverageError("dims", "give at least one dimension")
     if len(set(dims)) != len(dims):
-        raise CoverageError(f"dimensions repeat: {dims}")
+        raise CoverageError("dims", f"dimensions repeat: {dims}")
     if min_count < 0:
-        raise CoverageError(f"min_count must be >= 0, got {min_count}")
+        raise CoverageError("min_count", f"expected >= 0, got {min_count}")
     session = MiningSession.open(store, filters)
     avail = available_dims(session)
     unknown = [d for d in dims if d not in avail]
     if unknown:
-        raise CoverageError(f"unknown dimension(s) {unknown}", available=avail)
+        raise CoverageError("dims", f"unknown dimension(s) {unknown}", available=avail)
     lf = clip_frame(session, dims)
     plain = [d for d in dims if d != "trigger"]
     sel = ["clip_id", *plain] + (["triggers"] if "trigger" in dims else [])
@@ -136,15 +137,15 @@ def coverage_report(store: str | Path, dims: Sequence[str], *, min_count: int = 
     for d in dims:
         dtype = df.schema[d]
         if dtype.is_float():
-            raise CoverageError(f"dimension {d!r} is a float column ({dtype}); use a categorical label or a band such as speed_band")
+            raise CoverageError("dims", f"dimension {d!r} is a float column ({dtype}); use a categorical label or a band such as speed_band")
         if isinstance(dtype, (pl.List, pl.Struct, pl.Array)):
-            raise CoverageError(f"dimension {d!r} is a nested column ({dtype}); only 'trigger' explodes a list")
+            raise CoverageError("dims", f"dimension {d!r} is a nested column ({dtype}); only 'trigger' explodes a list")
     df = df.with_columns([pl.col(d).cast(pl.String).fill_null(NONE) for d in dims])
     values: list[list[str]] = []
     for d in dims:
         vals = sorted(df[d].unique().to_list())
         if len(vals) > MAX_VALUES:
-            raise CoverageError(f"dimension {d!r} has {len(vals)} distinct values (at most {MAX_VALUES}); choose a coarser dimension")
+            raise CoverageError("dims", f"dimension {d!r} has {len(vals)} distinct values (at most {MAX_VALUES}); choose a coarser dimension")
         values.append(vals)
     counts = df.unique(["clip_id", *dims]).group_by(dims).agg(pl.len().cast(pl.Int64).alias("count"))
     grid = pl.DataFrame([list(c) for c in itertools.product(*values)], schema={d: pl.String for d in dims}, orient="row") \
@@ -241,7 +242,7 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     cv2.putText(img, "0", (lx + 22, ly + lh), font, fs, (0, 0, 0), 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".png", img)
     if not ok:
-        raise CoverageError(f"{path}: PNG encoding failed")
+        raise CoverageError(str(path), "PNG encoding failed")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(str(p), buf.tobytes())

@@ -67,6 +67,7 @@ class MiningError(FleetError):
 
     def __init__(
         self,
+        where: str,
         problem: str,
         *,
         query: str | None = None,
@@ -74,7 +75,6 @@ class MiningError(FleetError):
         column: int | None = None,
         tables: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        self.problem = problem
         self.query = query
         self.line = line
         self.column = column
@@ -92,7 +92,8 @@ class MiningError(FleetError):
             parts.append("tables:")
             for name, cols in self.tables.items():
                 parts.append(f"  {name}(" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")")
-        super().__init__("\n".join(parts))
+        super().__init__(where, "\n".join(parts))
+        self.problem = problem
 
 
 # --------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ class Filters:
         s_t, s_d = _parse_time(self.since, "since", self._now(), end=False)
         u_t, u_d = _parse_time(self.until, "until", self._now(), end=True)
         if s_d is not None and u_d is not None and s_d > u_d:
-            raise MiningError(f"--since {self.since} is after --until {self.until}")
+            raise MiningError(f"--since {self.since}", f"is after --until {self.until}")
         return s_t, s_d, u_t, u_d
 
     @property
@@ -141,9 +142,9 @@ def _parse_time(value: str | None, what: str, now: dt.datetime, *, end: bool) ->
         try:
             dt.date.fromisoformat(v)
         except ValueError as exc:
-            raise MiningError(f"--{what} {value!r}: not a valid date ({exc})") from exc
+            raise MiningError(f"--{what} {value!r}", f"not a valid date ({exc})") from exc
         return None, v
-    raise MiningError(f"--{what} {value!r}: expected a relative age like 30d, 12h, 2w or a date YYYY-MM-DD")
+    raise MiningError(f"--{what} {value!r}", "expected a relative age like 30d, 12h, 2w or a date YYYY-MM-DD")
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
@@ -151,9 +152,9 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     vals = _floats(text, 4, "--bbox", "minlon,minlat,maxlon,maxlat")
     mnlon, mnlat, mxlon, mxlat = vals
     if not (-180 <= mnlon <= 180 and -180 <= mxlon <= 180 and -90 <= mnlat <= 90 and -90 <= mxlat <= 90):
-        raise MiningError(f"--bbox {text!r}: longitudes must be in [-180, 180] and latitudes in [-90, 90]")
+        raise MiningError(f"--bbox {text!r}", "longitudes must be in [-180, 180] and latitudes in [-90, 90]")
     if mnlon > mxlon or mnlat > mxlat:
-        raise MiningError(f"--bbox {text!r}: expected min <= max (minlon,minlat,maxlon,maxlat)")
+        raise MiningError(f"--bbox {text!r}", "expected min <= max (minlon,minlat,maxlon,maxlat)")
     return mnlon, mnlat, mxlon, mxlat
 
 
@@ -161,20 +162,20 @@ def parse_near(text: str) -> tuple[float, float, float]:
     """``lat,lon,radius_m`` -> floats (raises MiningError)."""
     lat, lon, r = _floats(text, 3, "--near", "lat,lon,radius_m")
     if not (-90 <= lat <= 90 and -180 <= lon <= 180) or r <= 0:
-        raise MiningError(f"--near {text!r}: expected lat in [-90, 90], lon in [-180, 180], radius_m > 0")
+        raise MiningError(f"--near {text!r}", "expected lat in [-90, 90], lon in [-180, 180], radius_m > 0")
     return lat, lon, r
 
 
 def _floats(text: str, n: int, opt: str, form: str) -> list[float]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != n:
-        raise MiningError(f"{opt} {text!r}: expected {n} comma-separated numbers {form}")
+        raise MiningError(f"{opt} {text!r}", f"expected {n} comma-separated numbers {form}")
     try:
         vals = [float(p) for p in parts]
     except ValueError as exc:
-        raise MiningError(f"{opt} {text!r}: expected numbers {form} ({exc})") from exc
+        raise MiningError(f"{opt} {text!r}", f"expected numbers {form} ({exc})") from exc
     if not all(math.isfinite(v) for v in vals):
-        raise MiningError(f"{opt} {text!r}: numbers must be finite")
+        raise MiningError(f"{opt} {text!r}", "numbers must be finite")
     return vals
 
 
@@ -234,7 +235,7 @@ class MiningSession:
         """A session over a store given as a local path or a URI (``s3://bucket/store``)."""
         session = cls(str(store), filters or Filters())
         if not session.catalog.exists_store():
-            raise MiningError(f"{store}: clip store folder does not exist")
+            raise MiningError(str(store), "clip store folder does not exist")
         return session
 
     def _scan(self, table: str) -> pl.LazyFrame:
@@ -291,7 +292,7 @@ class MiningSession:
 
             clips = self.table("clips")  # computed only when a query reads it (pl.defer)
             return pl.defer(lambda: near_duplicates_frame(clips), schema={"clip_id": pl.String, "near_duplicate_of": pl.String})
-        raise MiningError(f"unknown table {name!r}; tables: {list(TABLES)}")
+        raise MiningError("query", f"unknown table {name!r}; tables: {list(TABLES)}")
 
     def _stored_clip_labels(self) -> pl.LazyFrame | None:
         """The curate job's materialised ``clip_labels`` (pivoted when the labels were written), when every
@@ -357,7 +358,7 @@ class MiningSession:
         msg = str(exc).strip()
         line, col = _position(sql, msg)
         first = (msg.splitlines()[0] if msg else repr(exc)).split("; valid columns")[0]
-        return MiningError(f"query failed: {type(exc).__name__}: {first[:500]}", query=sql, line=line, column=col,
+        return MiningError("query", f"failed: {type(exc).__name__}: {first[:500]}", query=sql, line=line, column=col,
                            tables=self.schemas())
 
 
@@ -437,7 +438,7 @@ def check_query(sql: str, *, tables: Sequence[str] = TABLES, describe: Callable[
 
     def err(problem: str, line: int | None = None, col: int | None = None) -> MiningError:
         tabs = describe() if describe is not None else {n: {} for n in sorted(names)}
-        return MiningError(problem, query=sql, line=line, column=col, tables=tabs)
+        return MiningError("query", problem, query=sql, line=line, column=col, tables=tabs)
 
     if not isinstance(sql, str) or not sql.strip():
         raise err("empty query: expected one SELECT statement")

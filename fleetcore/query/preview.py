@@ -38,9 +38,8 @@ FONT: Final = 0  # cv2.FONT_HERSHEY_SIMPLEX
 
 class PreviewError(FleetError):
     def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        super().__init__(self.path, problem)
 
 
 @dataclass(frozen=True)

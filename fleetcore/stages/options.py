@@ -65,7 +65,7 @@ class PrivacyOptions:
         check_int(self, "threads", where, minimum=1, allow_none=True)
         check_number(self, "padding", where, minimum=0.0)
         if self.mode not in ("gaussian", "pixelate"):
-            raise ConfigError(where, "mode", f"expected gaussian or pixelate, got {self.mode!r}")
+            raise ConfigError(where, f"expected gaussian or pixelate, got {self.mode!r}", field="mode")
         check_flag(self, "equalize", where)
 
     @classmethod
@@ -76,7 +76,7 @@ class PrivacyOptions:
         try:
             return cls(**doc)
         except ConfigError as exc:
-            raise ConfigError(where, exc.field, exc.problem) from exc
+            raise ConfigError(where, exc.problem, field=exc.field) from exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,29 +99,29 @@ class OnnxLabellerOptions:
     def __post_init__(self) -> None:
         where = LABELS_WHERE
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(where, "name", f"expected a non-empty name, got {self.name!r}")
+            raise ConfigError(where, f"expected a non-empty name, got {self.name!r}", field="name")
         if isinstance(self.path, os.PathLike):
             object.__setattr__(self, "path", os.fspath(self.path))
         if not isinstance(self.path, str) or not self.path:
-            raise ConfigError(where, "path", f"expected the path of an ONNX model, got {self.path!r}")
+            raise ConfigError(where, f"expected the path of an ONNX model, got {self.path!r}", field="path")
         size = (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
         if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size):
-            raise ConfigError(where, "input_size", f"expected W, H (or one int) > 0, got {self.input_size!r}")
+            raise ConfigError(where, f"expected W, H (or one int) > 0, got {self.input_size!r}", field="input_size")
         object.__setattr__(self, "input_size", tuple(size))
         check_names(self, "labels", where)
         if isinstance(self.version, int) and not isinstance(self.version, bool):
             object.__setattr__(self, "version", str(self.version))  # YAML reads version: 2 as a number
         if not isinstance(self.version, str):
-            raise ConfigError(where, "version", f"expected a string, got {self.version!r}")
+            raise ConfigError(where, f"expected a string, got {self.version!r}", field="version")
         check_int(self, "batch_size", where, minimum=1)
         check_int(self, "frames", where, minimum=1)
         check_int(self, "threads", where, minimum=1)
         if self.camera is not None and not isinstance(self.camera, str):
-            raise ConfigError(where, "camera", f"expected a camera name, got {self.camera!r}")
+            raise ConfigError(where, f"expected a camera name, got {self.camera!r}", field="camera")
         for name in ("mean", "std"):
             v = getattr(self, name)
             if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                raise ConfigError(where, name, f"expected three numbers (R, G, B), got {v!r}")
+                raise ConfigError(where, f"expected three numbers (R, G, B), got {v!r}", field=name)
             object.__setattr__(self, name, tuple(float(x) for x in v))
         check_flag(self, "softmax", where)
 
@@ -138,10 +138,10 @@ class LabelsOptions:
         where = LABELS_WHERE
         check_names(self, "builtins", where, allow_none=True)
         if isinstance(self.labellers, (str, bytes)) or not isinstance(self.labellers, (list, tuple)):
-            raise ConfigError(where, "labellers", f"expected a list of model labellers, got {self.labellers!r}")
+            raise ConfigError(where, f"expected a list of model labellers, got {self.labellers!r}", field="labellers")
         for i, spec in enumerate(self.labellers):
             if not isinstance(spec, OnnxLabellerOptions):
-                raise ConfigError(where, f"labellers[{i}]", f"expected OnnxLabellerOptions, got {type(spec).__name__}")
+                raise ConfigError(where, f"expected OnnxLabellerOptions, got {type(spec).__name__}", field=f"labellers[{i}]")
         object.__setattr__(self, "labellers", tuple(self.labellers))
 
     @classmethod
@@ -157,28 +157,28 @@ class LabelsOptions:
         doc = config_mapping(read_config_file(path, what="labels config"), where, {"builtins", "labellers"}, "`builtins` and/or `labellers`")
         specs = doc.get("labellers") or []
         if not isinstance(specs, list):
-            raise ConfigError(where, "labellers", "expected a list")
+            raise ConfigError(where, "expected a list", field="labellers")
         base = Path(path).parent
         allowed = {f.name for f in fields(OnnxLabellerOptions)} | {"kind"}
         labellers = []
         for i, spec in enumerate(specs):
             at = f"labellers[{i}]"
             if not isinstance(spec, dict) or spec.get("kind") != "onnx":
-                raise ConfigError(where, f"{at}.kind", "expected a mapping with kind: onnx")
+                raise ConfigError(where, "expected a mapping with kind: onnx", field=f"{at}.kind")
             extra = set(spec) - allowed
             if extra:
-                raise ConfigError(where, f"{at}.{sorted(extra)[0]}", "unknown key")
+                raise ConfigError(where, "unknown key", field=f"{at}.{sorted(extra)[0]}")
             for k in ("name", "path", "input_size", "labels"):
                 if k not in spec:
-                    raise ConfigError(where, f"{at}.{k}", "required")
+                    raise ConfigError(where, "required", field=f"{at}.{k}")
             kw = {k: v for k, v in spec.items() if k != "kind"}
             if isinstance(kw["path"], str) and not Path(kw["path"]).is_absolute():
                 kw["path"] = str(base / kw["path"])
             try:
                 labellers.append(OnnxLabellerOptions(**kw))
             except ConfigError as exc:
-                raise ConfigError(where, f"{at}.{exc.field}", exc.problem) from exc
+                raise ConfigError(where, exc.problem, field=f"{at}.{exc.field}") from exc
         try:
             return cls(builtins=doc.get("builtins"), labellers=tuple(labellers))
         except ConfigError as exc:
-            raise ConfigError(where, exc.field, exc.problem) from exc
+            raise ConfigError(where, exc.problem, field=exc.field) from exc

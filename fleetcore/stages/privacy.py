@@ -82,8 +82,7 @@ class PrivacyError(FleetError):
     def __init__(self, clip_id: str, reason: str) -> None:
         self.clip_id = clip_id
         self.reason = reason
-        self.code = "privacy_failed"
-        super().__init__(f"clip {clip_id}: privacy: {reason} [privacy_failed]")
+        super().__init__(f"clip {clip_id}: privacy", reason, code="privacy_failed")
 
 
 def find_cascade(stem: str, cascade_dirs: Sequence[str | Path] = ()) -> Path | None:

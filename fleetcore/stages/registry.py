@@ -142,7 +142,7 @@ def build_stages(names: Sequence[str], *, options: Mapping[str, Any] | None = No
     out = []
     for n in names:
         if n not in REGISTRY:
-            raise ConfigError("<curate config>", "stages", f"unknown stage {n!r}; registered stages: {sorted(REGISTRY)}")
+            raise ConfigError("<curate config>", f"unknown stage {n!r}; registered stages: {sorted(REGISTRY)}", field="stages")
         out.append(REGISTRY[n](opts.get(n)))
     return out
 

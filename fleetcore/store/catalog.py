@@ -38,8 +38,7 @@ class CatalogError(FleetError):
 
     def __init__(self, path: str, problem: str) -> None:
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(self.path, problem)
 
 
 def _with_date(schema: pa.Schema) -> pa.Schema:

@@ -48,9 +48,7 @@ class SampleError(FleetError):
     def __init__(self, key: str, problem: str, *, member: str | None = None) -> None:
         self.key = key
         self.member = member
-        self.problem = problem
-        where = f"sample {key!r}" + (f", member {member!r}" if member else "")
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"sample {key!r}" + (f", member {member!r}" if member else ""), problem)
 
 
 @dataclass

@@ -66,9 +66,7 @@ class StoreError(FleetError):
 
     def __init__(self, path: str, problem: str, *, code: str = "store_invalid") -> None:
         self.path = str(path)
-        self.problem = problem
-        self.code = code
-        super().__init__(f"{self.path}: {problem} [{code}]")
+        super().__init__(self.path, problem, code=code)
 
 
 @dataclass(frozen=True)

@@ -51,16 +51,13 @@ class ShardError(FleetError):
     def __init__(self, shard: str, problem: str, *, member: str | None = None, code: str = "tar_invalid") -> None:
         self.shard = str(shard)
         self.member = member
-        self.problem = problem
-        self.code = code
-        where = f"{self.shard}: member {member!r}" if member is not None else self.shard
-        super().__init__(f"{where}: {problem} [{code}]")
+        super().__init__(f"{self.shard}: member {member!r}" if member is not None else self.shard, problem, code=code)
 
 
 class UnsafeTarMember(ShardError):
     """A tar member that must not be read or extracted (path escape, link, device, ...)."""
 
-    def __init__(self, shard: str, member: str, reason: str) -> None:
+    def __init__(self, shard: str, reason: str, *, member: str) -> None:
         self.reason = reason
         super().__init__(shard, reason, member=member, code="unsafe_member")
 
@@ -162,9 +159,9 @@ def write_tar(dest: PathOrFile, members: Iterable[tuple[str, bytes]]) -> None:
             for name, data in members:
                 reason = unsafe_name_reason(name)
                 if reason is not None:
-                    raise UnsafeTarMember(str(label), name, reason)
+                    raise UnsafeTarMember(str(label), reason, member=name)
                 if name in seen:
-                    raise UnsafeTarMember(str(label), name, "member name repeats")
+                    raise UnsafeTarMember(str(label), "member name repeats", member=name)
                 seen.add(name)
                 if not isinstance(data, (bytes, bytearray, memoryview)):
                     raise TypeError(f"{label}: member {name!r}: expected bytes, found {type(data).__name__}")
@@ -217,23 +214,23 @@ def _check_member(label: str, ti: tarfile.TarInfo) -> bool:
     """Raise for an unsafe member; True for a regular file, False for an empty directory (skipped)."""
     reason = unsafe_name_reason(ti.name)
     if reason is not None:
-        raise UnsafeTarMember(label, ti.name, reason)
+        raise UnsafeTarMember(label, reason, member=ti.name)
     if ti.issym():
-        raise UnsafeTarMember(label, ti.name, f"symbolic link (to {ti.linkname!r}); only regular files are allowed")
+        raise UnsafeTarMember(label, f"symbolic link (to {ti.linkname!r}); only regular files are allowed", member=ti.name)
     if ti.islnk():
-        raise UnsafeTarMember(label, ti.name, f"hard link (to {ti.linkname!r}); only regular files are allowed")
+        raise UnsafeTarMember(label, f"hard link (to {ti.linkname!r}); only regular files are allowed", member=ti.name)
     if ti.ischr() or ti.isblk():
-        raise UnsafeTarMember(label, ti.name, "device file; only regular files are allowed")
+        raise UnsafeTarMember(label, "device file; only regular files are allowed", member=ti.name)
     if ti.isfifo():
-        raise UnsafeTarMember(label, ti.name, "FIFO; only regular files are allowed")
+        raise UnsafeTarMember(label, "FIFO; only regular files are allowed", member=ti.name)
     if ti.issparse():
-        raise UnsafeTarMember(label, ti.name, "GNU sparse file; only regular files are allowed")
+        raise UnsafeTarMember(label, "GNU sparse file; only regular files are allowed", member=ti.name)
     if ti.isdir():
         if ti.size:
-            raise UnsafeTarMember(label, ti.name, f"directory entry carrying {ti.size} bytes of data")
+            raise UnsafeTarMember(label, f"directory entry carrying {ti.size} bytes of data", member=ti.name)
         return False
     if not ti.isreg():
-        raise UnsafeTarMember(label, ti.name, f"unsupported member type {ti.type!r}; only regular files are allowed")
+        raise UnsafeTarMember(label, f"unsupported member type {ti.type!r}; only regular files are allowed", member=ti.name)
     return True
 
 
@@ -366,7 +363,7 @@ def index_rows(shard: str, members: Iterable[MemberEntry], *, base_offset: int =
     for m in members:
         split = split_member_name(m.name)
         if split is None:
-            raise UnsafeTarMember(source or shard, m.name, "member name has no extension, so no WebDataset key")
+            raise UnsafeTarMember(source or shard, "member name has no extension, so no WebDataset key", member=m.name)
         rows.append(
             {
                 "shard": shard,

@@ -141,102 +141,102 @@ def _is_int(x: Any) -> bool:
 
 def _validate_where(path: str, fld: str, where: Any) -> str:
     if not isinstance(where, str) or not where.strip():
-        raise ConfigError(path, fld, f"expected a non-empty SQL predicate string, got {where!r}")
+        raise ConfigError(path, f"expected a non-empty SQL predicate string, got {where!r}", field=fld)
     try:
         expr = pl.sql_expr(where)
     except pl.exceptions.PolarsError as exc:
-        raise ConfigError(path, fld, f"cannot parse SQL predicate {where!r}: {exc}") from exc
+        raise ConfigError(path, f"cannot parse SQL predicate {where!r}: {exc}", field=fld) from exc
     valid = ", ".join(DERIVED_COLUMNS)
     roots = expr.meta.root_names()
     unknown = sorted({r for r in roots if r not in DERIVED_COLUMNS})
     if unknown:
-        raise ConfigError(path, fld, f"unknown column(s) {unknown} in {where!r}; valid columns: {valid}")
+        raise ConfigError(path, f"unknown column(s) {unknown} in {where!r}; valid columns: {valid}", field=fld)
     if not roots:
-        raise ConfigError(path, fld, f"predicate {where!r} references no column; valid columns: {valid}")
+        raise ConfigError(path, f"predicate {where!r} references no column; valid columns: {valid}", field=fld)
     try:
         out = empty_derived().select(expr.alias("_p"))
     except pl.exceptions.PolarsError as exc:
-        raise ConfigError(path, fld, f"predicate {where!r} cannot be evaluated: {exc}") from exc
+        raise ConfigError(path, f"predicate {where!r} cannot be evaluated: {exc}", field=fld) from exc
     if out.schema["_p"] != pl.Boolean:
-        raise ConfigError(path, fld, f"predicate {where!r} must be boolean, it gives {out.schema['_p']}")
+        raise ConfigError(path, f"predicate {where!r} must be boolean, it gives {out.schema['_p']}", field=fld)
     return where
 
 
 def _parse_sample(path: str, prefix: str, raw: Any) -> RandomSample:
     fld = f"{prefix}sample"
     if not isinstance(raw, dict):
-        raise ConfigError(path, fld, f"expected a mapping with every_s, duration_s, seed, got {raw!r}")
+        raise ConfigError(path, f"expected a mapping with every_s, duration_s, seed, got {raw!r}", field=fld)
     unknown = sorted(set(map(str, raw)) - _SAMPLE_FIELDS)
     if unknown:
-        raise ConfigError(path, f"{fld}.{unknown[0]}", f"unknown field; allowed: {sorted(_SAMPLE_FIELDS)}")
+        raise ConfigError(path, f"unknown field; allowed: {sorted(_SAMPLE_FIELDS)}", field=f"{fld}.{unknown[0]}")
     for key in ("every_s", "duration_s"):
         if key not in raw:
-            raise ConfigError(path, f"{fld}.{key}", "missing required field")
+            raise ConfigError(path, "missing required field", field=f"{fld}.{key}")
         if not _is_number(raw[key]):
-            raise ConfigError(path, f"{fld}.{key}", f"expected a number of seconds, got {raw[key]!r}")
+            raise ConfigError(path, f"expected a number of seconds, got {raw[key]!r}", field=f"{fld}.{key}")
         if float(raw[key]) <= 0:
-            raise ConfigError(path, f"{fld}.{key}", f"must be > 0, got {raw[key]!r}")
+            raise ConfigError(path, f"must be > 0, got {raw[key]!r}", field=f"{fld}.{key}")
     seed = raw.get("seed", 0)
     if not _is_int(seed):
-        raise ConfigError(path, f"{fld}.seed", f"expected an integer, got {seed!r}")
+        raise ConfigError(path, f"expected an integer, got {seed!r}", field=f"{fld}.seed")
     if float(raw["duration_s"]) > float(raw["every_s"]):
-        raise ConfigError(path, f"{fld}.duration_s", "must not exceed every_s")
+        raise ConfigError(path, "must not exceed every_s", field=f"{fld}.duration_s")
     return RandomSample(every_s=float(raw["every_s"]), duration_s=float(raw["duration_s"]), seed=int(seed))
 
 
 def parse_trigger(raw: Any, *, path: str, prefix: str = "") -> TriggerSpec:
     """Validate one trigger mapping (``prefix`` locates it in its file, e.g. ``triggers[2].``)."""
     if not isinstance(raw, dict):
-        raise ConfigError(path, prefix.rstrip(".") or None, f"expected a mapping of trigger fields, got {type(raw).__name__}")
+        raise ConfigError(path, f"expected a mapping of trigger fields, got {type(raw).__name__}", field=prefix.rstrip(".") or None)
     unknown = sorted(set(map(str, raw)) - _FIELDS)
     if unknown:
-        raise ConfigError(path, f"{prefix}{unknown[0]}", f"unknown field; allowed fields: {sorted(_FIELDS)}")
+        raise ConfigError(path, f"unknown field; allowed fields: {sorted(_FIELDS)}", field=f"{prefix}{unknown[0]}")
     for key in _REQUIRED:
         if key not in raw:
-            raise ConfigError(path, f"{prefix}{key}", "missing required field")
+            raise ConfigError(path, "missing required field", field=f"{prefix}{key}")
     name = raw["name"]
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ConfigError(path, f"{prefix}name", f"expected a name matching [a-z0-9_]+, got {name!r}")
+        raise ConfigError(path, f"expected a name matching [a-z0-9_]+, got {name!r}", field=f"{prefix}name")
     if not _is_int(raw["version"]) or raw["version"] < 1:
-        raise ConfigError(path, f"{prefix}version", f"expected an integer >= 1, got {raw['version']!r}")
+        raise ConfigError(path, f"expected an integer >= 1, got {raw['version']!r}", field=f"{prefix}version")
     kind = raw.get("kind", "predicate")
     if kind not in ("predicate", "random_sample"):
-        raise ConfigError(path, f"{prefix}kind", f"expected 'predicate' or 'random_sample', got {kind!r}")
+        raise ConfigError(path, f"expected 'predicate' or 'random_sample', got {kind!r}", field=f"{prefix}kind")
     desc = raw.get("description", "")
     if not isinstance(desc, str):
-        raise ConfigError(path, f"{prefix}description", f"expected a string, got {desc!r}")
+        raise ConfigError(path, f"expected a string, got {desc!r}", field=f"{prefix}description")
     vals: dict[str, float] = {}
     for key in _DURATIONS:
         if key in raw:
             x = raw[key]
             if not _is_number(x):
-                raise ConfigError(path, f"{prefix}{key}", f"expected a number of seconds, got {x!r}")
+                raise ConfigError(path, f"expected a number of seconds, got {x!r}", field=f"{prefix}{key}")
             if float(x) < 0:
-                raise ConfigError(path, f"{prefix}{key}", f"must not be negative, got {x!r}")
+                raise ConfigError(path, f"must not be negative, got {x!r}", field=f"{prefix}{key}")
             vals[key] = float(x)
     priority = raw.get("priority", 0)
     if not _is_int(priority):
-        raise ConfigError(path, f"{prefix}priority", f"expected an integer, got {priority!r}")
+        raise ConfigError(path, f"expected an integer, got {priority!r}", field=f"{prefix}priority")
     peak_mode = raw.get("peak_mode", "absmax")
     if peak_mode not in ("min", "max", "absmax", "median"):
-        raise ConfigError(path, f"{prefix}peak_mode", f"expected one of min, max, absmax, median, got {peak_mode!r}")
+        raise ConfigError(path, f"expected one of min, max, absmax, median, got {peak_mode!r}", field=f"{prefix}peak_mode")
     peak = raw.get("peak")
     if peak is not None and (not isinstance(peak, str) or peak not in DERIVED_COLUMNS):
-        raise ConfigError(path, f"{prefix}peak", f"unknown column {peak!r}; valid columns: {', '.join(DERIVED_COLUMNS)}")
+        raise ConfigError(path, f"unknown column {peak!r}; valid columns: {', '.join(DERIVED_COLUMNS)}", field=f"{prefix}peak")
 
     where: str | None = None
     sample: RandomSample | None = None
     if kind == "predicate":
         if "sample" in raw:
-            raise ConfigError(path, f"{prefix}sample", "only allowed with kind: random_sample")
+            raise ConfigError(path, "only allowed with kind: random_sample", field=f"{prefix}sample")
         if "where" not in raw:
-            raise ConfigError(path, f"{prefix}where", "missing required field (a Polars SQL predicate)")
+            raise ConfigError(path, "missing required field (a Polars SQL predicate)", field=f"{prefix}where")
         where = _validate_where(path, f"{prefix}where", raw["where"])
     else:
         if "where" in raw:
-            raise ConfigError(path, f"{prefix}where", "not allowed with kind: random_sample")
+            raise ConfigError(path, "not allowed with kind: random_sample", field=f"{prefix}where")
         if "sample" not in raw:
-            raise ConfigError(path, f"{prefix}sample", "missing required field for kind: random_sample")
+            raise ConfigError(path, "missing required field for kind: random_sample", field=f"{prefix}sample")
         sample = _parse_sample(path, prefix, raw["sample"])
     return TriggerSpec(
         name=name,
@@ -258,14 +258,14 @@ def load_trigger_file(path: str | Path) -> list[TriggerSpec]:
     p = Path(path)
     doc = read_config_file(p, what="trigger file")
     if not isinstance(doc, dict):
-        raise ConfigError(str(p), None, "expected a YAML mapping (one trigger, or 'triggers:' with a list)")
+        raise ConfigError(str(p), "expected a YAML mapping (one trigger, or 'triggers:' with a list)")
     if "triggers" in doc:
         extra = sorted(set(map(str, doc)) - {"triggers"})
         if extra:
-            raise ConfigError(str(p), extra[0], "unknown field next to 'triggers:'")
+            raise ConfigError(str(p), "unknown field next to 'triggers:'", field=extra[0])
         items = doc["triggers"]
         if not isinstance(items, list) or not items:
-            raise ConfigError(str(p), "triggers", "expected a non-empty list of triggers")
+            raise ConfigError(str(p), "expected a non-empty list of triggers", field="triggers")
         return [parse_trigger(item, path=str(p), prefix=f"triggers[{i}].") for i, item in enumerate(items)]
     return [parse_trigger(doc, path=str(p))]
 
@@ -277,12 +277,12 @@ def _expand(paths: Sequence[Path | str]) -> list[Path]:
         if p.is_dir():
             found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
             if not found:
-                raise ConfigError(str(p), None, "directory holds no *.yaml / *.yml trigger files")
+                raise ConfigError(str(p), "directory holds no *.yaml / *.yml trigger files")
             out.extend(found)
         elif p.is_file():
             out.append(p)
         else:
-            raise ConfigError(str(p), None, "trigger file or directory does not exist")
+            raise ConfigError(str(p), "trigger file or directory does not exist")
     return out
 
 
@@ -298,7 +298,7 @@ def load_triggers(paths: Sequence[Path | str] | None = None) -> list[TriggerSpec
     for f in files:
         for spec in load_trigger_file(f):
             if spec.name in seen:
-                raise ConfigError(str(f), "name", f"duplicate trigger name {spec.name!r} (also defined in {seen[spec.name]})")
+                raise ConfigError(str(f), f"duplicate trigger name {spec.name!r} (also defined in {seen[spec.name]})", field="name")
             seen[spec.name] = str(f)
             specs.append(spec)
     return sorted(specs, key=lambda s: s.name)

@@ -202,9 +202,9 @@ class _FileDecoder:
         tb = self.stream.time_base
         self.tb = Fraction(tb.numerator, tb.denominator) if tb is not None else None
         if self.raw and self.file_times is None:
-            raise VideoError(self.path, "video_no_timestamps", "raw stream without per-frame times in the frame index")
+            raise VideoError(self.path, "raw stream without per-frame times in the frame index", code="video_no_timestamps")
         if not self.raw and self.start_ns is None:
-            raise VideoError(self.path, "video_no_timestamps", "container file without start_ns in the manifest")
+            raise VideoError(self.path, "container file without start_ns in the manifest", code="video_no_timestamps")
         self.pos_ns: int | None = None  # vehicle time of the last frame the decoder produced
         self._gen: Iterator[tuple[int, Any]] | None = None
 
@@ -223,17 +223,17 @@ class _FileDecoder:
                     if self.raw:
                         assert self.file_times is not None
                         if k >= len(self.file_times):
-                            raise VideoError(self.path, "video_frame_times_mismatch", f"decoder produced frame {k} but the index has {len(self.file_times)} frames")
+                            raise VideoError(self.path, f"decoder produced frame {k} but the index has {len(self.file_times)} frames", code="video_frame_times_mismatch")
                         ns = int(self.file_times[k])
                         k += 1
                     else:
                         if frame.pts is None:
-                            raise VideoError(self.path, "video_no_timestamps", "decoded frame without PTS")
+                            raise VideoError(self.path, "decoded frame without PTS", code="video_no_timestamps")
                         assert self.start_ns is not None and self.tb is not None
                         ns = self.start_ns + pts_to_ns(int(frame.pts), self.tb)
                     yield ns, frame
         except av.error.FFmpegError as exc:
-            raise VideoError(self.path, "video_decode_error", f"decoding failed ({exc.strerror or exc})") from exc
+            raise VideoError(self.path, f"decoding failed ({exc.strerror or exc})", code="video_decode_error") from exc
 
     def _seek(self, key_ns: int | None) -> None:
         """Position the decoder at the keyframe ``key_ns`` (None: the start of the file)."""

@@ -65,10 +65,9 @@ class FfmpegError(FleetError):
 
     def __init__(self, path: str, problem: str, *, cmd: Sequence[str], stderr: str) -> None:
         self.path = str(path)
-        self.problem = problem
         self.cmd = list(cmd)
         self.stderr = stderr[-STDERR_TAIL:]
-        super().__init__(f"{self.path}: {problem}: {_last_lines(self.stderr) or 'ffmpeg wrote nothing to stderr'}")
+        super().__init__(self.path, f"{problem}: {_last_lines(self.stderr) or 'ffmpeg wrote nothing to stderr'}")
 
 
 def _last_lines(text: str) -> str:

@@ -21,23 +21,20 @@ def load_frame_times(drive_dir: str | os.PathLike[str], rel: str, *, video_path:
     """Load a raw stream's per-frame vehicle-clock times (.npy int64, decode order) and check the count."""
     p = resolve_in_drive(drive_dir, rel)
     if not p.is_file():
-        raise VideoError(video_path, "video_frame_times_missing", f"frame_times file {rel!r} does not exist")
+        raise VideoError(video_path, f"frame_times file {rel!r} does not exist", code="video_frame_times_missing")
     try:
         with open(p, "rb") as f:
             arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise VideoError(video_path, "video_frame_times_invalid", f"frame_times file {rel!r} is not a readable .npy array ({exc})") from exc
+        raise VideoError(video_path, f"frame_times file {rel!r} is not a readable .npy array ({exc})", code="video_frame_times_invalid") from exc
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer)):
-        raise VideoError(video_path, "video_frame_times_invalid", f"frame_times {rel!r} is {arr.dtype} with shape {arr.shape}; expected a 1-D int64 array of ns")
+        raise VideoError(video_path, f"frame_times {rel!r} is {arr.dtype} with shape {arr.shape}; expected a 1-D int64 array of ns", code="video_frame_times_invalid")
     if len(arr) != expected:
-        raise VideoError(
-            video_path, "video_frame_times_mismatch",
-            f"frame_times {rel!r} has {len(arr)} entries but the stream has {expected} frames; expected one time per frame",
-        )
+        raise VideoError(video_path, f"frame_times {rel!r} has {len(arr)} entries but the stream has {expected} frames; expected one time per frame", code="video_frame_times_mismatch")
     arr = arr.astype(np.int64)
     if len(arr) > 1 and np.any(np.diff(arr) <= 0):
         bad = int(np.flatnonzero(np.diff(arr) <= 0)[0]) + 1
-        raise VideoError(video_path, "video_frame_times_invalid", f"frame_times {rel!r} is not strictly increasing at frame {bad}")
+        raise VideoError(video_path, f"frame_times {rel!r} is not strictly increasing at frame {bad}", code="video_frame_times_invalid")
     return arr
 
 
@@ -58,7 +55,7 @@ def file_frame_times(
             period = 1e9 / info.fps
             pts_ns = np.asarray([int(file_entry["start_ns"]) + int(round(i * period)) for i in range(n)], dtype=np.int64)
         else:
-            raise VideoError(info.path, "video_no_timestamps", "raw stream without frame_times or start_ns; expected one of them in the manifest")
+            raise VideoError(info.path, "raw stream without frame_times or start_ns; expected one of them in the manifest", code="video_no_timestamps")
         return pts_ns, scan.is_key.copy(), scan.pos.copy(), scan.size.copy()
     assert scan.pts is not None and scan.time_base is not None
     order = np.argsort(scan.pts, kind="stable")
@@ -67,7 +64,7 @@ def file_frame_times(
         pts_ns = load_frame_times(drive_dir, file_entry["frame_times"], video_path=info.path, expected=n)
     else:
         if file_entry.get("start_ns") is None:
-            raise VideoError(info.path, "video_no_timestamps", "container file without start_ns; expected the vehicle-clock time of PTS 0")
+            raise VideoError(info.path, "container file without start_ns; expected the vehicle-clock time of PTS 0", code="video_no_timestamps")
         start = int(file_entry["start_ns"])
         tb = scan.time_base
         pts_ns = np.asarray([start + pts_to_ns(int(p), tb) for p in scan.pts[order]], dtype=np.int64)

@@ -116,21 +116,17 @@ def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
     """Open a media file with PyAV, turning failures into VideoError (missing/empty/not media/truncated)."""
     p = Path(path)
     if not p.is_file():
-        raise VideoError(str(p), "video_missing", "file does not exist; expected a video file")
+        raise VideoError(str(p), "file does not exist; expected a video file", code="video_missing")
     if p.stat().st_size == 0:
-        raise VideoError(str(p), "video_empty", "file is empty (0 bytes); expected an H.264/HEVC video")
+        raise VideoError(str(p), "file is empty (0 bytes); expected an H.264/HEVC video", code="video_empty")
     try:
         return av.open(str(p), mode="r")
     except av.error.FFmpegError as exc:
         kind = _looks_like_container(p)
         if kind is not None:
-            raise VideoError(
-                str(p),
-                "video_truncated",
-                f"starts like {kind} but cannot be opened ({exc.strerror or exc}); the file is probably truncated "
-                "(e.g. an interrupted upload that lost the MP4 'moov' index)",
-            ) from exc
-        raise VideoError(str(p), "video_not_media", f"not a media file FFmpeg recognises ({exc.strerror or exc}); expected an H.264/HEVC video") from exc
+            raise VideoError(str(p), f"starts like {kind} but cannot be opened ({exc.strerror or exc}); the file is probably truncated "
+                "(e.g. an interrupted upload that lost the MP4 'moov' index)", code="video_truncated") from exc
+        raise VideoError(str(p), f"not a media file FFmpeg recognises ({exc.strerror or exc}); expected an H.264/HEVC video", code="video_not_media") from exc
 
 
 def select_video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
@@ -138,14 +134,14 @@ def select_video_stream(container: av.container.InputContainer, path: str) -> av
     fmt = container.format.name
     videos = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
     if fmt.endswith("_pipe") or fmt == "image2":
-        raise VideoError(path, "video_no_stream", f"is a still image ({fmt.removesuffix('_pipe')}), not a video; expected an H.264/HEVC video stream")
+        raise VideoError(path, f"is a still image ({fmt.removesuffix('_pipe')}), not a video; expected an H.264/HEVC video stream", code="video_no_stream")
     if not videos:
         others = ", ".join(f"{s.type} ({s.codec_context.name})" for s in container.streams) or "none"
-        raise VideoError(path, "video_no_stream", f"has no video stream (streams: {others}); expected an H.264/HEVC video stream")
+        raise VideoError(path, f"has no video stream (streams: {others}); expected an H.264/HEVC video stream", code="video_no_stream")
     stream = videos[0]
     codec = stream.codec_context.name
     if codec not in SUPPORTED_CODECS:
-        raise VideoError(path, "video_unsupported_codec", f"video codec is {codec!r}; expected one of {list(SUPPORTED_CODECS)}")
+        raise VideoError(path, f"video codec is {codec!r}; expected one of {list(SUPPORTED_CODECS)}", code="video_unsupported_codec")
     return stream
 
 
@@ -167,13 +163,13 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
             if not raw:
                 t = pkt.pts if pkt.pts is not None else pkt.dts
                 if t is None:
-                    raise VideoError(path, "video_no_timestamps", f"packet {len(pts)} has neither PTS nor DTS; expected timestamps in a container file")
+                    raise VideoError(path, f"packet {len(pts)} has neither PTS nor DTS; expected timestamps in a container file", code="video_no_timestamps")
                 pts.append(int(t))
             keys.append(bool(pkt.is_keyframe))
             pos.append(int(pkt.pos) if pkt.pos is not None and pkt.pos >= 0 else -1)
             size.append(int(pkt.size))
     except av.error.FFmpegError as exc:
-        raise VideoError(path, "video_truncated", f"demuxing failed after {len(keys)} packets ({exc.strerror or exc}); the file is probably truncated or corrupt") from exc
+        raise VideoError(path, f"demuxing failed after {len(keys)} packets ({exc.strerror or exc}); the file is probably truncated or corrupt", code="video_truncated") from exc
     return PacketScan(
         pts=None if raw else np.asarray(pts, dtype=np.int64),
         is_key=np.asarray(keys, dtype=bool),
@@ -211,8 +207,8 @@ def _check_first_frame(path: str) -> None:
                 if n >= _FIRST_FRAME_PACKET_LIMIT:
                     break
         except av.error.FFmpegError as exc:
-            raise VideoError(path, "video_undecodable", f"the first frame cannot be decoded ({exc.strerror or exc})") from exc
-    raise VideoError(path, "video_undecodable", f"no frame could be decoded from the first {n} packets; the {s.codec_context.name} bitstream is corrupt")
+            raise VideoError(path, f"the first frame cannot be decoded ({exc.strerror or exc})", code="video_undecodable") from exc
+    raise VideoError(path, f"no frame could be decoded from the first {n} packets; the {s.codec_context.name} bitstream is corrupt", code="video_undecodable")
 
 
 def probe_with_scan(path: str | os.PathLike[str], *, count_frames: bool = True) -> tuple[VideoInfo, PacketScan | None]:
@@ -233,7 +229,7 @@ def probe_with_scan(path: str | os.PathLike[str], *, count_frames: bool = True) 
         tb = Fraction(stream.time_base.numerator, stream.time_base.denominator) if stream.time_base else None
     _check_first_frame(spath)
     if width <= 0 or height <= 0:
-        raise VideoError(spath, "video_undecodable", f"stream reports frame size {width}x{height}; expected a positive size")
+        raise VideoError(spath, f"stream reports frame size {width}x{height}; expected a positive size", code="video_undecodable")
 
     if scan is None:
         fps = nominal_fps or _DEFAULT_RAW_FPS
@@ -245,8 +241,8 @@ def probe_with_scan(path: str | os.PathLike[str], *, count_frames: bool = True) 
     n = len(scan.is_key)
     if n == 0:
         if declared_frames > 0 or (declared_dur or 0) > 0:
-            raise VideoError(spath, "video_truncated", "container declares video but holds no video packets; the file is probably truncated")
-        raise VideoError(spath, "video_no_frames", "video stream has no frames; expected at least one")
+            raise VideoError(spath, "container declares video but holds no video packets; the file is probably truncated", code="video_truncated")
+        raise VideoError(spath, "video stream has no frames; expected at least one", code="video_no_frames")
 
     if raw:
         fps = nominal_fps or _DEFAULT_RAW_FPS
@@ -274,15 +270,12 @@ def probe_with_scan(path: str | os.PathLike[str], *, count_frames: bool = True) 
 
     # Truncation: packets stop early versus what the container declares.
     if declared_frames > 0 and n < declared_frames:
-        raise VideoError(spath, "video_truncated", f"holds {n} video packets but the container declares {declared_frames}; the file is truncated")
+        raise VideoError(spath, f"holds {n} video packets but the container declares {declared_frames}; the file is truncated", code="video_truncated")
     if declared_dur is not None and declared_dur > 0:
         end_s = float(int(spts[-1]) * tb) + last_dur
         slack = max(2 * last_dur, 0.25)
         if end_s + slack < declared_dur:
-            raise VideoError(
-                spath, "video_truncated",
-                f"video packets end at {end_s:.3f} s but the container declares {declared_dur:.3f} s; the file is truncated",
-            )
+            raise VideoError(spath, f"video packets end at {end_s:.3f} s but the container declares {declared_dur:.3f} s; the file is truncated", code="video_truncated")
     key_rank = np.empty(n, dtype=np.int64)
     key_rank[order] = np.arange(n)
     kidx = tuple(sorted(int(key_rank[i]) for i in np.flatnonzero(scan.is_key)))
