@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -452,7 +452,7 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
     summary["metrics"] = beam_counters(result)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     summary["runner"] = opts.view_as(StandardOptions).runner
-    summary["config"] = asdict(cfg)
+    summary["config"] = cfg.as_dict()
     atomic_write_bytes(layout.last_run, dumps_json(summary))
     return summary
 

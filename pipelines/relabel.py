@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -122,6 +121,6 @@ def run_relabel(store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
         summary.update(drives_relabelled=done["drives_curated"], clips=done["clips"], quarantined=done["quarantined"],
                        store_revision=done["store_revision"])
     summary["seconds"] = round(time.monotonic() - t0, 3)
-    summary["config"] = asdict(cfg)
+    summary["config"] = cfg.as_dict()
     log.info("relabel: %d drives, %d clips, %d skipped", summary["drives_relabelled"], summary["clips"], len(skipped))
     return summary

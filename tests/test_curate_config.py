@@ -169,3 +169,22 @@ def test_the_config_is_frozen_and_replace_recomputes_what_it_computes(option_fil
         cfg.rate_hz = 5.0  # type: ignore[misc]
     other = dataclasses.replace(cfg, privacy=PrivacyOptions.from_file(priv))
     assert other.stages_hash != cfg.stages_hash and other == CurateConfig(privacy=PrivacyOptions(detect_every=3, mode="pixelate"))
+
+
+def test_trigger_files_are_read_once_at_launch(tmp_path):
+    """A worker gets the trigger library the launcher read: the files may be gone (or differ) where it runs."""
+    import pickle
+
+    from fleetcore.clips import load_trigger_library
+
+    d = tmp_path / "triggers"
+    d.mkdir()
+    (d / "slow.yaml").write_text('name: slow_roll\nversion: 1\ndescription: test\nwhere: "speed_mps < 2.0"\nmin_duration_s: 1.0\n'
+                                 'pre_roll_s: 1.0\npost_roll_s: 1.0\ncooldown_s: 5.0\npriority: 5\n')
+    cfg = CurateConfig(trigger_paths=(str(d),))
+    worker = pickle.loads(pickle.dumps(cfg))
+    (d / "slow.yaml").unlink()
+    names = [t.name for t in load_trigger_library(worker)]
+    assert "slow_roll" in names and "hard_brake" in names
+    assert worker.version() == cfg.version() and worker.trigger_hash == cfg.trigger_hash
+    assert "triggers" not in cfg.as_dict() and cfg.as_dict()["trigger_paths"] == (str(d),)

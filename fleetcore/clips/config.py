@@ -62,6 +62,9 @@ class CurateConfig:
     #: computed by the constructor (see above)
     trigger_hash: str = field(init=False)
     stages_hash: str = field(init=False)
+    #: the trigger library read at launch (fleetcore.triggers.library.TriggerSpec): workers use these,
+    #: never the files (trigger_hash covers their content)
+    triggers: tuple[Any, ...] = field(init=False, repr=False, metadata=NOT_IN_VERSION)
 
     def __post_init__(self) -> None:
         from fleetcore.stages.registry import stages_fingerprint
@@ -87,8 +90,19 @@ class CurateConfig:
         for name, cls in (("privacy", PrivacyOptions), ("labels", LabelsOptions)):
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(w, f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}", field=name)
-        object.__setattr__(self, "trigger_hash", library_hash(load_trigger_library(self)))
+        from fleetcore.triggers.library import TRIGGERS_DIR, load_triggers
+
+        object.__setattr__(self, "triggers", tuple(load_triggers([TRIGGERS_DIR, *self.trigger_paths])))
+        object.__setattr__(self, "trigger_hash", library_hash(self.triggers))
         object.__setattr__(self, "stages_hash", stages_fingerprint(self.stages, options=self.stage_options()))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain data (for run summaries): every field but the loaded trigger specs."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d.pop("triggers")
+        return d
 
     def stage_options(self) -> dict[str, Any]:
         """What ``fleetcore.stages.registry.build_stages`` hands each stage's factory, by stage name."""
@@ -120,10 +134,9 @@ def curate_stages(*, labels: bool = True, privacy: bool = True, extra: Sequence[
 
 
 def load_trigger_library(cfg: CurateConfig) -> list[Any]:
-    """The shipped trigger library plus the config's extra trigger files / folders."""
-    from fleetcore.triggers.library import TRIGGERS_DIR, load_triggers
-
-    return load_triggers([TRIGGERS_DIR, *cfg.trigger_paths])
+    """The shipped trigger library plus the config's extra trigger files / folders, as read when
+    the config was built (a worker does not read the files again)."""
+    return list(cfg.triggers)
 
 
 def curate_fingerprints(cfg: CurateConfig) -> dict[str, str]:
