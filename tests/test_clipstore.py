@@ -18,6 +18,7 @@ import pytest
 import webdataset as wds
 
 from fleetcore.store import shards as cs
+from fleetcore.store.fs import sha256_file
 from fleetcore.store import tario
 from fleetcore.errors import FleetError
 from fleetcore.store.sample import SampleError, decode_sample, encode_images, encode_sample
@@ -453,7 +454,7 @@ def test_write_fragment_is_atomic_and_idempotent(tmp_path, clips):
     a = cs.write_fragment(staging, "clip-000", encode(clips[0]))
     b = cs.write_fragment(staging, "clip-000", encode(clips[0]))
     assert a == b and Path(a.path).name == "clip-000.tar"
-    assert a.sha256 == cs._sha256_file(a.path) and a.bytes == Path(a.path).stat().st_size
+    assert a.sha256 == sha256_file(a.path) and a.bytes == Path(a.path).stat().st_size
     shards = cs.pack_shards([*staging.glob("*.tar")], tmp_path / "store", prefix="p")
     assert [s.keys for s in shards] == [("clip-000",)]
 

@@ -353,6 +353,26 @@ def test_onnx_labeller_from_config(tmp_path, udacity_frames):
     assert cls["labeller_version"] == "2" and cls["value"] in ("red", "green", "blue") and 0 < cls["score"] <= 1
 
 
+def test_onnx_model_bytes_are_in_the_version_and_checked_on_load(tmp_path):
+    """The options hold the model file's sha256 (so the run config's version covers the model's
+    bytes); a worker whose file differs refuses it instead of labelling with another model."""
+    from fleetcore.clips import CurateConfig
+    from fleetcore.errors import ConfigError
+
+    model = tmp_path / "colour.onnx"
+    make_colour_model(model)
+    spec = dict(name="colour", path=str(model), input_size=(32, 32), labels=("red", "green", "blue"))
+    first = OnnxLabellerOptions(**spec)
+    assert first.model_sha256 and len(first.model_sha256) == 64
+    v1 = CurateConfig(labels=LabelsOptions(builtins=("telemetry",), labellers=(first,))).version()
+    make_colour_model(model, gain=5.0)  # another model under the same path
+    with pytest.raises(ConfigError, match="changed since the run was configured"):
+        build_labellers(LabelsOptions(builtins=("telemetry",), labellers=(first,)))
+    second = OnnxLabellerOptions(**spec)
+    assert second.model_sha256 != first.model_sha256
+    assert CurateConfig(labels=LabelsOptions(builtins=("telemetry",), labellers=(second,))).version() != v1
+
+
 def test_onnx_config_errors(tmp_path):
     from fleetcore.errors import ConfigError
 

@@ -32,12 +32,19 @@ import polars as pl
 import pyarrow as pa
 
 import fleetcore
-from fleetcore.store.catalog import Catalog
 from fleetcore.datasets.selection import Selection, labels_by_clip, select
 from fleetcore.datasets.spec import DatasetSpec
 from fleetcore.errors import FleetError
+from fleetcore.store.catalog import Catalog
+from fleetcore.store.fs import sha256_file
 from fleetcore.store.sample import decode_sample, dumps_deterministic, encode_sample
-from fleetcore.store.tario import iter_members, read_member, scan_tar, tar_bytes, write_tar
+from fleetcore.store.tario import (
+    iter_members,
+    read_member,
+    scan_tar,
+    tar_bytes,
+    write_tar,
+)
 from schemas import DATASET_MANIFEST
 from schemas.v1 import TELEMETRY_SIGNALS
 
@@ -403,14 +410,6 @@ def assign_shards(staged: Iterable[Staged], shard_bytes: int, *, ext: str) -> li
         if cur:
             out.append((f"{split}-{len([o for o in out if o[0].startswith(split)]):06d}.{ext}", cur))
     return out
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_shard(out_dir: str, name: str, items: Sequence[Staged], spec: DatasetSpec) -> dict[str, Any]:

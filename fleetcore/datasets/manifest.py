@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fleetcore.datasets.build import INDEX_NAME, MANIFEST_NAME, DatasetError, sha256_file, validate_manifest
+from fleetcore.datasets.build import (
+    INDEX_NAME,
+    MANIFEST_NAME,
+    DatasetError,
+    validate_manifest,
+)
+from fleetcore.store.fs import sha256_file
 from fleetcore.store.tario import ShardError, iter_members
 from schemas import SchemaValidationError
 

@@ -37,9 +37,9 @@ from typing import Any
 
 import polars as pl
 
-from fleetcore.store.catalog import Catalog
 from fleetcore.datasets.spec import DatasetSpec
 from fleetcore.errors import ConfigError
+from fleetcore.store.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

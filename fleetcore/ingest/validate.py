@@ -34,8 +34,8 @@ from fleetcore.landing.drives import (
     drive_date,
     read_manifest,
     resolve_in_drive,
-    sha256_file,
 )
+from fleetcore.store.fs import sha256_file
 from fleetcore.video.index import index_camera
 from fleetcore.video.probe import VideoInfo, probe_video
 from schemas import FRAME_INDEX, QUARANTINE, TELEMETRY, SchemaValidationError

@@ -12,6 +12,8 @@ spaced frames of ``camera`` in batches of ``batch_size`` and reports, under its 
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +41,7 @@ class OnnxLabeller:
         std: Sequence[float] = OnnxLabellerOptions.std,
         softmax: bool = OnnxLabellerOptions.softmax,
         threads: int = OnnxLabellerOptions.threads,
+        expect_sha256: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -61,8 +64,12 @@ class OnnxLabeller:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+        model = self.model_path.read_bytes()
+        if expect_sha256 is not None and (got := hashlib.sha256(model).hexdigest()) != expect_sha256:
+            raise ConfigError(str(self.model_path), f"the model file changed since the run was configured (sha256 {got[:12]}, "
+                                                    f"expected {expect_sha256[:12]})", field="path")
         try:
-            self.session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ConfigError(str(self.model_path), f"cannot load ONNX model: {exc}", field="path") from exc
         inp = self.session.get_inputs()[0]

@@ -62,7 +62,8 @@ def build_labellers(options: LabelsOptions | None = None) -> list[Labeller]:
         out.append(LABELLERS[n]())
     for spec in opts.labellers:
         out.append(OnnxLabeller(spec.name, spec.version, spec.path, spec.input_size, spec.labels, spec.batch_size, camera=spec.camera,
-                                frames=spec.frames, mean=spec.mean, std=spec.std, softmax=spec.softmax, threads=spec.threads))
+                                frames=spec.frames, mean=spec.mean, std=spec.std, softmax=spec.softmax, threads=spec.threads,
+                                expect_sha256=spec.model_sha256))
     seen: set[str] = set()
     for lab in out:
         if lab.name in seen:

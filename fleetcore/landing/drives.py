@@ -8,7 +8,6 @@ which writes every file atomically and the upload-complete marker last. Readers 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
-from fleetcore.store.fs import download_tree, exists, is_dir, is_local, join, list_dir, resolve
+from fleetcore.store.fs import (
+    download_tree,
+    exists,
+    is_dir,
+    is_local,
+    join,
+    list_dir,
+    resolve,
+)
 from schemas import DRIVE_MANIFEST, TELEMETRY, SchemaValidationError
 
 log = logging.getLogger(__name__)
@@ -201,14 +208,6 @@ def drive_date(manifest: dict[str, Any], start_ns: int) -> str:
     """UTC date (YYYY-MM-DD) of a vehicle-clock time in this drive."""
     utc = dt.datetime.fromtimestamp((start_ns + manifest["utc_offset_ns"]) / 1e9, tz=dt.timezone.utc)
     return utc.strftime("%Y-%m-%d")
-
-
-def sha256_file(path: str | os.PathLike[str], bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ class OnnxLabellerOptions:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     softmax: bool = False  # the model returns logits
     threads: int = 1
+    #: sha256 of the model file when the options were made (in the version: a new model under the
+    #: same path changes it; the labeller refuses a file whose bytes differ)
+    model_sha256: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         where = LABELS_WHERE
@@ -104,6 +107,10 @@ class OnnxLabellerOptions:
             object.__setattr__(self, "path", os.fspath(self.path))
         if not isinstance(self.path, str) or not self.path:
             raise ConfigError(where, f"expected the path of an ONNX model, got {self.path!r}", field="path")
+        if os.path.isfile(self.path):
+            from fleetcore.store.fs import sha256_file
+
+            object.__setattr__(self, "model_sha256", sha256_file(self.path))
         size = (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
         if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size):
             raise ConfigError(where, f"expected W, H (or one int) > 0, got {self.input_size!r}", field="input_size")

@@ -24,7 +24,14 @@ import polars as pl
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.store.fs import file_size, is_dir, is_local, read_bytes, read_parquet, resolve
+from fleetcore.store.fs import (
+    file_size,
+    is_dir,
+    is_local,
+    read_bytes,
+    read_parquet,
+    resolve,
+)
 from fleetcore.store.layout import TABLES, StoreLayout
 from fleetcore.store.manifest import Generation, StoreManifest, read_manifest
 
@@ -47,7 +54,15 @@ def _with_date(schema: pa.Schema) -> pa.Schema:
 
 def _contract_schema(table: str) -> pa.Schema | None:
     """The Arrow schema a store table is read with (its contract, plus the ``date`` partition)."""
-    from schemas import CLIPS, CURATED_TELEMETRY, DRIVE_INDEX, FRAME_INDEX, LABELS, SHARD_INDEX, TRIGGER_EVENTS
+    from schemas import (
+        CLIPS,
+        CURATED_TELEMETRY,
+        DRIVE_INDEX,
+        FRAME_INDEX,
+        LABELS,
+        SHARD_INDEX,
+        TRIGGER_EVENTS,
+    )
 
     contracts = {"clips": CLIPS, "labels": LABELS, "index": SHARD_INDEX, "drives": DRIVE_INDEX, "telemetry": CURATED_TELEMETRY,
                  "frames": FRAME_INDEX, "triggers": TRIGGER_EVENTS}

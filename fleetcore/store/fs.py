@@ -115,6 +115,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file (local path or URI), read in 1 MiB chunks: the one file
+    hashing helper (bytes and text: ``fleetcore.store.layout.sha256_hex``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_file(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     with open_file(path, "rb") as f:
         return f.read()

@@ -25,7 +25,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
-from fleetcore.store.fs import AlreadyExists, atomic_write_bytes, create_exclusive, file_size, list_dir, read_bytes, remove
+from fleetcore.store.fs import (
+    AlreadyExists,
+    atomic_write_bytes,
+    create_exclusive,
+    file_size,
+    list_dir,
+    read_bytes,
+    remove,
+)
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.shards import STORE_FORMAT, STORE_FORMAT_VERSION, StoreError
 

@@ -25,7 +25,13 @@ from typing import Any, Iterable
 
 from fleetcore.store.fs import atomic_write_bytes, file_size, glob, read_bytes, remove
 from fleetcore.store.layout import CATALOG_TABLES, StoreLayout, sha256_hex
-from fleetcore.store.manifest import Generation, StoreManifest, commit, prune_history, read_manifest
+from fleetcore.store.manifest import (
+    Generation,
+    StoreManifest,
+    commit,
+    prune_history,
+    read_manifest,
+)
 from fleetcore.store.shards import StoreError
 
 __all__ = ["CollectResult", "EraseResult", "collect", "erase"]

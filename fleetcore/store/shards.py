@@ -38,8 +38,23 @@ from typing import IO, Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.store.sample import KEY_RE, DecodedSample, decode_sample, dumps_deterministic
-from fleetcore.store.fs import atomic_write_bytes, basename, file_size, is_local, join, makedirs, open_file, publish
+from fleetcore.store.fs import (
+    atomic_write_bytes,
+    basename,
+    file_size,
+    is_local,
+    join,
+    makedirs,
+    open_file,
+    publish,
+    sha256_file,
+)
+from fleetcore.store.sample import (
+    KEY_RE,
+    DecodedSample,
+    decode_sample,
+    dumps_deterministic,
+)
 from fleetcore.store.tario import (
     MemberEntry,
     ShardError,
@@ -126,14 +141,6 @@ class Problem:
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
-def _sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open_file(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------------------
 # fragments
 # ----------------------------------------------------------------------------------------
@@ -297,7 +304,7 @@ def pack_shards(
         complete = False
         if file_size(final) == expected_bytes:  # left by an earlier run: keep it if it is exactly right
             sha, sample_hashes, nbytes = _stream_group(group, None)
-            complete = _sha256_file(final) == sha
+            complete = sha256_file(final) == sha
             if complete:
                 log.info("shard %s already complete; not rewritten", final)
         if not complete:
@@ -439,7 +446,7 @@ def _verify_shard(out: str, entry: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     if size != entry["bytes"]:
         problems.append(Problem(name, "size_mismatch", f"expected {entry['bytes']} bytes, found {size} (truncated or overwritten)"))
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     if sha != entry["sha256"]:
         problems.append(Problem(name, "sha256_mismatch", f"expected sha256 {entry['sha256']}, found {sha}"))
     try:

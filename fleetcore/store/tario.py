@@ -29,7 +29,6 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Iterable, Iterator, NamedTuple
 
-
 from fleetcore.errors import FleetError
 from fleetcore.store.fs import basename, open_file, read_range
 
