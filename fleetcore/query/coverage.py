@@ -175,7 +175,6 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     """Write the report as a PNG heatmap (see the module docstring). Returns the path."""
     import cv2
 
-    from fleetcore.store.fs import atomic_write_bytes
 
     dims = report.dims
     t = report.table
@@ -240,10 +239,6 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     img[ly:ly + lh, lx:lx + 18] = np.repeat(bar, 18, axis=1)
     cv2.putText(img, str(vmax), (lx + 22, ly + 10), font, fs, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "0", (lx + 22, ly + lh), font, fs, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise CoverageError(str(path), "PNG encoding failed")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(str(p), buf.tobytes())
-    return p
+    from fleetcore.query.images import write_png
+
+    return write_png(path, img)

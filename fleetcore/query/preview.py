@@ -195,13 +195,9 @@ def render_sheet(strips: Sequence[tuple[Sequence[str], Sequence[np.ndarray]]], p
         out.append(strip)
     width = max(s.shape[1] for s in out)
     sheet = np.concatenate([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=BG[0]) for s in out], axis=0)
-    ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    if not ok:
-        raise PreviewError(str(path), "PNG encoding failed")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(str(p), buf.tobytes())
-    return p
+    from fleetcore.query.images import write_png
+
+    return write_png(path, sheet, compression=3)
 
 
 def _catalog_rows(cat: Catalog, clips: pl.DataFrame, max_clips: int) -> pl.DataFrame:
