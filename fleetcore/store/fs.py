@@ -231,18 +231,6 @@ def read_range(path: str | os.PathLike[str], offset: int, size: int) -> bytes:
     return bytes(fs.cat_file(p, start=offset, end=offset + size))
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Remove a folder and everything under it (nothing when it does not exist)."""
-    fs, p = resolve(path)
-    if fs is None:
-        import shutil
-
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-    elif fs.exists(p):
-        fs.rm(p, recursive=True)
-
-
 def read_parquet(path: str | os.PathLike[str], *, columns: list[str] | None = None) -> Any:
     """One Parquet file as a pyarrow Table (local path or URI; on object stores only the footer and
     the columns asked for are fetched, by range)."""
