@@ -247,7 +247,46 @@ def encode_sample(
         images = encode_images(key, frames, jpeg_quality=jpeg_quality, image_format=image_format, threads=threads)
     elif len(images) != present:
         raise SampleError(key, f"images: expected {present} encoded images (one per present frame), found {len(images)}")
-    # in member order; a frame's encoding error surfaces where the loop reaches it, whatever the threads
+    image_members, pts_out, off_out, missing, sizes = _image_members(key, frames, cameras, times_of, images, n, image_format)
+
+    meta = {
+        "format_version": SAMPLE_FORMAT_VERSION,
+        "key": key,
+        "record": dict(record),
+        "cameras": cameras,
+        "n_samples": n,
+        "sample_times_ns": [int(t) for t in times.astype(np.int64)],
+        "pts_ns": pts_out,
+        "offset_ns": off_out,
+        "missing_frames": missing,
+        "image_format": image_format,
+        "image_size_hw": sizes,
+        "frame_digits": frame_digits(n),
+        "telemetry_columns": cols,
+        "telemetry_dtype": "float32",
+    }
+    try:
+        meta_bytes = dumps_deterministic(meta)
+    except (TypeError, ValueError) as exc:
+        raise SampleError(key, f"record is not JSON-serialisable without NaN/inf ({exc})", member=f"{key}.{JSON_EXT}") from exc
+
+    npy = io.BytesIO()
+    np.save(npy, tel, allow_pickle=False)
+    return [(f"{key}.{JSON_EXT}", meta_bytes), *image_members, (f"{key}.{TELEMETRY_EXT}", npy.getvalue())]
+
+
+def _image_members(
+    key: str,
+    frames: Mapping[str, Sequence[np.ndarray | None]],
+    cameras: list[str],
+    times_of: dict[str, tuple[list[int], list[int]]],
+    images: Sequence[EncodedImage | SampleError],
+    n: int,
+    image_format: ImageFormat,
+) -> tuple[list[tuple[str, bytes]], dict[str, list[int | None]], dict[str, list[int | None]], dict[str, list[int]], dict[str, list[int] | None]]:
+    """The image members in member order, with each camera's PTS / offsets (None where a frame is
+    missing), missing sample indices and image size. A frame's encoding error surfaces where the loop
+    reaches it, whatever the threads that encoded it."""
     encoded = iter(images)
     image_members: list[tuple[str, bytes]] = []
     pts_out: dict[str, list[int | None]] = {}
@@ -277,31 +316,7 @@ def encode_sample(
         off_out[cam] = off  # type: ignore[assignment]
         missing[cam] = miss
         sizes[cam] = [size[0], size[1]] if size is not None else None
-
-    meta = {
-        "format_version": SAMPLE_FORMAT_VERSION,
-        "key": key,
-        "record": dict(record),
-        "cameras": cameras,
-        "n_samples": n,
-        "sample_times_ns": [int(t) for t in times.astype(np.int64)],
-        "pts_ns": pts_out,
-        "offset_ns": off_out,
-        "missing_frames": missing,
-        "image_format": image_format,
-        "image_size_hw": sizes,
-        "frame_digits": frame_digits(n),
-        "telemetry_columns": cols,
-        "telemetry_dtype": "float32",
-    }
-    try:
-        meta_bytes = dumps_deterministic(meta)
-    except (TypeError, ValueError) as exc:
-        raise SampleError(key, f"record is not JSON-serialisable without NaN/inf ({exc})", member=f"{key}.{JSON_EXT}") from exc
-
-    npy = io.BytesIO()
-    np.save(npy, tel, allow_pickle=False)
-    return [(f"{key}.{JSON_EXT}", meta_bytes), *image_members, (f"{key}.{TELEMETRY_EXT}", npy.getvalue())]
+    return image_members, pts_out, off_out, missing, sizes
 
 
 def _decode_image(key: str, ext: str, data: bytes) -> np.ndarray:
