@@ -4,6 +4,7 @@ error shape: a :class:`~fleetcore.errors.ConfigError` naming the file and what i
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +33,14 @@ def read_config_file(path: str | Path, *, what: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), f"not valid YAML: {exc}") from exc
+        raise ConfigError(str(p), f"not valid YAML: {_yaml_problem(exc)}") from exc
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's multi-line message as one line: what is wrong and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 # Field checks of the typed configs (CurateConfig, the stage options), for their ``__post_init__``:
@@ -58,11 +66,13 @@ def check_int(obj: Any, name: str, where: str, *, minimum: int, maximum: int | N
         raise ConfigError(where, f"expected an integer {bound}, got {v!r}", field=name)
 
 
-def check_number(obj: Any, name: str, where: str, *, minimum: float, strict: bool = False) -> None:
-    """``obj.<name>``: a number >= ``minimum`` (> with ``strict``), stored as a float."""
+def check_number(obj: Any, name: str, where: str, *, minimum: float, strict: bool = False, maximum: float | None = None) -> None:
+    """``obj.<name>``: a finite number >= ``minimum`` (> with ``strict``) and <= ``maximum``, stored as a float."""
     v = getattr(obj, name)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < minimum or (strict and v == minimum):
-        raise ConfigError(where, f"expected a number {'>' if strict else '>='} {minimum:g}, got {v!r}", field=name)
+    if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < minimum or (strict and v == minimum)
+            or (maximum is not None and v > maximum)):
+        bound = f"{'>' if strict else '>='} {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
+        raise ConfigError(where, f"expected a number {bound}, got {v!r}", field=name)
     object.__setattr__(obj, name, float(v))
 
 

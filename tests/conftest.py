@@ -52,34 +52,40 @@ def telemetry_table(t0_ns: int, seconds: float, hz: float = 50.0, speed: float =
     })
 
 
+def build_drive(clip: Path, root: Path, vehicle: str = "veh-a", drive: str = "drive-1", *, cameras=("front", "left"),
+                telemetry="default", t0_ns: int = 5_000_000_000, finish: bool = True) -> Path:
+    """A landing drive whose cameras are copies of ``clip`` and whose telemetry is ``telemetry_table``
+    (or the table given; None: no telemetry); ``finish=False`` leaves the upload incomplete."""
+    w = DriveWriter(root, vehicle, drive)
+    cams = []
+    for name in cameras:
+        rel = f"cameras/{name}/000.mp4"
+        shutil.copyfile(clip, w.file(rel))
+        cams.append({"name": name, "codec": "h264", "files": [{"path": rel, "start_ns": t0_ns, "frame_times": None}]})
+    tel_ref = None
+    if telemetry is not None:
+        table = telemetry_table(t0_ns, 3.0) if isinstance(telemetry, str) else telemetry
+        p = w.file("telemetry.parquet")
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, p)  # raw write: tests plant bad telemetry on purpose
+        tel_ref = {"path": "telemetry.parquet", "format": "parquet"}
+    manifest = {"utc_offset_ns": 1_763_625_600_000_000_000, "cameras": cams, "telemetry": tel_ref, "source": "test"}
+    if finish:
+        w.finish(manifest)
+    else:
+        from fleetcore.landing.drives import MANIFEST, dumps_json
+
+        (w.path / MANIFEST).write_bytes(dumps_json({"format_version": 1, "vehicle_id": vehicle, "drive_id": drive, **manifest}))
+    return w.path
+
+
 @pytest.fixture
 def make_drive(clip_3s):
     """make_drive(root, vehicle, drive, cameras=("front", "left"), telemetry=<table or None>) -> drive folder."""
 
-    def _make(root: Path, vehicle: str = "veh-a", drive: str = "drive-1", *, cameras=("front", "left"), telemetry="default",
-              t0_ns: int = 5_000_000_000, finish: bool = True) -> Path:
-        w = DriveWriter(root, vehicle, drive)
-        cams = []
-        for name in cameras:
-            rel = f"cameras/{name}/000.mp4"
-            shutil.copyfile(clip_3s, w.file(rel))
-            cams.append({"name": name, "codec": "h264", "files": [{"path": rel, "start_ns": t0_ns, "frame_times": None}]})
-        tel_ref = None
-        if telemetry is not None:
-            table = telemetry_table(t0_ns, 3.0) if isinstance(telemetry, str) else telemetry
-            p = w.file("telemetry.parquet")
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, p)  # raw write: tests plant bad telemetry on purpose
-            tel_ref = {"path": "telemetry.parquet", "format": "parquet"}
-        manifest = {"utc_offset_ns": 1_763_625_600_000_000_000, "cameras": cams, "telemetry": tel_ref, "source": "test"}
-        if finish:
-            w.finish(manifest)
-        else:
-            from fleetcore.landing.drives import MANIFEST, dumps_json
-
-            (w.path / MANIFEST).write_bytes(dumps_json({"format_version": 1, "vehicle_id": vehicle, "drive_id": drive, **manifest}))
-        return w.path
+    def _make(root: Path, vehicle: str = "veh-a", drive: str = "drive-1", **kw) -> Path:
+        return build_drive(clip_3s, root, vehicle, drive, **kw)
 
     return _make
 

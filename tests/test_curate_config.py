@@ -134,8 +134,8 @@ def test_dagster_cli_and_job_argv_build_the_same_config(monkeypatch, tmp_path, o
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"rate_hz": 0}, "<curate config>: rate_hz: expected a number > 0, got 0"),
-    ({"max_side": 8}, "<curate config>: max_side: expected an integer >= 16, got 8"),
+    ({"rate_hz": 0}, "<curate config>: rate_hz: expected a number > 0 and <= 240, got 0"),
+    ({"max_side": 8}, "<curate config>: max_side: expected an integer from 16 to 8192, got 8"),
     ({"jpeg_quality": 101}, "<curate config>: jpeg_quality: expected an integer from 1 to 100, got 101"),
     ({"post_workers": -1}, "<curate config>: post_workers: expected an integer >= 0, got -1"),
     ({"trigger_paths": "triggers/"}, "<curate config>: trigger_paths: expected a list of names, got 'triggers/'"),
@@ -157,7 +157,7 @@ def test_cli_reports_a_bad_option_in_one_line(tmp_path):
     priv = tmp_path / "privacy.yaml"
     priv.write_text("detect_evry: 3\n")
     res = CliRunner().invoke(cli, ["curate", "--input", str(tmp_path), "--output", str(tmp_path / "S"), "--rate-hz", "0"])
-    assert res.exit_code == 1 and res.output.strip() == "error: <curate config>: rate_hz: expected a number > 0, got 0.0"
+    assert res.exit_code == 1 and res.output.strip() == "error: <curate config>: rate_hz: expected a number > 0 and <= 240, got 0.0"
     res = CliRunner().invoke(cli, ["curate", "--input", str(tmp_path), "--output", str(tmp_path / "S"), "--privacy-config", str(priv)])
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and f"{priv}: detect_evry: unknown key" in res.output
 

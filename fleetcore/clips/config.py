@@ -22,6 +22,12 @@ from fleetcore.store.layout import sha256_hex
 CONFIG_WHERE = "<curate config>"
 
 
+#: Bounds of the run options: beyond them a run would only exhaust memory, so they are refused up front.
+MAX_RATE_HZ = 240.0
+MAX_TELEMETRY_RATE_HZ = 1000.0
+MAX_CLIP_S = 600.0
+MAX_SIDE = 8192
+
 @dataclass(frozen=True, kw_only=True)
 class CurateConfig:
     """The curate job's one run config: everything that changes the bytes of the clip store, and
@@ -71,9 +77,9 @@ class CurateConfig:
         from fleetcore.triggers.library import library_hash
 
         w = CONFIG_WHERE
-        for name in ("rate_hz", "telemetry_rate_hz", "max_clip_s"):
-            check_number(self, name, w, minimum=0.0, strict=True)
-        check_int(self, "max_side", w, minimum=16)
+        for name, most in (("rate_hz", MAX_RATE_HZ), ("telemetry_rate_hz", MAX_TELEMETRY_RATE_HZ), ("max_clip_s", MAX_CLIP_S)):
+            check_number(self, name, w, minimum=0.0, strict=True, maximum=most)
+        check_int(self, "max_side", w, minimum=16, maximum=MAX_SIDE)
         check_int(self, "jpeg_quality", w, minimum=1, maximum=100)
         check_int(self, "shard_bytes", w, minimum=1)
         check_int(self, "post_workers", w, minimum=0)
