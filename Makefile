@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hash
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench ui lint clean
+.PHONY: install demo test test-fast faults bench ui lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 ## The whole test suite (slow cases included, as in CI).
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The fault suite alone (it also runs in `make test`): bad inputs and faults, with its totals at the end.
+faults: $(STAMP)
+	$(BIN)/python -m pytest tests/faults -q $(PYTEST_ARGS)
 
 ## The suite without the cases marked slow.
 test-fast: $(STAMP)
