@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/report.py bench/results/decode.json bench/results/privacy.json ... [--out bench/RESULTS.md]
 
-Each benchmark's document becomes one section: its figures flattened to ``dotted.key | value`` rows
-(lists of records as small tables), headed by the machine it ran on. ``make bench`` runs it last,
-so the file always holds the figures of the latest run only.
+The file opens with one table of every goal the benchmarks measure (figure, value, goal, met), from
+each document's ``goals``: a list of ``{"figure", "value", "goal", "met"}`` records (or a mapping of
+goal name to met). Then each benchmark's document becomes one section: its figures flattened to
+``dotted.key | value`` rows (lists of records as small tables), headed by the machine it ran on.
+``make bench`` runs it last, so the file always holds the figures of the latest run only.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def _section(name: str, doc: Any) -> list[str]:
     return lines
 
 
+def _goals(name: str, doc: Any) -> list[str]:
+    goals = doc.get("goals") if isinstance(doc, dict) else None
+    if isinstance(goals, dict):
+        goals = [{"figure": k, "value": None, "goal": k, "met": bool(v)} for k, v in sorted(goals.items())]
+    if not isinstance(goals, list):
+        return []
+    return [f"| {name} | {_fmt(g.get('figure'))} | {_fmt(g.get('value'))} | {_fmt(g.get('goal'))} | {'yes' if g.get('met') else '**no**'} |"
+            for g in goals if isinstance(g, dict)]
+
+
 def render(paths: list[Path]) -> str:
     head = [
         "# Benchmark results",
@@ -63,9 +75,13 @@ def render(paths: list[Path]) -> str:
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.",
         "",
     ]
+    docs = [(p.stem, json.loads(p.read_text())) for p in paths]
+    goals = [row for name, doc in docs for row in _goals(name, doc)]
+    if goals:
+        head += ["## Goals", "", "| bench | figure | value | goal | met |", "|---|---|---|---|---|", *goals, ""]
     body: list[str] = []
-    for p in paths:
-        body += _section(p.stem, json.loads(p.read_text()))
+    for name, doc in docs:
+        body += _section(name, doc)
     return "\n".join(head + body).rstrip() + "\n"
 
 

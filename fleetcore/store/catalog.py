@@ -52,6 +52,35 @@ def _with_date(schema: pa.Schema) -> pa.Schema:
     return schema if "date" in schema.names else schema.append(pa.field("date", pa.string()))
 
 
+def _polars_type(t: pa.DataType) -> pl.DataType | None:
+    """The Polars type of an Arrow type, for the types store tables use (None: not mapped here)."""
+    simple = {pa.bool_(): pl.Boolean(), pa.int8(): pl.Int8(), pa.int16(): pl.Int16(), pa.int32(): pl.Int32(), pa.int64(): pl.Int64(),
+              pa.float32(): pl.Float32(), pa.float64(): pl.Float64(), pa.string(): pl.String(), pa.large_string(): pl.String()}
+    if t in simple:
+        return simple[t]
+    if pa.types.is_timestamp(t):
+        return pl.Datetime(t.unit, t.tz)  # type: ignore[arg-type]
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _polars_type(t.value_type)
+        return None if inner is None else pl.List(inner)
+    if pa.types.is_map(t):
+        k, v = _polars_type(t.key_type), _polars_type(t.item_type)
+        if k is None or v is None:
+            return None
+        return pl.Map(k, v) if hasattr(pl, "Map") else pl.List(pl.Struct({"key": k, "value": v}))
+    return None
+
+
+def polars_schema(schema: pa.Schema) -> pl.Schema:
+    """``schema`` as a Polars schema, without building a frame (``pl.from_arrow`` imports pandas, a
+    0.4 s start-up cost of every ``fleet mine``); types not mapped here go through ``pl.from_arrow``."""
+    out = {}
+    for f in schema:
+        t = _polars_type(f.type)
+        out[f.name] = t if t is not None else pl.from_arrow(pa.schema([f]).empty_table()).schema[f.name]  # type: ignore[union-attr]
+    return pl.Schema(out)
+
+
 def _contract_schema(table: str) -> pa.Schema | None:
     """The Arrow schema a store table is read with (its contract, plus the ``date`` partition)."""
     from schemas import (
@@ -141,7 +170,7 @@ class Catalog:
         if schema is None:  # clip_labels: one column per label, files may differ
             schema = self._union_schema(files)
         if is_local(self.root):
-            want = pl.from_arrow(schema.empty_table()).schema  # type: ignore[union-attr]
+            want = polars_schema(schema)
             return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.String}, schema=want,
                                    missing_columns="insert", extra_columns="ignore")
         return pl.scan_pyarrow_dataset(self._dataset(table, files, schema))
