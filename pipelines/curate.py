@@ -33,8 +33,8 @@ from fleetcore.clips import (
     ClipResult,
     CurateConfig,
     already_curated,
-    curate_fingerprints,
     clip_tasks,
+    curate_fingerprints,
     curate_stages,
     extract_clips,
     find_drive_events,
@@ -46,13 +46,14 @@ from fleetcore.clips import (
     write_quarantine,
 )
 from fleetcore.errors import ConfigError, DriveError, DriveIncomplete
+from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 from fleetcore.landing.drives import list_drives, localize_drive
 from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 from fleetcore.store.fs import is_local
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, commit, read_manifest
+from fleetcore.timing import STAGES, stage_time, take_stage_times
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
-from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class _ValidateFn(beam.DoFn):
             self.skipped.inc()
             return
         try:
-            vd = validate_drive(localize_drive(location, self.cache))
+            with stage_time("validate"):
+                vd = validate_drive(localize_drive(location, self.cache))
         except DriveIncomplete as exc:
             log.info("%s", exc)
             self.skipped.inc()
@@ -124,6 +126,8 @@ class _ValidateFn(beam.DoFn):
             self.quarantined.inc()
             yield QUARANTINE, quarantine_record(location, exc, vehicle_id=vehicle_id, drive_id=drive_id)
             return
+        finally:
+            report_stage_times()
         if not is_local(location):
             vd.source_uri = location
         if self.dates is not None and vd.date not in self.dates:
@@ -157,10 +161,13 @@ class _DriveTablesFn(beam.DoFn):
         self.specs = load_trigger_library(self.cfg)
 
     def process(self, vd: ValidatedDrive):
-        events = find_drive_events(vd, self.specs, self.cfg)
-        self.events.inc(events.num_rows)
-        self.bytes.inc(write_drive_tables(vd, events, self.layout, self.cfg))
-        yield vd, clip_tasks(vd, events, self.cfg)
+        with stage_time("tables"):
+            events = find_drive_events(vd, self.specs, self.cfg)
+            self.events.inc(events.num_rows)
+            self.bytes.inc(write_drive_tables(vd, events, self.layout, self.cfg))
+            tasks = clip_tasks(vd, events, self.cfg)
+        report_stage_times()
+        yield vd, tasks
 
 
 class WriteDriveTables(beam.PTransform):
@@ -226,6 +233,7 @@ class _ExtractFn(beam.DoFn):
             self.frames.inc(res.frames_decoded)
             yield CLIP, res
         self.drives.inc()
+        report_stage_times()
         yield DRIVE, vd.drive_index_row()
 
 
@@ -258,7 +266,9 @@ class _PackFn(beam.DoFn):
         drives = [v for k, v in items if k == DRIVE]
         if len(drives) != 1:  # a drive's clips always arrive with its one drive row
             raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
-        gen = pack_drive(self.layout, drives[0], clips, self.cfg, fingerprints=self.fingerprints)
+        with stage_time("pack"):
+            gen = pack_drive(self.layout, drives[0], clips, self.cfg, fingerprints=self.fingerprints)
+        report_stage_times()
         self.bytes.inc(sum(s["bytes"] for s in gen.shards))
         self.shards.inc(len(gen.shards))
         yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips],
@@ -306,10 +316,12 @@ class _Finish(beam.DoFn):
     def process(self, results: list[dict[str, Any]]):
         layout = StoreLayout(self.store)
         gens = sorted((Generation.from_json(r["generation"]) for r in results if "generation" in r), key=lambda g: g.drive)
-        manifest = commit(layout, add=gens) if gens else read_manifest(layout)
-        for r in results:
-            for clip_id, fragment in r.get("staged", ()):
-                remove_staged(layout, clip_id, fragment)
+        with stage_time("commit"):
+            manifest = commit(layout, add=gens) if gens else read_manifest(layout)
+            for r in results:
+                for clip_id, fragment in r.get("staged", ()):
+                    remove_staged(layout, clip_id, fragment)
+        report_stage_times()
         shards = [s for g in gens for s in g.shards]
         current = manifest.current()
         summary = {
@@ -419,6 +431,23 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
     )
 
 
+def report_stage_times() -> None:
+    """Turn the wall time this worker charged to each stage since the last call (fleetcore.timing)
+    into counters ``stage_ms.<stage>`` (the runner sums them over workers)."""
+    for name, (wall, _blocks) in take_stage_times().items():
+        Metrics.counter(NS, f"stage_ms.{name}").inc(int(round(wall * 1000)))
+
+
+def stage_seconds(counters: dict[str, int] | None) -> dict[str, float] | None:
+    """The run's seconds of work per stage from its counters (wall seconds summed over threads and
+    workers), in pipeline order; None on runners without metrics."""
+    if counters is None:
+        return None
+    order = {n: i for i, n in enumerate(STAGES)}
+    names = sorted((n[len("stage_ms."):] for n in counters if n.startswith("stage_ms.")), key=lambda n: (order.get(n, len(order)), n))
+    return {n: counters[f"stage_ms.{n}"] / 1000 for n in names}
+
+
 def beam_counters(result: Any) -> dict[str, int] | None:
     """The job's Beam counters (namespace ``curate``), or None on runners without metrics (Dask)."""
     try:
@@ -450,6 +479,7 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
     summary = json.loads(read_bytes(summary_path))
     remove(summary_path)
     summary["metrics"] = beam_counters(result)
+    summary["stage_seconds"] = stage_seconds(summary["metrics"])
     summary["seconds"] = round(time.monotonic() - t0, 3)
     summary["runner"] = opts.view_as(StandardOptions).runner
     summary["config"] = cfg.as_dict()

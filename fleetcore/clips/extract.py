@@ -18,6 +18,7 @@ from fleetcore.stages.registry import run_stages_then
 from fleetcore.store.fs import atomic_write_bytes, file_size, read_bytes
 from fleetcore.store.layout import StoreLayout, sha256_hex
 from fleetcore.store.manifest import Generation
+from fleetcore.timing import stage_time
 
 if TYPE_CHECKING:  # the video stack (PyAV) is imported where clips are extracted
     from fleetcore.video.extract import ArenaPool
@@ -227,7 +228,8 @@ def extract_clips(
             ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="clip-post") as post:
         for task in todo:
             try:
-                clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
+                with stage_time("decode"):
+                    clip = ex.extract(task.start_ns, task.end_ns, rate_hz=cfg.rate_hz)
             except FleetError as exc:
                 failed: Future[ClipResult | ClipFailure] = Future()
                 failed.set_result(ClipFailure(task.clip_id, DriveError(None, f"clip {task.clip_id}: {exc}", code="clip_extract_failed")))
@@ -271,7 +273,8 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
     def encode_now() -> list[EncodedImage | SampleError] | None:
         # the frames are final (blurred) here while the labels may still be running: encode them now
         try:
-            return encode_images(task.clip_id, clip.frames, jpeg_quality=cfg.jpeg_quality, threads=threads)
+            with stage_time("encode"):
+                return encode_images(task.clip_id, clip.frames, jpeg_quality=cfg.jpeg_quality, threads=threads)
         except SampleError:  # bad options: encode_sample raises it below, among its own checks
             return None
 
@@ -297,19 +300,21 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         "telemetry_summary": summary,
         **{k: v for k, v in extra.items() if k not in ("clip_id", "window_ns", "start_utc_ns")},
     }
-    members = encode_sample(
-        task.clip_id,
-        frames=clip.frames,
-        sample_times_ns=clip.sample_times_ns,
-        pts_ns=clip.pts_ns,
-        offset_ns=clip.offset_ns,
-        telemetry=tel,
-        record=record,
-        jpeg_quality=cfg.jpeg_quality,
-        threads=threads,
-        images=images,
-    )
-    frag = write_fragment(layout.staging, task.clip_id, members)
+    with stage_time("encode"):
+        members = encode_sample(
+            task.clip_id,
+            frames=clip.frames,
+            sample_times_ns=clip.sample_times_ns,
+            pts_ns=clip.pts_ns,
+            offset_ns=clip.offset_ns,
+            telemetry=tel,
+            record=record,
+            jpeg_quality=cfg.jpeg_quality,
+            threads=threads,
+            images=images,
+        )
+    with stage_time("stage"):
+        frag = write_fragment(layout.staging, task.clip_id, members)
     row = clip_row(_drive_facts(vd), task, cameras=list(clip.cameras), n_samples=int(len(clip.sample_times_ns)), n_missing=n_missing,
                    summary=summary, digests=digests, rate_hz=cfg.rate_hz, config_version=version)
     res = ClipResult(
@@ -322,7 +327,8 @@ def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig
         frames_decoded=int(clip.frames_decoded),
         labels=labels,
     )
-    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    with stage_time("stage"):
+        atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
     return res
 
 
@@ -418,7 +424,8 @@ def reuse_clip(vd: ValidatedDrive, task: ClipTask, src: StoredClip, cfg: CurateC
     res = ClipResult(clip_id=task.clip_id, date=vd.date, drive_key=layout.drive_name(vd.vehicle_id, vd.drive_id), fragment=str(frag.path),
                      fragment_bytes=int(frag.bytes), row=row, frames_decoded=0, labels=[{**r, "clip_id": task.clip_id} for r in src.labels],
                      reused=True)
-    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    with stage_time("stage"):
+        atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
     return res
 
 
@@ -453,5 +460,6 @@ def relabel_clip(drive: Mapping[str, Any], src: StoredClip, labels_stage: Any, c
                    digests=dict(rec["source_digests"]), rate_hz=cfg.rate_hz, config_version=version)
     res = ClipResult(clip_id=task.clip_id, date=drive["date"], drive_key=layout.drive_name(drive["vehicle_id"], drive["drive_id"]),
                      fragment=str(frag.path), fragment_bytes=int(frag.bytes), row=row, frames_decoded=0, labels=list(rows), reused=True)
-    atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
+    with stage_time("stage"):
+        atomic_write_bytes(layout.staged(task.clip_id, "json"), dumps_json(asdict(res)))
     return res

@@ -36,6 +36,7 @@ from fleetcore.landing.drives import (
     resolve_in_drive,
 )
 from fleetcore.store.fs import sha256_file
+from fleetcore.timing import stage_time
 from fleetcore.video.index import index_camera
 from fleetcore.video.probe import VideoInfo, probe_video
 from schemas import FRAME_INDEX, QUARANTINE, TELEMETRY, SchemaValidationError
@@ -160,7 +161,8 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
         if digest_map is not None:
             digest_map[rel] = sha256_file(p)
     try:
-        idx = index_camera(d, cam, drive_id=drive_id)
+        with stage_time("index"):
+            idx = index_camera(d, cam, drive_id=drive_id)
     except VideoError as exc:
         raise DriveError(Path(exc.path).name, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
     if idx.num_rows == 0:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from fleetcore.errors import ConfigError
+from fleetcore.timing import stage_time
 
 T = TypeVar("T")
 
@@ -43,6 +44,12 @@ def run_stages(stages: Sequence[Any], *, clip: Any, telemetry: Any, drive: Any, 
     in stage order once every stage is done. The first exception in stage order is raised.
     """
     return run_stages_then(stages, None, clip=clip, telemetry=telemetry, drive=drive, record=record)[0]
+
+
+def _timed(stage: Any, **kw: Any) -> list[dict[str, Any]]:
+    """One stage's call, its time charged to the stage's name (fleetcore.timing)."""
+    with stage_time(str(getattr(stage, "name", type(stage).__name__))):
+        return stage(**kw) or []
 
 
 def run_stages_then(stages: Sequence[Any], then: Callable[[], T] | None, *, clip: Any, telemetry: Any, drive: Any,
@@ -74,10 +81,10 @@ def run_stages_then(stages: Sequence[Any], then: Callable[[], T] | None, *, clip
                 snap = copy.copy(clip)
                 snap.frames = {cam: list(fs) for cam, fs in clip.frames.items()}
                 own = dict(record)
-                results.append((pool.submit(lambda st=stage, c=snap, r=own: st(clip=c, telemetry=telemetry, drive=drive, record=r) or []), own, None, None))
+                results.append((pool.submit(_timed, stage, clip=snap, telemetry=telemetry, drive=drive, record=own), own, None, None))
                 continue
             try:
-                rows = stage(clip=clip, telemetry=telemetry, drive=drive, record=record) or []
+                rows = _timed(stage, clip=clip, telemetry=telemetry, drive=drive, record=record)
             except Exception as exc:  # re-raised below, after the read-only stages are joined
                 results.append((None, None, None, exc))
                 failed = True
