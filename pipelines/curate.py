@@ -194,23 +194,23 @@ class _ExtractFn(beam.DoFn):
         self.drives = Metrics.counter(NS, "drives_curated")
 
     def setup(self):
-        from fleetcore.video import ArenaPool, set_opencv_threads
+        from fleetcore.video import ArenaPool, hold_opencv_threads
 
         self.layout = StoreLayout(self.store)
         self.manifest = read_manifest(self.layout)  # the drives' stored generations, read once per worker
         self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")
-        self.opencv_threads_before = set_opencv_threads(self.cfg.opencv_threads)
+        hold_opencv_threads(self.cfg.opencv_threads)
         # Heavy objects (detectors, models) are built once per worker here, and the frame arenas
         # are kept from drive to drive (fresh memory costs more page faults than the decoding).
         self.arena_pool = ArenaPool()
         self.stages = self.cfg.build_stages()
 
     def teardown(self):
-        from fleetcore.video import set_opencv_threads
+        from fleetcore.video import release_opencv_threads
 
         shutil.rmtree(self.cache, ignore_errors=True)
         self.arena_pool.clear()
-        set_opencv_threads(self.opencv_threads_before)  # the in-process runners share the caller's OpenCV
+        release_opencv_threads()  # the in-process runners share the caller's OpenCV
 
     def process(self, item):
         vd, tasks = item

@@ -13,6 +13,7 @@ in tests). Other pixel formats, and frames kept at their size, take the generic 
 from __future__ import annotations
 
 from functools import lru_cache
+import threading
 from typing import Any
 
 import cv2
@@ -39,6 +40,29 @@ def set_opencv_threads(n: int) -> int:
     old = cv2.getNumThreads()
     cv2.setNumThreads(int(n))
     return old
+
+
+_threads_lock = threading.Lock()
+_held: dict[str, int] = {"holders": 0, "original": 0}
+
+
+def hold_opencv_threads(n: int) -> None:
+    """:func:`set_opencv_threads` for a worker that shares the process with others (Beam's
+    multi-threaded local runner runs several): the first holder remembers the process's setting and
+    the last :func:`release_opencv_threads` puts it back."""
+    with _threads_lock:
+        old = set_opencv_threads(n)
+        if _held["holders"] == 0:
+            _held["original"] = old
+        _held["holders"] += 1
+
+
+def release_opencv_threads() -> None:
+    with _threads_lock:
+        if _held["holders"] > 0:
+            _held["holders"] -= 1
+            if _held["holders"] == 0:
+                set_opencv_threads(_held["original"])
 
 
 @lru_cache(maxsize=8)
