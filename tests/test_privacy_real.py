@@ -1,0 +1,119 @@
+"""Recall floors of the default privacy stage on real annotated photos, and its tracking on a video
+made of real annotated faces moving across a real road frame.
+
+The photos are the shared evaluation set (``../shared/data/real/privacy``: WIDER FACE validation
+faces, openalpr benchmark plates; non-commercial / copyleft terms, read from there, never copied
+into the repository). Floors at the 640-px frames the curate job stores (a face or plate counts as
+blurred when half its box is covered): faces of 24 px and more >= 0.97, faces of 10-24 px >= 0.85,
+plates of 24 px and more >= 0.90. These are quality floors, not timings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleetcore.stages.privacy import PrivacyStage, pad_box
+from fleetcore.stages.privacy_eval import PLATE_BUCKETS, load_annotated, score
+from fleetcore.video.extract import ClipFrames
+
+INF = float("inf")
+
+
+@pytest.fixture(scope="module")
+def privacy_set(real_data: Path) -> Path:
+    d = real_data / "privacy"
+    if not (d / "faces" / "annotations.jsonl").is_file():
+        pytest.skip(f"shared privacy evaluation set not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def stage() -> PrivacyStage:
+    st = PrivacyStage()
+    assert st.load_error is None and st.backend == "learned"
+    return st
+
+
+def blurred(stage: PrivacyStage):
+    return lambda rgb: [pad_box(b, stage.padding, rgb.shape) for _, b in stage.detect(rgb)]
+
+
+def test_face_recall_floors(privacy_set, stage):
+    s = score(load_annotated(privacy_set / "faces"), blurred(stage))
+    assert s.buckets[(10, 24)][1] > 100 and s.buckets[(24, 48)][1] + s.buckets[(48, INF)][1] > 50  # the set is there
+    assert s.recall(24, INF) >= 0.97, s.row()
+    assert s.recall(10) >= 0.85, s.row()
+    # blurred area outside the truth (both detectors run, as in the job): the goal is 2 %
+    assert s.false_area <= 0.025, s.row()
+
+
+def test_plate_recall_floor(privacy_set, stage):
+    s = score(load_annotated(privacy_set / "plates"), blurred(stage), buckets=PLATE_BUCKETS)
+    assert sum(v[1] for v in s.buckets.values()) >= 40
+    assert s.recall(24, INF) >= 0.90, s.row()
+    assert s.false_area <= 0.02, s.row()
+
+
+def test_haar_fallback_is_what_it_was(privacy_set):
+    """The fallback stays selectable, and the learned default is far better on the same faces."""
+    s = score(load_annotated(privacy_set / "faces"), blurred(PrivacyStage(backend="haar")))
+    assert s.recall(24, INF) < 0.5
+
+
+def test_real_faces_moving_across_frames_stay_blurred_between_detections(privacy_set, real_data, stage):
+    """Real annotated faces (24 px and more, that the detector finds in their photo) cut from the WIDER photos (four) are moved 6 px per
+    sample across a real road frame for 30 samples; detection runs on every 6th sample (the default) and
+    the tracking carries, interpolates and coasts the boxes in between. Every face is at least half
+    covered on at least 97 % of the frames where it is in view."""
+    import av
+    import cv2
+
+    with av.open(str(real_data / "video" / "udacity_lanelines_solidWhiteRight.mp4")) as c:
+        road = cv2.resize(next(iter(c.decode(video=0))).to_ndarray(format="rgb24"), (640, 360), interpolation=cv2.INTER_AREA)
+    faces = []
+    for im in load_annotated(privacy_set / "faces"):
+        if len(faces) == 4:
+            break
+        found = stage.detect(im.rgb)  # faces the detector finds in the still photo: tracking is what is measured
+        for x0, y0, x1, y1 in im.boxes:
+            hit = any(bx <= (x0 + x1) / 2 <= bx + bw and by <= (y0 + y1) / 2 <= by + bh for _, (bx, by, bw, bh) in found)
+            m = 0.5 * max(x1 - x0, y1 - y0)  # some context around the face, as in a real scene
+            inside = x0 - m >= 0 and y0 - m >= 0 and x1 + m <= im.rgb.shape[1] and y1 + m <= im.rgb.shape[0]
+            if 24 <= max(x1 - x0, y1 - y0) <= 80 and min(x1 - x0, y1 - y0) >= 16 and hit and inside and len(faces) < 4:
+                a, b = int(max(0, x0 - m)), int(max(0, y0 - m))
+                crop = im.rgb[b : int(min(im.rgb.shape[0], y1 + m)), a : int(min(im.rgb.shape[1], x1 + m))]
+                faces.append((crop, (x0 - a, y0 - b, x1 - a, y1 - b)))
+    assert len(faces) == 4
+    n = 30
+    frames, truth = [], []
+    for j in range(n):
+        f = road.copy()
+        boxes = []
+        for k, (crop, (fx0, fy0, fx1, fy1)) in enumerate(faces):
+            x, y = 20 + 6 * j + 300 * (k % 2), 20 + 170 * (k // 2)
+            h, w = crop.shape[:2]
+            f[y : y + h, x : x + w] = crop
+            boxes.append((x + fx0, y + fy0, x + fx1, y + fy1))
+        frames.append(f)
+        truth.append(boxes)
+    clip = ClipFrames(np.arange(n, dtype=np.int64) * 100_000_000, ["front"], {"front": [f.copy() for f in frames]}, pts_ns={}, offset_ns={})
+    calls = []
+    real = stage.detect_many
+
+    def counting(batch):
+        calls.append(len(batch))
+        return real(batch)
+
+    st = PrivacyStage()
+    st.detect_many = counting  # type: ignore[method-assign]
+    st(clip=clip, telemetry={}, drive=None, record={"clip_id": "moving-real"})
+    assert sum(calls) < n / 2  # detection ran on a few frames only
+    covered = np.zeros((n, len(faces)), bool)
+    for j, (orig, out) in enumerate(zip(frames, clip.frames["front"])):
+        changed = np.any(orig != out, axis=2)
+        for k, (x0, y0, x1, y1) in enumerate(truth[j]):
+            covered[j, k] = changed[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))].mean() >= 0.5
+    assert covered.mean(axis=0).min() >= 0.97, covered.mean(axis=0)
