@@ -84,10 +84,14 @@ def save_dataset_spec(name: str, query: str, result: pl.DataFrame, *, path: Path
         quoted = ",\n  ".join("'" + i.replace("'", "''") + "'" for i in ids)
         sql = f"SELECT * FROM clips WHERE clip_id IN (\n  {quoted}\n)"
         desc = "saved by `fleet mine` from: " + " ".join(query.split())
-    doc = {
+    doc: dict[str, Any] = {
         "name": name, "description": desc, "store": store, "sql": sql, "cameras": cameras, "frames_per_clip": frames_per_clip,
         "frame_rate_hz": frame_rate_hz, "resolution": list(resolution), "privacy_required": privacy_required,
     }
+    from fleetcore.datasets.spec import DATASET_LIMITS
+
+    if len(sql) > DATASET_LIMITS.max_chars:  # a long list of clip ids: the spec raises its own size limit
+        doc["limits"] = {"max_chars": len(sql)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(str(path), yaml.safe_dump(doc, sort_keys=False, width=100).encode())
     return path
@@ -117,6 +121,10 @@ def _tables_used(query: str) -> set[str]:
 @click.option("--camera", default=None, help="camera for previews (default front)")
 @click.option("--max-clips", default=24, show_default=True, type=click.IntRange(1, 1000), help="clips in a preview")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="rows shown in the terminal table")
+@click.option("--max-rows", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="refuse a result of more rows (add LIMIT to the query to take the first ones)")
+@click.option("--time-limit", "time_limit", default=60.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="seconds the query may compute before it is refused")
 @click.option("--save-dataset", "save_dataset", default=None, help="write a dataset spec NAME and build it")
 @click.option("--datasets-root", default=DEFAULT_DATASETS_ROOT, show_default=True, type=click.Path(file_okay=False))
 @click.option("--spec-path", default=None, type=click.Path(dir_okay=False), help="where to write the spec (default DATASETS_ROOT/specs/NAME.yaml)")
@@ -129,15 +137,17 @@ def _tables_used(query: str) -> set[str]:
               help="saved dataset refuses clips recorded without privacy blurring")
 def mine(query: str, store: str, bbox: str | None, near: str | None, since: str | None, until: str | None, now: str | None,
          as_json: bool, parquet: str | None, count: bool, preview: str | None, camera: str | None, max_clips: int, limit: int,
-         save_dataset: str | None, datasets_root: str, spec_path: str | None, no_build: bool, dataset_cameras: str,
+         max_rows: int, time_limit: float, save_dataset: str | None, datasets_root: str, spec_path: str | None, no_build: bool, dataset_cameras: str,
          frames_per_clip: int, frame_rate_hz: float, resolution: str, privacy_required: bool) -> None:
     """Run a read-only SQL QUERY over the store's tables: clips, labels, clip_labels, triggers,
-    drives, telemetry_summary."""
+    drives, telemetry_summary. The query is bounded (docs/mining.md, "Limits"): --max-rows rows,
+    --time-limit seconds; on a timeout the command exits and the abandoned computation with it."""
     from fleetcore.query.mining import MiningSession
+    from fleetcore.queryguard import QueryLimits
 
     try:
         filters = _filters(bbox, near, since, until, now)
-        session = MiningSession.open(store, filters)
+        session = MiningSession.open(store, filters, QueryLimits(max_rows=max_rows, time_limit_s=time_limit))
         df = session.query(query)
         if parquet:
             from fleetcore.store.fs import atomic_write_bytes

@@ -8,7 +8,9 @@ Steps, all deterministic for a given catalog and spec (``seed``):
    only has scores. Where two labellers give the same label name, the alphabetically first
    labeller wins. A label whose name is already a clips column is named ``label_<name>`` (the
    typed clips column stays authoritative).
-2. ``where`` (a Polars SQL predicate over that table) or ``sql`` (a full SELECT over table ``clips``);
+2. ``where`` (a Polars SQL predicate over that table) or ``sql`` (a full SELECT over table ``clips``),
+   checked read-only and bounded by the spec's ``limits`` (:mod:`fleetcore.queryguard`: refused
+   before it runs, collected within ``max_rows`` and ``time_limit_s``);
 3. privacy: with ``privacy_required`` a clip whose record says privacy is *off* is refused
    (column ``privacy`` / ``privacy_enabled`` false, or label ``privacy_enabled`` = false); a clip
    with no privacy information is kept (it is only refused when recorded off);
@@ -37,8 +39,9 @@ from typing import Any
 
 import polars as pl
 
-from fleetcore.datasets.spec import DatasetSpec
+from fleetcore.datasets.spec import DatasetSpec, check_spec_query, spec_hint
 from fleetcore.errors import ConfigError
+from fleetcore.queryguard import QueryRefused, collect_bounded
 from fleetcore.store.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -87,15 +90,26 @@ def clips_with_labels(catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame | No
     return clips.join(wide, on="clip_id", how="left"), labels
 
 
+def _query_frames(df: pl.DataFrame) -> dict[str, pl.LazyFrame]:
+    """The tables a spec's query sees."""
+    return {"clips": df.lazy()}
+
+
 def _apply_query(df: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
-    if spec.where is None and spec.sql is None:
+    q = spec.query
+    if q is None:
         return df
-    query = spec.sql if spec.sql is not None else f"SELECT * FROM clips WHERE {spec.where}"
-    ctx = pl.SQLContext(frames={"clips": df})
+    query, fld = q
+    limits = spec.query_limits
+    check_spec_query(spec.path, fld, query, limits)
+    ctx = pl.SQLContext(frames=_query_frames(df), register_globals=False)
     try:
-        out = ctx.execute(query, eager=True)
+        out = collect_bounded(ctx.execute(query, eager=False), limits, hint=spec_hint, what="dataset query")
+    except QueryRefused as exc:
+        raise ConfigError(spec.path, exc.problem, field=fld) from exc
     except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise ConfigError(spec.path, f"the query does not run over the clips table: {exc}", field="sql" if spec.sql is not None else "where") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split("; valid columns")[0]
+        raise ConfigError(spec.path, f"the query does not run over the clips table: {' '.join(first.split())[:300]}", field=fld) from exc
     if "clip_id" not in out.columns:
         raise ConfigError(spec.path, "the SELECT must return the clip_id column", field="sql")
     # keep the catalog's columns for the selected clips (a SELECT may project or reorder)

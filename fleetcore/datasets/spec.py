@@ -19,6 +19,12 @@ Example (see ``datasets/*.yaml``)::
     seed: 0
     drop_near_duplicates: true
     privacy_required: true
+    limits: {time_limit_s: 120}   # optional bounds on the where/sql query (fleetcore.queryguard.QueryLimits)
+
+The ``where`` / ``sql`` query is checked when the spec is read (read-only over ``clips``, within
+the limits: :func:`fleetcore.queryguard.check_sql`). ``limits`` overrides the bounds of
+:data:`DATASET_LIMITS` (``max_chars``, ``max_nesting``, ``max_terms``, ``max_joins``,
+``max_rows``, ``time_limit_s``); given limits are part of the spec's identity.
 
 Every problem raises :class:`~fleetcore.errors.ConfigError` naming the file, the field and what
 was expected.
@@ -36,6 +42,7 @@ from typing import Any, Literal, Mapping
 
 from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
+from fleetcore.queryguard import QueryLimits, QueryRefused, check_sql
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 CAMERA_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
@@ -45,8 +52,10 @@ FORMATS = ("webdataset", "arrow")
 _KNOWN = {
     "name", "description", "store", "where", "sql", "cap_per_trigger", "cap_per_vehicle", "class_weights",
     "val_fraction", "cameras", "frames_per_clip", "frame_rate_hz", "resolution", "format", "shard_bytes",
-    "seed", "drop_near_duplicates", "privacy_required", "jpeg_quality",
+    "seed", "drop_near_duplicates", "privacy_required", "jpeg_quality", "limits",
 }
+#: bounds on a spec's query: the QueryLimits defaults, with no row cap (a selection may be as big as the catalog)
+DATASET_LIMITS = QueryLimits(max_rows=None)
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,22 @@ class DatasetSpec:
     drop_near_duplicates: bool = False
     privacy_required: bool = True
     jpeg_quality: int = 90
+    limits: dict[str, Any] = field(default_factory=dict)  # QueryLimits overrides given in the spec
     path: str = "<spec>"  # where it was read from (not part of the identity)
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        """:data:`DATASET_LIMITS` with the spec's ``limits``."""
+        return QueryLimits.from_mapping(self.limits, path=self.path, base=DATASET_LIMITS)
+
+    @property
+    def query(self) -> tuple[str, str] | None:
+        """(the full SELECT the spec runs over ``clips``, the field it comes from), or None."""
+        if self.sql is not None:
+            return self.sql, "sql"
+        if self.where is not None:
+            return f"SELECT * FROM clips WHERE {self.where}", "where"
+        return None
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the dataset's content (excludes ``store`` and ``path``)."""
@@ -82,6 +106,10 @@ class DatasetSpec:
         d["cameras"] = list(self.cameras)
         d["resolution"] = list(self.resolution)
         d["class_weights"] = dict(sorted(self.class_weights.items()))
+        if self.limits:
+            d["limits"] = dict(sorted(self.limits.items()))
+        else:
+            d.pop("limits")  # a spec without limits keeps the identity (and version) it had before limits existed
         return d
 
     def to_json(self) -> str:
@@ -190,6 +218,12 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
     fmt = doc.get("format", "webdataset")
     if fmt not in FORMATS:
         raise _err(path, "format", f"expected one of {list(FORMATS)}, found {fmt!r}")
+    limits_raw = doc.get("limits")
+    limits = QueryLimits.from_mapping(limits_raw, path=path, base=DATASET_LIMITS)
+    limits_given = {str(k): v for k, v in (limits_raw or {}).items()}
+    for key, text in (("where", where), ("sql", sql)):
+        if text is not None:
+            check_spec_query(path, key, text if key == "sql" else f"SELECT * FROM clips WHERE {text}", limits)
     return DatasetSpec(
         name=name,
         description=desc,
@@ -210,8 +244,23 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
         drop_near_duplicates=_bool(path, doc, "drop_near_duplicates", False),
         privacy_required=_bool(path, doc, "privacy_required", True),
         jpeg_quality=jq,
+        limits=limits_given,
         path=path,
     )
+
+
+def spec_hint(limit: str) -> str:
+    """How to raise a limit from a dataset spec."""
+    return f"raise limits.{limit} in the spec"
+
+
+def check_spec_query(path: str, fld: str, query: str, limits: QueryLimits) -> set[str]:
+    """:func:`~fleetcore.queryguard.check_sql` over table ``clips``, refusals as a one-line
+    ConfigError naming the spec file and ``fld`` (the message never quotes what a query would read)."""
+    try:
+        return check_sql(query, tables=("clips",), limits=limits, hint=spec_hint)
+    except QueryRefused as exc:
+        raise _err(path, fld, exc.problem) from exc
 
 
 def load_spec(path: str | Path) -> DatasetSpec:

@@ -25,11 +25,15 @@ partitions of every table (the scan reads only those files), and relative values
 compare ``clips.start_utc``; geo filters restrict the clip tables (``clips``,
 ``telemetry_summary``, ``clip_labels``, ``labels``).
 
-Only one ``SELECT`` (or ``WITH ... SELECT``, set operations) over the registered tables runs:
-:func:`check_query` parses it with sqlglot and refuses any other statement, any other table
-name and any file-reading table function (``read_parquet`` ...), so a query cannot read or write
-other files. Errors are :class:`MiningError` with the position (line/column, where known) and the
-tables with their columns.
+Only one bounded ``SELECT`` (or ``WITH ... SELECT``, set operations) over the registered tables
+runs: :func:`check_query` (:func:`fleetcore.queryguard.check_sql`) refuses any other statement,
+any other table name and any file-reading table function (``read_parquet`` ...), so a query
+cannot read or write other files; it also refuses a query over the size, nesting, operator and
+join limits of :class:`~fleetcore.queryguard.QueryLimits`, before the SQL parser sees it. The
+result is collected within ``max_rows`` and ``time_limit_s`` (``fleet mine --max-rows
+--time-limit``). Errors are :class:`MiningError`: a read-only refusal or a failed query with the
+position (line/column, where known) and the tables with their columns; a limit in one line
+naming it and how to raise it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import polars as pl
 from fleetcore.labels.pivot import clip_labels_frame
 from fleetcore.store.catalog import Catalog
 from fleetcore.errors import FleetError
+from fleetcore.queryguard import QueryLimits, QueryRefused, check_sql, collect_bounded, locate
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +60,15 @@ EARTH_RADIUS_M: Final = 6_371_008.8
 KMH_PER_MPS: Final = 3.6
 _REL_RE: Final = re.compile(r"^(\d+)\s*([dhw])$")
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_FILE_FUNC_RE: Final = re.compile(r"^(read|scan|write|sink|copy|load|glob)_?", re.IGNORECASE)
 
 
 class MiningError(FleetError):
     """A mining query (or option) is invalid or failed.
 
     ``problem`` says what is wrong; ``line``/``column`` locate it in the query (1-based, where
-    known); ``tables`` maps each visible table to its columns (name -> dtype) for the message.
+    known); ``tables`` maps each visible table to its columns (name -> dtype) for the message;
+    ``limit`` names the :class:`~fleetcore.queryguard.QueryLimits` bound a query broke (the
+    message is then one line).
     """
 
     def __init__(
@@ -74,7 +80,9 @@ class MiningError(FleetError):
         line: int | None = None,
         column: int | None = None,
         tables: Mapping[str, Mapping[str, str]] | None = None,
+        limit: str | None = None,
     ) -> None:
+        self.limit = limit
         self.query = query
         self.line = line
         self.column = column
@@ -222,18 +230,20 @@ class MiningSession:
     e.g. the label pivot is not computed for a query over ``clips`` alone.
     """
 
-    def __init__(self, store: str, filters: Filters) -> None:
+    def __init__(self, store: str, filters: Filters, limits: QueryLimits | None = None) -> None:
         self.store = store
         self.catalog = Catalog(store)  # one manifest revision for every table of the session
         self.filters = filters
+        self.limits = limits if limits is not None else QueryLimits()
         self._cache: dict[str, pl.LazyFrame] = {}
         s_t, s_d, u_t, u_d = filters.bounds()
         self._bounds = (s_t, s_d, u_t, u_d)
 
     @classmethod
-    def open(cls, store: str | Path, filters: Filters | None = None) -> "MiningSession":
-        """A session over a store given as a local path or a URI (``s3://bucket/store``)."""
-        session = cls(str(store), filters or Filters())
+    def open(cls, store: str | Path, filters: Filters | None = None, limits: QueryLimits | None = None) -> "MiningSession":
+        """A session over a store given as a local path or a URI (``s3://bucket/store``); ``limits``
+        bound every query (default :class:`~fleetcore.queryguard.QueryLimits`)."""
+        session = cls(str(store), filters or Filters(), limits)
         if not session.catalog.exists_store():
             raise MiningError(str(store), "clip store folder does not exist")
         return session
@@ -334,8 +344,8 @@ class MiningSession:
         return {name: {c: str(t) for c, t in lf.collect_schema().items()} for name, lf in self.frames.items()}
 
     def lazy(self, sql: str) -> pl.LazyFrame:
-        """The query as a LazyFrame (checked read-only first). Raises MiningError."""
-        used = check_query(sql, tables=TABLES, describe=self.schemas)
+        """The query as a LazyFrame (checked read-only and within the limits first). Raises MiningError."""
+        used = check_query(sql, tables=TABLES, describe=self.schemas, limits=self.limits)
         frames = {name: self.table(name) for name in sorted(used) if name != "clip_labels"}
         if "clip_labels" in used:
             frames["clip_labels"] = self._clip_labels_for(sql)
@@ -347,10 +357,12 @@ class MiningSession:
         return out
 
     def query(self, sql: str) -> pl.DataFrame:
-        """Run the query; returns a DataFrame. Raises MiningError."""
+        """Run the query within ``max_rows`` and ``time_limit_s``; returns a DataFrame. Raises MiningError."""
         lf = self.lazy(sql)
         try:
-            return lf.collect()
+            return collect_bounded(lf, self.limits, hint=mine_hint)
+        except QueryRefused as exc:
+            raise MiningError("query", exc.problem, limit=exc.limit) from exc
         except (pl.exceptions.PolarsError, ValueError) as exc:
             raise self._error(sql, exc) from exc
 
@@ -390,9 +402,9 @@ class MiningSession:
         return out
 
 
-def run_query(store: str | Path, sql: str, *, filters: Filters | None = None) -> pl.DataFrame:
+def run_query(store: str | Path, sql: str, *, filters: Filters | None = None, limits: QueryLimits | None = None) -> pl.DataFrame:
     """Run one read-only SQL query over the store's tables (see the module docstring)."""
-    return MiningSession.open(store, filters).query(sql)
+    return MiningSession.open(store, filters, limits).query(sql)
 
 
 # --------------------------------------------------------------------------------------
@@ -411,86 +423,38 @@ def _position(sql: str, msg: str) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _locate(sql: str, word: str) -> tuple[int, int] | None:
-    m = re.search(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])", sql, flags=re.IGNORECASE)
-    if m is None:
-        return None
-    before = sql[: m.start()]
-    line = before.count("\n") + 1
-    col = m.start() - (before.rfind("\n") + 1) + 1
-    return line, col
+_locate = locate
 
 
-def check_query(sql: str, *, tables: Sequence[str] = TABLES, describe: Callable[[], Mapping[str, Mapping[str, str]]] | None = None) -> set[str]:
-    """Refuse anything but one read-only query over ``tables`` (raises MiningError with the position).
+_MINE_HINTS: Final = {
+    "max_rows": "raise --max-rows or add LIMIT",
+    "time_limit_s": "raise --time-limit or narrow the query (--since, --bbox, WHERE)",
+}
 
-    Parsed with sqlglot: exactly one statement, a SELECT / WITH / set operation; every table
-    reference is a registered table or a CTE of the query; no table function and no function
-    whose name reads or writes files (``read_parquet``, ``read_csv``, ``scan_*`` ...), no
-    ``SELECT ... INTO``. The tokens are checked too, in case parsers disagree. Returns the names
-    of the tables the query reads. ``describe`` gives the tables' columns for error messages.
+
+def mine_hint(limit: str) -> str:
+    """How to raise a limit from ``fleet mine`` (the others only through :class:`QueryLimits`)."""
+    return _MINE_HINTS.get(limit, f"simplify the query (or raise QueryLimits.{limit} in the Python API)")
+
+
+def check_query(sql: str, *, tables: Sequence[str] = TABLES, describe: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
+                limits: QueryLimits | None = None) -> set[str]:
+    """Refuse anything but one bounded, read-only query over ``tables`` (raises MiningError).
+
+    :func:`fleetcore.queryguard.check_sql`: size, nesting and operator limits on the text and
+    tokens first; then exactly one statement, a SELECT / WITH / set operation; every table
+    reference a registered table or a CTE of the query; no table function and no function whose
+    name reads or writes files (``read_parquet``, ``read_csv``, ``scan_*`` ...), no ``SELECT ...
+    INTO``; no cross join and at most ``max_joins`` joins. Returns the names of the tables the
+    query reads. ``describe`` gives the tables' columns for the message of a read-only refusal;
+    a limit's message is one line.
     """
-    import sqlglot
-    from sqlglot import exp
-    from sqlglot.errors import ParseError, TokenError
-
     names = {t.lower() for t in tables}
-
-    def err(problem: str, line: int | None = None, col: int | None = None) -> MiningError:
+    try:
+        return check_sql(sql, tables=tables, limits=limits, hint=mine_hint)
+    except QueryRefused as exc:
+        if exc.limit is not None:
+            raise MiningError("query", exc.problem, limit=exc.limit) from exc
         tabs = describe() if describe is not None else {n: {} for n in sorted(names)}
-        return MiningError("query", problem, query=sql, line=line, column=col, tables=tabs)
-
-    if not isinstance(sql, str) or not sql.strip():
-        raise err("empty query: expected one SELECT statement")
-    try:
-        tokens = sqlglot.tokenize(sql)
-    except TokenError as exc:
-        raise err(f"cannot tokenize the query: {exc}") from exc
-    from sqlglot.tokens import TokenType
-
-    for i, tok in enumerate(tokens):
-        if tok.token_type in (TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.RAW_STRING):
-            continue
-        if tok.token_type == TokenType.SEMICOLON and i != len(tokens) - 1:
-            raise err("only one statement is allowed (found ';' before the end)", tok.line, tok.col)
-        if tok.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or tok.text.isidentifier():
-            nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-            if nxt is not None and nxt.token_type == TokenType.L_PAREN and _FILE_FUNC_RE.match(tok.text) and tok.text.lower() not in _SAFE_FUNCS:
-                raise err(f"function {tok.text}() is not allowed: queries may only read the registered tables", tok.line, tok.col - len(tok.text) + 1)
-    try:
-        stmts = [s for s in sqlglot.parse(sql) if s is not None]
-    except ParseError as exc:
-        e0 = exc.errors[0] if exc.errors else {}
-        raise err(f"SQL syntax error: {e0.get('description') or exc}", e0.get("line"), e0.get("col")) from exc
-    if len(stmts) != 1:
-        raise err(f"expected exactly one SELECT statement, found {len(stmts)}")
-    stmt = stmts[0]
-    if not isinstance(stmt, exp.Query):
-        raise err(f"only SELECT queries are allowed, found a {stmt.key.upper()} statement")
-    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
-    used: set[str] = set()
-    for node in stmt.walk():
-        if isinstance(node, exp.Into):
-            raise err("SELECT ... INTO is not allowed (queries are read-only)")
-        if isinstance(node, (exp.Create, exp.Insert, exp.Drop, exp.Delete, exp.Update, exp.Copy, exp.Command, exp.Merge, exp.Alter)):
-            raise err(f"{node.key.upper()} is not allowed (queries are read-only)")
-        if isinstance(node, exp.Table):
-            if not isinstance(node.this, exp.Identifier):
-                raise err(f"table functions are not allowed ({node.this.sql()[:60]}): use one of the registered tables {sorted(names)}")
-            if node.args.get("db") or node.args.get("catalog"):
-                raise err(f"qualified table name {node.sql()!r} is not allowed; tables: {sorted(names)}")
-            name = node.name.lower()
-            if name in names and name not in ctes:
-                used.add(name)
-            if name not in names and name not in ctes:
-                pos = _locate(sql, node.name)
-                raise err(f"unknown table {node.name!r}: only {sorted(names)} are visible", *(pos or (None, None)))
-        if isinstance(node, exp.Func):
-            fname = node.sql_name().lower() if not isinstance(node, exp.Anonymous) else str(node.name).lower()
-            if _FILE_FUNC_RE.match(fname) and fname not in _SAFE_FUNCS:
-                raise err(f"function {fname}() is not allowed: queries may only read the registered tables")
-    return used
-
-
-#: functions whose names look like file access but are not (none in polars SQL today)
-_SAFE_FUNCS: Final = frozenset()
+        raise MiningError("query", exc.problem, query=sql if isinstance(sql, str) else None, line=exc.line, column=exc.column,
+                          tables=tabs) from exc
