@@ -505,9 +505,58 @@ DAGSTER_CHART_KEYS = {
 }
 
 
+#: Keys of the chart's sections that the values set (the chart's schema, helm/dagster/schema/).
+DAGSTER_SECTION_KEYS = {
+    "dagsterWebserver": {
+        "dbStatementTimeout", "dbPoolRecycle", "logLevel", "schedulerName", "volumeMounts", "volumes",
+        "pathPrefix", "replicaCount", "image", "nameOverride", "service", "workspace", "env", "envConfigMaps",
+        "envSecrets", "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations",
+        "podSecurityContext", "securityContext", "resources", "readinessProbe", "livenessProbe",
+        "startupProbe", "annotations", "enableReadOnly",
+    },
+    "dagster-user-deployments": {"enabled", "enableSubchart", "imagePullSecrets", "deployments"},
+    "deployment": {
+        "name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns", "env",
+        "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations",
+        "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
+        "startupProbe", "labels", "volumeMounts", "volumes", "schedulerName", "initContainers",
+        "sidecarContainers", "deploymentStrategy", "serviceAccount",
+    },
+    "k8sRunLauncher": {
+        "image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile", "envConfigMaps",
+        "envSecrets", "envVars", "volumeMounts", "volumes", "labels", "failPodOnRunFailure", "resources",
+        "schedulerName", "securityContext", "runK8sConfig",
+    },
+    "runK8sConfig": {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"},
+    "postgresql": {
+        "postgresqlScheme", "image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
+        "postgresqlDatabase", "postgresqlParams", "service",
+    },
+    "dagsterDaemon": {
+        "enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
+        "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+        "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
+        "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
+    },
+}
+
+
 def test_dagster_values_use_the_chart_keys_and_the_k8s_run_launcher():
     values = yaml_docs(DAGSTER_VALUES)[0]
     assert set(values) <= DAGSTER_CHART_KEYS, set(values) - DAGSTER_CHART_KEYS
+    k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
+    sections = {
+        "dagsterWebserver": values["dagsterWebserver"],
+        "dagster-user-deployments": values["dagster-user-deployments"],
+        "deployment": values["dagster-user-deployments"]["deployments"][0],
+        "k8sRunLauncher": k8s,
+        "runK8sConfig": k8s.get("runK8sConfig", {}),
+        "postgresql": values["postgresql"],
+        "dagsterDaemon": values["dagsterDaemon"],
+    }
+    for name, section in sections.items():
+        unknown = set(section) - DAGSTER_SECTION_KEYS[name]
+        assert not unknown, f"{name}: keys the chart does not have: {unknown}"
     assert {"dagsterWebserver", "dagster-user-deployments", "runLauncher", "postgresql"} <= set(values)
     launcher = values["runLauncher"]
     assert launcher["type"] == "K8sRunLauncher"
@@ -528,6 +577,11 @@ def test_dagster_values_use_the_chart_keys_and_the_k8s_run_launcher():
     from dagster_project import resources
 
     assert env == {resources.ENV_LANDING, resources.ENV_STORE, resources.ENV_DATASETS, resources.ENV_REPORTS}
+    # The chart's version is the image's Dagster (same minor as the project's pin).
+    dagster_minor = ".".join(importlib.metadata.version("dagster").split(".")[:2])
+    installs = [t for t in readme_commands() if t[:3] == ["helm", "upgrade", "--install"] and "dagster/dagster" in t]
+    assert installs and all(t[t.index("--version") + 1].startswith(dagster_minor + ".") for t in installs)
+    assert all(t[t.index("-f") + 1] == DAGSTER_VALUES.relative_to(ROOT).as_posix() for t in installs)
 
 
 # --------------------------------------------------------------------------------------------------
