@@ -216,7 +216,8 @@ def readme_curate_runs() -> list[list[str]]:
                         opts = tokens[i + 1:]
                     break
         if opts is not None:
-            runs.append(opts)
+            ends = [i for i, t in enumerate(opts) if t in ("&&", "||", "|", ";", "&")]
+            runs.append(opts[:ends[0]] if ends else opts)
     return runs
 
 
