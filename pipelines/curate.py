@@ -390,28 +390,30 @@ class Curate(beam.PTransform):
 # Entry point
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    # Dashed options also take their underscore spelling (--rate_hz), the form of Beam's own options and of
+    # Dataflow Flex Template parameters (passed as --name=value; infra/dataflow/flex-template-metadata.json).
     p = argparse.ArgumentParser(prog="python -m pipelines.curate", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="landing zone root (path or URI)")
     p.add_argument("--output", required=True, help="clip store root (path or URI)")
     p.add_argument("--vehicle", action="append", default=None, help="only these vehicles (repeatable)")
     p.add_argument("--date", action="append", default=None, help="only drives of these UTC dates YYYY-MM-DD (repeatable)")
-    p.add_argument("--rate-hz", type=float, default=CurateConfig.rate_hz, help="shared sample rate of clip frames")
-    p.add_argument("--max-side", type=int, default=CurateConfig.max_side, help="longest side of stored frames")
-    p.add_argument("--shard-bytes", type=int, default=CurateConfig.shard_bytes, help="target shard size in bytes")
+    p.add_argument("--rate-hz", "--rate_hz", type=float, default=CurateConfig.rate_hz, help="shared sample rate of clip frames")
+    p.add_argument("--max-side", "--max_side", type=int, default=CurateConfig.max_side, help="longest side of stored frames")
+    p.add_argument("--shard-bytes", "--shard_bytes", type=int, default=CurateConfig.shard_bytes, help="target shard size in bytes")
     p.add_argument("--triggers", action="append", default=None, help="extra trigger YAML files or folders")
     p.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True, help="run the labelling stage")
-    p.add_argument("--labels-config", default=None, help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read now")
+    p.add_argument("--labels-config", "--labels_config", default=None, help="YAML/JSON labels options (built-in and model labellers; docs/labels.md), read now")
     p.add_argument("--privacy", action=argparse.BooleanOptionalAction, default=True,
                    help="blur faces and plates before encoding (on by default; --no-privacy is recorded in every sample)")
-    p.add_argument("--privacy-config", default=None, help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read now")
+    p.add_argument("--privacy-config", "--privacy_config", default=None, help="YAML/JSON privacy options (detectors, detect_every ...; docs/labels.md), read now")
     p.add_argument("--stage", action="append", default=None, help="further registered clip stages to run after those")
-    p.add_argument("--post-workers", type=int, default=CurateConfig.post_workers,
+    p.add_argument("--post-workers", "--post_workers", type=int, default=CurateConfig.post_workers,
                    help="threads per worker that label, blur and encode decoded clips while the next clip decodes (0: none)")
-    p.add_argument("--opencv-threads", type=int, default=CurateConfig.opencv_threads,
+    p.add_argument("--opencv-threads", "--opencv_threads", type=int, default=CurateConfig.opencv_threads,
                    help="OpenCV's own threads per worker process (1: the job's threads do the parallel work)")
-    p.add_argument("--encode-threads", type=int, default=CurateConfig.encode_threads,
+    p.add_argument("--encode-threads", "--encode_threads", type=int, default=CurateConfig.encode_threads,
                    help="threads that JPEG-encode the frames of one clip")
-    p.add_argument("--summary-json", default=None, help="also write the run summary here")
+    p.add_argument("--summary-json", "--summary_json", default=None, help="also write the run summary here")
     return p
 
 
