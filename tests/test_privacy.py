@@ -432,3 +432,62 @@ def test_cameras_in_parallel_threads_give_the_same_bytes(road):
     one = run(1)
     for _ in range(3):
         assert run(4) == one
+
+
+def test_learned_batches_give_one_frames_bytes(road):
+    """The learned backend batches the detection frames of all cameras: the bytes do not depend on
+    the batch size (nor on the number of onnxruntime threads)."""
+    def run(**kw) -> list[bytes]:
+        frames = {c: [road.copy() if j == 3 else scene(road) for j in range(7)] for c in ("front", "rear")}
+        clip = clip_frames(np.arange(7, dtype=np.int64), ["front", "rear"], frames)
+        rec: dict = {"clip_id": "batch"}
+        PrivacyStage(detect_every=2, **kw)(clip=clip, telemetry={}, drive=None, record=rec)
+        assert rec["privacy"]["regions_blurred"] > 0 and rec["privacy"]["detector"]["backend"] == "learned"
+        return [f.tobytes() for c in ("front", "rear") for f in clip.frames[c]]
+
+    one = run(batch_size=1, threads=1)
+    assert run(batch_size=8, threads=2) == one
+
+
+def test_a_model_file_with_other_bytes_quarantines(road, tmp_path):
+    (tmp_path / "centerface.onnx").write_bytes(b"not the pinned model")
+    stage = PrivacyStage(model_dirs=[str(tmp_path)])
+    assert stage.load_error and "sha256" in stage.load_error and "fleet models install" in stage.load_error
+    f = scene(road)
+    before = f.copy()
+    with pytest.raises(PrivacyError, match="clip c9.*sha256"):
+        stage(clip=make_clip([f]), telemetry={}, drive=None, record={"clip_id": "c9"})
+    np.testing.assert_array_equal(f, before)
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "pixelate"])
+def test_blur_keeps_nothing_finer_than_a_sixth_of_the_box(mode):
+    """Two regions with the same average over each sixth of the box blur to the same bytes: detail
+    finer than a cell cannot be recovered, whatever the box's size (a 36-px box and a 360-px one)."""
+    rng = np.random.default_rng(0)
+    for side in (36, 360):
+        cell = side // 6
+        a = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        # b: the pixels of every cell of a, shuffled within the cell (same cell averages)
+        b = a.copy()
+        for cy in range(6):
+            for cx in range(6):
+                blk = b[cy * cell:(cy + 1) * cell, cx * cell:(cx + 1) * cell].reshape(-1, 3)
+                b[cy * cell:(cy + 1) * cell, cx * cell:(cx + 1) * cell] = rng.permutation(blk).reshape(cell, cell, 3)
+        assert not np.array_equal(a, b)
+        fa, fb = a.copy(), b.copy()
+        privacy.blur_region(fa, (0, 0, side, side), mode)
+        privacy.blur_region(fb, (0, 0, side, side), mode)
+        np.testing.assert_array_equal(fa, fb)
+
+
+def test_fill_mode_paints_the_box_black(road):
+    f = scene(road)
+    clip = make_clip([f])
+    stage = PrivacyStage(mode="fill")
+    stage(clip=clip, telemetry={}, drive=None, record={"clip_id": "fill"})
+    out = clip.frames["front"][0]
+    boxes = [pad_box(b, stage.padding, f.shape) for _, b in stage.detect(scene(road))]
+    assert boxes
+    for x, y, w, h in boxes:
+        assert not out[y:y + h, x:x + w].any()
