@@ -79,7 +79,8 @@ def test_backtest_new_trigger_and_thumbnails(fleet, tmp_path):
     inside = {"vehicle_id": c["vehicle_id"], "drive_id": c["drive_id"], "date": c["date"], "start_ns": c["start_ns"] + 500_000_000,
               "end_ns": c["end_ns"] - 500_000_000, "triggers": c["triggers"], "primary_trigger": c["primary_trigger"]}
     rows = window_thumbnails(store, [inside, outside], n=4)
-    assert [r[3] for r in rows] == ["store", "landing"]
+    # this store was curated without the privacy stage: both sources go through it for the preview
+    assert [r[3] for r in rows] == ["store+privacy", "landing+privacy"]
     for _, cam, frames, _ in rows:
         assert cam == "front" and 1 <= len(frames) <= 4 and all(f.std() > 5 for f in frames)
     out = window_sheet(store, [inside, outside], tmp_path / "bt.png", n=4)
@@ -100,3 +101,44 @@ def test_cli_backtest(fleet, tmp_path):
     assert img is not None and img.std() > 10
     res = CliRunner().invoke(triggers, ["backtest", str(TRIGGERS_DIR / "hard_brake.yaml"), "--store", str(store)])
     assert res.exit_code == 0 and "per vehicle" in res.output
+
+
+def test_preview_of_landing_video_is_blurred(tmp_path, real_data):
+    """A window no stored clip covers is decoded from the landing drive for the preview: a real face
+    in that video is blurred there, as the curate job would blur it (no unblurred pixels leave)."""
+    import av
+    from skimage import data as skdata
+
+    from conftest import build_drive
+    from fleetcore.clips import CurateConfig
+    from fleetcore.video.ffmpeg import encode_frames
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
+
+    with av.open(str(real_data / "video" / "udacity_lanelines_solidWhiteRight.mp4")) as c:
+        road = cv2.resize(next(iter(c.decode(video=0))).to_ndarray(format="rgb24"), (320, 180), interpolation=cv2.INTER_AREA)
+    face = cv2.resize(skdata.astronaut()[20:220, 130:320], (95, 100), interpolation=cv2.INTER_AREA)
+    frames = []
+    for _ in range(30):
+        f = road.copy()
+        f[20:120, 40:135] = face
+        frames.append(f)
+    clip = encode_frames(frames, tmp_path / "face.mp4", fps=10, crf=18)
+    landing, store = tmp_path / "landing", tmp_path / "store"
+    build_drive(clip, landing, cameras=("front",))
+    run_curate(str(landing), str(store), CurateConfig(stages=()), beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    d = Catalog(str(store)).read("drives").row(0, named=True)
+    # a window that ends after every stored clip of the drive: no clip holds it, it is decoded from landing
+    last = Catalog(str(store)).read("clips")["end_ns"].max() or d["start_ns"]
+    window = {"vehicle_id": d["vehicle_id"], "drive_id": d["drive_id"], "date": d["date"], "start_ns": d["start_ns"] + 200_000_000,
+              "end_ns": max(last + 40_000_000, d["start_ns"] + 1_000_000_000), "triggers": ["x"], "primary_trigger": "x"}
+    assert window["end_ns"] <= d["end_ns"]
+
+    def detail(img: np.ndarray) -> float:  # the face's detail (the crop at the thumbnail's scale)
+        s = img.shape[1] / 320
+        g = cv2.cvtColor(img[int(45 * s):int(100 * s), int(62 * s):int(115 * s)], cv2.COLOR_RGB2GRAY)
+        return float(cv2.Laplacian(g, cv2.CV_64F).var())
+
+    ((_, _, shown, src),) = window_thumbnails(store, [window], n=3)
+    assert src == "landing+privacy" and len(shown) == 3
+    raw = detail(cv2.resize(frames[5], (shown[0].shape[1], shown[0].shape[0]), interpolation=cv2.INTER_AREA))
+    assert all(detail(f) < raw / 5 for f in shown), (raw, [detail(f) for f in shown])

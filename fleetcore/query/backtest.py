@@ -181,8 +181,9 @@ def backtest(
     )
 
 
-def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray]] | None:
-    """Frames of a window that lies inside a stored clip of the same drive (None if none does)."""
+def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None) -> tuple[str, list[np.ndarray], bool] | None:
+    """(camera, frames, whether they were blurred when stored) of a window that lies inside a stored
+    clip of the same drive (None if none does)."""
     from fleetcore.query.preview import clip_frames
 
     clips = (
@@ -200,7 +201,7 @@ def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None
     i1 = int(round((window["end_ns"] - row["start_ns"]) * rate / NS_PER_S))
     inside = [k for k, idx in enumerate(got.indices) if i0 <= idx <= i1] or list(range(len(got.frames)))
     pick = [inside[int(j)] for j in np.linspace(0, len(inside) - 1, min(n, len(inside))).round().astype(int)]
-    return got.camera, [got.frames[k] for k in pick]
+    return got.camera, [got.frames[k] for k in pick], bool(row.get("privacy", False))
 
 
 def _landing_drive(cat: Catalog, window: dict[str, Any]) -> tuple[str, dict[str, Any], pa.Table]:
@@ -244,17 +245,32 @@ def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | No
 
 
 def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, Any]], *, n: int = 6, camera: str | None = None,
-                      max_side: int = 320) -> list[tuple[dict[str, Any], str, list[np.ndarray], str]]:
-    """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``."""
+                      max_side: int = 320, privacy: Any = None) -> list[tuple[dict[str, Any], str, list[np.ndarray], str]]:
+    """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``.
+
+    No unblurred pixels leave: frames decoded from the landing zone, and stored frames of clips
+    curated without the privacy stage, go through the privacy stage first (``privacy``: its
+    ``PrivacyOptions``, default the defaults) — source ``landing+privacy`` / ``store+privacy``."""
+    from fleetcore.stages.options import PrivacyOptions
+    from fleetcore.stages.privacy import PrivacyError, PrivacyStage
+
     cat = Catalog.of(store)
+    stage: Any = None
     out = []
     for w in windows:
         got = _from_store(cat, w, n, camera)
-        if got is not None:
+        if got is not None and got[2]:
             out.append((w, got[0], got[1], "store"))
-        else:
-            cam, frames = _from_landing(cat, w, n, camera, max_side)
-            out.append((w, cam, frames, "landing"))
+            continue
+        cam, frames, src = (got[0], got[1], "store") if got is not None else (*_from_landing(cat, w, n, camera, max_side), "landing")
+        if stage is None:
+            stage = PrivacyStage.from_options(privacy if privacy is not None else PrivacyOptions())
+        where = f"{w['vehicle_id']}/{w['drive_id']} [{w['start_ns']}, {w['end_ns']}]"
+        try:
+            frames = stage.anonymised(frames, what=where)
+        except PrivacyError as exc:
+            raise BacktestError(where, f"the preview needs the privacy stage, which failed: {exc.reason}") from exc
+        out.append((w, cam, frames, f"{src}+privacy"))
     return out
 
 

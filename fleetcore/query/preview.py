@@ -112,6 +112,29 @@ def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str
     return out
 
 
+def private_frames(got: Sequence[ClipFrames], rows: Mapping[str, Mapping[str, Any]], privacy: Any = None) -> list[ClipFrames]:
+    """``got`` with the frames of every clip stored without the privacy stage (catalog ``privacy``
+    false) blurred by it (``privacy``: its PrivacyOptions, default the defaults): a preview never
+    shows unblurred faces or plates. Raises PreviewError if the stage cannot run."""
+    from fleetcore.stages.options import PrivacyOptions
+    from fleetcore.stages.privacy import PrivacyError, PrivacyStage
+
+    stage: Any = None
+    out = []
+    for cf in got:
+        if bool(rows.get(cf.clip_id, {}).get("privacy", False)):
+            out.append(cf)
+            continue
+        if stage is None:
+            stage = PrivacyStage.from_options(privacy if privacy is not None else PrivacyOptions())
+        try:
+            frames = stage.anonymised(cf.frames, what=f"clip {cf.clip_id}")
+        except PrivacyError as exc:
+            raise PreviewError(cf.clip_id, f"stored without privacy, and the privacy stage failed on the preview: {exc.reason}") from exc
+        out.append(ClipFrames(cf.clip_id, cf.camera, cf.indices, frames, cf.rate_hz))
+    return out
+
+
 def _thumb(rgb: np.ndarray, width: int) -> np.ndarray:
     import cv2
 
@@ -163,9 +186,9 @@ def contact_sheet(
     sel = _catalog_rows(cat, clips, max_clips)
     if sel.is_empty():
         raise PreviewError(str(path), "no clips to preview (empty result)")
-    got = clip_frames(cat, sel, camera=camera, n=frames)
-    labels = clip_label_values(cat, sel["clip_id"].to_list(), keys=label_keys)
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
+    got = private_frames(clip_frames(cat, sel, camera=camera, n=frames), rows)
+    labels = clip_label_values(cat, sel["clip_id"].to_list(), keys=label_keys)
     strips = [(caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {})), cf.frames) for cf in got]
     p = render_sheet(strips, path, frames=frames, thumb_width=thumb_width)
     log.info("contact sheet of %d clips -> %s", len(strips), p)
@@ -251,7 +274,7 @@ def html_preview(
     labels = clip_label_values(cat, sel["clip_id"].to_list(), keys=label_keys)
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
     cards = []
-    for cf in clip_frames(cat, sel, camera=camera, n=None):
+    for cf in private_frames(clip_frames(cat, sel, camera=camera, n=None), rows):
         rel = f"clips/{cf.clip_id}.mp4"
         encode_mp4(cf.frames, out / rel, fps=cf.rate_hz)
         cap = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))

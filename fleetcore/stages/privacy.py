@@ -495,6 +495,19 @@ class PrivacyStage:
                     frames[i] = replaced[id(f)]
         return regions, n
 
+    def anonymised(self, frames: Sequence[np.ndarray], *, what: str = "preview") -> list[np.ndarray]:
+        """Blurred copies of one camera's consecutive RGB frames (a preview outside the curate job:
+        the same detection schedule, tracking and blur). Raises :class:`PrivacyError` (``what`` in
+        its message) if the stage cannot anonymise: the frames are then never shown."""
+        if self.load_error:
+            raise PrivacyError(what, self.load_error)
+        out: list[np.ndarray | None] = [np.array(f, copy=True) for f in frames]
+        try:
+            self.anonymise_camera(out)
+        except _DETECT_ERRORS as exc:
+            raise PrivacyError(what, f"detection failed: {type(exc).__name__}: {exc}") from exc
+        return [f for f in out if f is not None]
+
     def _detection_pool(self) -> Any:
         """The stage's detection threads (made on first use and kept: each keeps its classifiers)."""
         from concurrent.futures import ThreadPoolExecutor
