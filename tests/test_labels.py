@@ -542,3 +542,37 @@ def test_duplicates_from_catalog_tables(udacity_frames, vehicle_frame):
     labels = LABELS.validate(LABELS.from_pylist(rows))
     clips = pa.table({"clip_id": ["c1", "c2", "c3"], "vehicle_id": ["v"] * 3, "start_ns": [0, 10, 20]})
     assert duplicates_from_catalog(clips, labels) == {"c1": None, "c2": "c1", "c3": None}
+
+
+def test_time_of_day_from_frames_without_gps(udacity_frames, vehicle_frame):
+    """No GPS fix: the forward camera's frames decide, and the labels say so. Real daylight drives
+    read day; the same real frames as a night camera sees them (exposure cut to a sixth, the sky
+    black, street lights and headlights as small bright spots) read night."""
+    lab = VisionLabeller()
+    for frames in (list(udacity_frames), [vehicle_frame] * 6):
+        v = lab.label(make_clip({"front": frames}), {}, start_utc_ns=0)
+        assert (v["time_of_day"], v["time_of_day_source"]) == ("day", "frames")
+
+    def as_night(f: np.ndarray) -> np.ndarray:
+        g = (f.astype(np.float32) / 255.0) ** 2.2 * 255.0 / 6.0  # a short exposure of the same scene
+        g[: int(f.shape[0] * 0.45)] *= 0.25  # an unlit sky
+        n = g.clip(0, 255).astype(np.uint8)
+        for x, y in ((80, 120), (300, 100), (520, 130), (250, 260), (390, 260)):
+            cv2.circle(n, (x, y), 6, (255, 240, 200), -1)  # street lights, headlights
+        return n
+
+    v = lab.label(make_clip({"front": [as_night(f) for f in udacity_frames]}), {}, start_utc_ns=0)
+    assert (v["time_of_day"], v["time_of_day_source"]) == ("night", "frames")
+    v = lab.label(make_clip({"front": [night_scene()] * 6}), {}, start_utc_ns=0)
+    assert v["time_of_day"] == "night"
+    # with a GPS fix the sun decides, whatever the frames look like
+    n = 6
+    tel = _telemetry(np.full(n, 10.0), np.zeros(n), np.zeros(n))
+    v = lab.label(make_clip({"front": [udacity_frames[0]] * n}), tel, start_utc_ns=utc_ns(2026, 1, 16, 8))
+    assert (v["time_of_day"], v["time_of_day_source"]) == ("night", "gps")
+    # the catalog column takes the frames' reading when telemetry has no fix
+    from fleetcore.clips.pack import label_columns
+
+    rows = [{"labeller": "telemetry", "label": "time_of_day", "value": "unknown", "score": None, "labeller_version": "1"},
+            {"labeller": "vision", "label": "time_of_day", "value": "night", "score": None, "labeller_version": "3"}]
+    assert label_columns(rows, privacy=True)["time_of_day"] == "night"

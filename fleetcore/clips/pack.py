@@ -170,8 +170,9 @@ def label_columns(labels: Sequence[dict[str, Any]], *, privacy: bool) -> dict[st
     ped = val("pedestrians", "pedestrians")
     tod = val("telemetry", "time_of_day")
     if tod in (None, "unknown"):
-        # No GPS fix, so no solar elevation: fall back to what the camera sees.
-        tod = {"bright": "day", "dim": "dusk_dawn", "dark": "night"}.get(val("vision", "scene_light") or "", tod)
+        # No GPS fix, so no solar elevation: the vision labeller's reading of the frames decides
+        # (its time_of_day_source label says which source did).
+        tod = val("vision", "time_of_day") or tod
     blurred = score("privacy", "regions_blurred")
     return {
         "time_of_day": tod,

@@ -199,6 +199,30 @@ def scene_light(brightness: float) -> str:
     return "dim"
 
 
+#: the upper share of a road frame that is mostly sky (frames_time_of_day)
+SKY_SHARE = 0.4
+#: frames_time_of_day: night when the sky part is darker than this and the whole frame darker than
+#: NIGHT_FRAME (street lights and headlights light the road, not the sky); day when the sky part is
+#: at least DAY_SKY or the whole frame at least BRIGHT
+NIGHT_SKY, NIGHT_FRAME, DAY_SKY = 50.0, 70.0, 100.0
+
+
+def frames_time_of_day(greys: list[np.ndarray]) -> str:
+    """``day`` / ``dusk_dawn`` / ``night`` from grey frames of a forward camera, for clips without a
+    GPS fix (no solar elevation): the median over the frames of the mean luma of the upper
+    ``SKY_SHARE`` (mostly sky: bright by day, black at night even under street lights) and of the
+    whole frame. ``unknown`` without frames."""
+    if not greys:
+        return "unknown"
+    sky = float(np.median([g[: max(1, int(g.shape[0] * SKY_SHARE))].mean() for g in greys]))
+    whole = float(np.median([g.mean() for g in greys]))
+    if sky < NIGHT_SKY and whole < NIGHT_FRAME:
+        return "night"
+    if sky >= DAY_SKY or whole >= BRIGHT:
+        return "day"
+    return "dusk_dawn"
+
+
 def light_conflict(tod: str, light: str) -> str:
     if tod == "unknown" or light == "unknown":
         return "unknown"
@@ -216,7 +240,7 @@ def _majority(values: list[Any]) -> Any:
 @register_labeller
 class VisionLabeller:
     name = "vision"
-    version = "2"
+    version = "3"
 
     def __init__(self, frames_per_camera: int = FRAMES_PER_CAMERA) -> None:
         self.frames_per_camera = frames_per_camera
@@ -224,12 +248,13 @@ class VisionLabeller:
     def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]:
         out: dict[str, LabelValue] = {}
         bright_by_cam: dict[str, float] = {}
+        greys_by_cam: dict[str, list[np.ndarray]] = {}
         for cam in clip.cameras:
             present = camera_frames(clip, cam)
             if not present:
                 continue
             picked = pick_evenly(present, self.frames_per_camera)
-            greys = [grey_scaled(f) for _, f in picked]
+            greys = greys_by_cam[cam] = [grey_scaled(f) for _, f in picked]
             b = float(np.mean([g.mean() for g in greys]))
             bright_by_cam[cam] = b
             out[f"{cam}.brightness"] = b
@@ -257,8 +282,13 @@ class VisionLabeller:
         light = scene_light(bright_by_cam.get(prim, float("nan")) if prim else float("nan"))
         tod, _ = clip_sun(telemetry, np.asarray(clip.sample_times_ns, dtype=np.int64), start_utc_ns)
         out["scene_light"] = light
-        out["time_of_day"] = tod
         out["light_conflict"] = light_conflict(tod, light)
+        source = "gps"
+        if tod == "unknown":  # no GPS fix: what the forward camera sees decides
+            tod = frames_time_of_day(greys_by_cam.get(prim, []) if prim else [])
+            source = "frames" if tod != "unknown" else "none"
+        out["time_of_day"] = tod
+        out["time_of_day_source"] = source
         return out
 
 
