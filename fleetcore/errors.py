@@ -23,7 +23,8 @@ class FleetError(Exception):
 
     def __init__(self, where: str | None, problem: str, *, code: str | None = None) -> None:
         self.where = str(where)
-        self.problem = str(problem)
+        # one line, always: text from a library (a CSV parser's excerpt, a traceback) loses its breaks
+        self.problem = " ".join(str(problem).split()) if "\n" in str(problem) or "\r" in str(problem) else str(problem)
         self.code = code if code is not None else self.default_code
         super().__init__(f"{self.where}: {self.problem}" + (f" [{self.code}]" if self.code else ""))
 

@@ -182,8 +182,9 @@ def validate_manifest(raw: Any) -> dict[str, Any]:
         DRIVE_MANIFEST.validate(table)
     except SchemaValidationError as exc:
         raise DriveError(MANIFEST, str(exc), code="manifest_invalid") from exc
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, KeyError) as exc:
-        raise DriveError(MANIFEST, f"does not match the drive_manifest contract v1: {exc}", code="manifest_invalid") from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, KeyError, OverflowError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DriveError(MANIFEST, f"does not match the drive_manifest contract v1: {first}", code="manifest_invalid") from exc
     m = table.to_pylist()[0]
     for key in ("vehicle_id", "drive_id"):
         if not ID_RE.match(m[key]):
@@ -199,6 +200,8 @@ def validate_manifest(raw: Any) -> dict[str, Any]:
         for f in c["files"]:
             if f["start_ns"] is None and f["frame_times"] is None:
                 raise DriveError(MANIFEST, f"camera {c['name']!r} file {f['path']!r}: expected start_ns (container video) or frame_times (raw stream)", code="manifest_invalid")
+    if not m["cameras"] and m["telemetry"] is None:
+        raise DriveError(MANIFEST, "lists neither cameras nor telemetry: nothing to curate", code="manifest_invalid")
     if m["telemetry"] is not None and m["telemetry"]["format"] not in ("parquet", "csv"):
         raise DriveError(MANIFEST, f"telemetry.format {m['telemetry']['format']!r}: expected 'parquet' or 'csv'", code="manifest_invalid")
     return m
