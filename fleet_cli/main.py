@@ -39,7 +39,10 @@ class FleetGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (FleetError, SchemaValidationError, FileNotFoundError, FileExistsError, NotADirectoryError, ValueError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            # escaped: an error code in brackets ("[no_space]") is text, not Rich markup
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             ctx.exit(1)
 
 

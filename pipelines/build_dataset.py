@@ -38,6 +38,7 @@ from fleetcore.datasets.build import (
     write_shard,
 )
 from fleetcore.datasets.spec import DatasetSpec, load_spec
+from fleetcore.store.cleanup import no_space, remove_orphans
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
     if not plan.tasks:
         raise DatasetError(sp.path, f"the selection is empty ({plan.selection.counts})", code="empty_selection")
     base.mkdir(parents=True, exist_ok=True)
+    remove_orphans(str(base))  # folders of builds killed earlier (never a live build's)
     tmp = base / f".tmp-{plan.version}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -157,9 +159,12 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
                 shutil.rmtree(tmp)
                 return _result(sp, plan.version, final, False)
             raise
-    except BaseException:
+    except BaseException as exc:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if isinstance(exc, Exception) and no_space(exc) is not None:
+            raise DatasetError(str(final), "no space left on device while building (the partial build was removed): free space and rerun",
+                               code="no_space") from None
         raise
     log.info("dataset %s@%s: %d samples built at %s", sp.name, plan.version, len(plan.tasks), final)
     return _result(sp, plan.version, final, True)

@@ -52,6 +52,7 @@ from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 from fleetcore.store.fs import is_local
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, commit, read_manifest
+from fleetcore.store.shards import StoreError
 from fleetcore.timing import STAGES, stage_time, take_stage_times
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
@@ -467,9 +468,14 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
 
     if not is_dir(landing):
         raise FileNotFoundError(f"{landing}: landing zone not found (expected a folder of <vehicle>/<drive>/ folders)")
+    from fleetcore.store.cleanup import no_space, remove_orphans, remove_own_tmp
+
     opts = pipeline_options(beam_args)
     t0 = time.monotonic()
     layout = StoreLayout(store)
+    # temp files of runs killed earlier (older than any live write); on object storage only the
+    # staging area is listed (a whole-store listing per run would cost more than it saves)
+    remove_orphans(store if is_local(store) else layout.staging)
     summary_path = join(layout.runs_dir, f"pending-{time.time_ns()}-{os.getpid()}.json")
     p = beam.Pipeline(options=opts)
     (
@@ -477,7 +483,15 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
         | "Curate" >> Curate(landing, store, cfg, vehicles=vehicles, dates=dates)
         | "WriteSummary" >> beam.Map(lambda s: atomic_write_bytes(summary_path, dumps_json(s)))
     )
-    result = run_to_completion(p)
+    try:
+        result = run_to_completion(p)
+    except Exception as exc:
+        full = no_space(exc)
+        if full is None:
+            raise
+        removed = remove_own_tmp(store)
+        raise StoreError(store, f"no space left on device while writing the store ({len(removed)} temporary file(s) of this run "
+                         "removed; every published file is complete): free space and rerun, the rerun resumes", code="no_space") from None
     summary = json.loads(read_bytes(summary_path))
     remove(summary_path)
     summary["metrics"] = beam_counters(result)

@@ -36,13 +36,58 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return opts
 
 
+class _HeldWorkerTracebacks:
+    """sys.stderr while a job runs: Beam's in-process SDK worker prints a failing bundle's traceback
+    straight to stderr (besides raising it to the caller, whose exception carries the same text).
+    Those writes are held back; everything else passes through."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.held: list[str] = []
+        self._after_held = False
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last):") and "apache_beam" in text:
+            self.held.append(text)
+            self._after_held = True
+            return len(text)
+        if self._after_held and text == "\n":  # print()'s own line end after the held text
+            self._after_held = False
+            return len(text)
+        self._after_held = False
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def run_to_completion(p: beam.Pipeline) -> Any:
-    """Run a pipeline, wait for it, and close the distributed client the DaskRunner opens."""
-    result = p.run()
+    """Run a pipeline, wait for it, and close the distributed client the DaskRunner opens.
+
+    A job that fails raises (Beam's exception names the failing step and carries the worker's
+    traceback). The worker tracebacks Beam also prints to stderr are held back while the job runs,
+    and written out after a failure, except one the caller turns into a one-line error (a full
+    disk: ``fleetcore.store.cleanup.no_space``)."""
+    import sys
+
+    from fleetcore.store.cleanup import no_space
+
+    hold = _HeldWorkerTracebacks(sys.stderr)
+    sys.stderr = hold
     try:
-        result.wait_until_finish()
+        result = p.run()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
+    except Exception as exc:
+        if no_space(exc) is None:
+            for text in hold.held:
+                hold.stream.write(text + "\n")
+        raise
     finally:
-        client = getattr(result, "client", None)
-        if client is not None:
-            client.close()
+        if sys.stderr is hold:
+            sys.stderr = hold.stream
     return result

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import time
 import tarfile
 from pathlib import Path
 
@@ -434,10 +435,15 @@ def test_interrupted_pack_then_rerun_gives_same_result(tmp_path, clips):
     store.mkdir(parents=True)
     # a killed run left: a half-written temp of shard 1, a complete shard 0, a stale wrong shard 2
     shutil.copyfile(ref_shards[0].path, store / ref_shards[0].name)
-    (store / f".{ref_shards[1].name}.tmp").write_bytes(Path(ref_shards[1].path).read_bytes()[:5000])
+    left = store / f".{ref_shards[1].name}.0123456789abcdef.tmp"
+    left.write_bytes(Path(ref_shards[1].path).read_bytes()[:5000])
+    os.utime(left, (time.time() - 7200, time.time() - 7200))  # the killed run was two hours ago
     (store / ref_shards[2].name).write_bytes(b"\0" * ref_shards[2].bytes)  # right size, wrong bytes
     before = os.stat(store / ref_shards[0].name).st_mtime_ns
     assert cs.verify_store(store)[0].code == "manifest_missing"  # no manifest until the run completes
+    from fleetcore.store.cleanup import remove_orphans
+
+    assert remove_orphans(str(store)) == [str(left)]  # what a curate run does when it starts
     shards = cs.pack_shards(frags, store, prefix="clips", max_bytes=MAX_BYTES)
     cs.write_store_manifest(store, shards, extra={"config_version": "cfg-1", "run": "test"})
     assert os.stat(store / ref_shards[0].name).st_mtime_ns == before  # complete shard not rewritten

@@ -89,11 +89,16 @@ def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
         fs.mv(t, resolve(final)[1])
 
 
+#: this process's mark in its temp names (``.<name>.<PROCESS_TMP_TOKEN><random>.tmp``): a run that
+#: fails removes the temp files it left (fleetcore.store.cleanup), never another process's
+PROCESS_TMP_TOKEN = uuid.uuid4().hex[:8]
+
+
 def unique_tmp(final: str | os.PathLike[str]) -> str:
-    """A fresh hidden temp name next to ``final``: ``.<name>.<random>.tmp``."""
+    """A fresh hidden temp name next to ``final``: ``.<name>.<process token><random>.tmp``."""
     f = os.fspath(final)
     name = basename(f)
-    return f[: len(f) - len(name)] + f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+    return f[: len(f) - len(name)] + f".{name}.{PROCESS_TMP_TOKEN}{uuid.uuid4().hex[:8]}.tmp"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -17,8 +17,9 @@ sorted keys, the fragment record sizes and ``max_bytes``, so all shards of one p
 share a brace-expandable pattern (``<prefix>-<token>-{000000..000009}.tar``) and a
 different packing never reuses a name.
 
-Resumability: temp files are ``.<name>.tmp`` (ignored by readers, overwritten by the next
-run); a shard whose final file already has the expected size and sha256 is not rewritten.
+Resumability: temp files are ``.<name>.<token>.tmp`` (ignored by readers; removed when a write
+fails, and by the next run when a killed run left them); a shard whose final file already has the
+expected size and sha256 is not rewritten.
 
 Paths (staging folder, fragments, store folder) are local paths or fsspec URIs
 (``memory://``, ``s3://``, ...); local paths use the OS directly (``os.replace``, fsync).
@@ -47,7 +48,9 @@ from fleetcore.store.fs import (
     makedirs,
     open_file,
     publish,
+    remove as remove_file,
     sha256_file,
+    unique_tmp,
 )
 from fleetcore.store.sample import (
     KEY_RE,
@@ -308,12 +311,17 @@ def pack_shards(
             if complete:
                 log.info("shard %s already complete; not rewritten", final)
         if not complete:
-            tmp = join(out, f".{name}.tmp")
-            with open_file(tmp, "wb") as f:
-                sha, sample_hashes, nbytes = _stream_group(group, f)
-                if is_local(tmp):
-                    f.flush()
-                    os.fsync(f.fileno())
+            tmp = unique_tmp(final)
+            try:
+                with open_file(tmp, "wb") as f:
+                    sha, sample_hashes, nbytes = _stream_group(group, f)
+                    if is_local(tmp):
+                        f.flush()
+                        os.fsync(f.fileno())
+            except BaseException:
+                if file_size(tmp) is not None:
+                    remove_file(tmp)  # a partial shard (a full disk, a failing fragment) is never left behind
+                raise
             publish(tmp, final)
             log.info("wrote shard %s (%d samples, %d bytes)", final, len(group), nbytes)
         rows: list[dict[str, Any]] = []
