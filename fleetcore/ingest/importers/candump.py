@@ -117,7 +117,7 @@ class FrameMatcher:
         except KeyError:
             pass
         m = self.by_id.get(arb_id)
-        if m is None and self.by_pgn and arb_id <= 0x1FFFFFFF:
+        if m is None and self.by_pgn and 0x7FF < arb_id <= 0x1FFFFFFF:  # 29-bit ids only
             m = self.by_pgn.get(self._pgn(arb_id))
         self._cache[arb_id] = m
         return m
