@@ -192,7 +192,7 @@ def test_mdf_parts_land_as_one_continuous_drive(real_data: Path, tmp_path: Path)
     ref = import_mdf([p2, p1], dbc, tmp_path / "landing", vehicle_id="2F6913DB")  # any order
     m = read_manifest(ref.path)
     assert m["utc_offset_ns"] == int(dt.datetime(2023, 1, 11, 17, 41, 55, tzinfo=dt.UTC).timestamp()) * 10**9
-    assert "2 file(s)" in m["notes"] and re.fullmatch(r"2F6913DB_20230111T174155Z_[0-9a-f]{6}", ref.drive_id)
+    assert "2 file(s)" in m["notes"] and "buses: CAN2" in m["notes"] and re.fullmatch(r"2F6913DB_20230111T174155Z_[0-9a-f]{6}", ref.drive_id)
     t = np.asarray(_telemetry(ref.path).column("t_ns"))
     assert len(t) > 1.9 * one.num_rows
     assert np.max(np.diff(t)) <= 0.5e9  # continuous track across the junction

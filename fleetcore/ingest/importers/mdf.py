@@ -55,8 +55,9 @@ DEFAULT_MAPPING: dict[str, Any] = {
 }
 
 
-def _channel_series(mdf: Any, want: str) -> Series:
-    """All decoded channels named ``<message>.<signal>`` (any bus), merged in time order (relative s → ns)."""
+def _channel_series(mdf: Any, want: str, buses: set[str] | None = None) -> Series:
+    """All decoded channels named ``<message>.<signal>`` (any bus), merged in time order (relative s → ns).
+    The bus names (``CAN1`` ...) of the channels found are added to ``buses``."""
     ts: list[np.ndarray] = []
     vs: list[np.ndarray] = []
     for gi, group in enumerate(mdf.groups):
@@ -64,6 +65,8 @@ def _channel_series(mdf: Any, want: str) -> Series:
             names = set(getattr(ch, "display_names", {}) or {})
             if want not in names and not any(n.endswith("." + want) for n in names):
                 continue
+            if buses is not None:
+                buses.update(n[: -len(want) - 1] for n in names if n.endswith("." + want))
             sig = mdf.get(group=gi, index=ci)
             samples = np.asarray(sig.samples)
             if samples.dtype.kind not in "biuf":  # value-to-text conversion: take the raw numbers
@@ -79,7 +82,7 @@ def _channel_series(mdf: Any, want: str) -> Series:
     return Series.make((np.rint(t * 1e9)).astype(np.int64), np.concatenate(vs))
 
 
-def _decode_part(mf4: Path, dbc_file: Path, setup: CanSetup) -> tuple[int, dict[str, Series]]:
+def _decode_part(mf4: Path, dbc_file: Path, setup: CanSetup, buses: set[str]) -> tuple[int, dict[str, Series]]:
     """(UTC start ns, "Msg.Sig" → Series on the file's relative clock) of one MF4 file."""
     from asammdf import MDF
     from asammdf.blocks.utils import MdfException
@@ -94,7 +97,7 @@ def _decode_part(mf4: Path, dbc_file: Path, setup: CanSetup) -> tuple[int, dict[
         start = src.start_time
         decoded = src.extract_bus_logging({"CAN": [(str(dbc_file), 0)]})
         try:
-            raw = {f"{m}.{s}": _channel_series(decoded, f"{m}.{s}") for m, sigs in setup.need.items() for s in sorted(sigs)}
+            raw = {f"{m}.{s}": _channel_series(decoded, f"{m}.{s}", buses) for m, sigs in setup.need.items() for s in sorted(sigs)}
         finally:
             decoded.close()
     except (MdfException, ValueError, KeyError, IndexError) as exc:
@@ -129,15 +132,16 @@ def import_mdf(
     default = None if car else DEFAULT_MAPPING
     setup = can_setup(dbc, mapping, car, default_mapping=default, default_name="<default CANedge GNSS/IMU mapping>")
     decoded: dict[Path, tuple[int, dict[str, Series]]] = {}
+    buses: set[str] = set()
     if dbc is not None:
         for p in files:
-            decoded[p] = _decode_part(p, Path(dbc), setup)
+            decoded[p] = _decode_part(p, Path(dbc), setup, buses)
     else:
         from fleetcore.ingest.importers.cars import car_dbc_file
 
         with car_dbc_file(setup.car) as tmp_dbc:
             for p in files:
-                decoded[p] = _decode_part(p, tmp_dbc, setup)
+                decoded[p] = _decode_part(p, tmp_dbc, setup, buses)
     spans = []
     for p, (start, raw) in decoded.items():
         if not raw:
@@ -157,9 +161,8 @@ def import_mdf(
     table = signals_to_table(cols, rate_hz=rate_hz, source=source)
     drive_id = drive_id or default_drive_id(vehicle_id, offset, [p.path for p in parts])
     planned = plan_videos(video)
-    notes = None
-    if len(parts) > 1 or car or gap_notes:
-        notes = f"mdf4: {len(parts)} file(s) ({', '.join(p.path.name for p in parts)}); {setup.label}" + "".join(f"; {n}" for n in gap_notes)
+    notes = f"mdf4: {len(parts)} file(s) ({', '.join(p.path.name for p in parts)}); buses: {', '.join(sorted(buses)) or '-'}; " \
+            f"{setup.label}" + "".join(f"; {n}" for n in gap_notes)
     return write_drive(
         Path(root), vehicle_id, drive_id, source_path=source, source="mdf4", utc_offset_ns=offset,
         telemetry=table, place_cameras=lambda w: place_videos(w, planned, start_ns=0), overwrite=overwrite, notes=notes,
