@@ -331,3 +331,25 @@ def test_j1939_frames_match_by_pgn(tmp_path: Path) -> None:
     d = _telemetry(ref.path).to_pydict()
     assert d["speed_mps"][0] == pytest.approx(20.0, abs=0.01)
     assert next(v for v in d["x_engine_rpm"] if v is not None) == pytest.approx(1200.0)
+
+
+# --------------------------------------------------------------------------------------
+# the telemetry contract's extra columns
+# --------------------------------------------------------------------------------------
+def test_contract_declares_extra_columns() -> None:
+    import pyarrow as pa
+
+    from schemas import SchemaValidationError
+
+    assert TELEMETRY.version == 1 and TELEMETRY.schema.metadata[b"fleet.contract_extra_prefix"] == b"x_"
+    assert TELEMETRY.is_extra("x_engine_rpm") and not TELEMETRY.is_extra("engine_rpm") and not TELEMETRY.is_extra("x_Bad")
+    t = pa.table({"t_ns": [1, 2], "speed_mps": [1.0, 2.0], "x_engine_rpm": [800, 900], "other": [1, 2]})
+    assert "x_engine_rpm" not in TELEMETRY.conform(t).column_names
+    kept = TELEMETRY.conform(t, extras=True)
+    assert kept.column_names[-1] == "x_engine_rpm" and kept.schema.field("x_engine_rpm").type == pa.float64()
+    TELEMETRY.validate(kept)
+    nan = TELEMETRY.conform(pa.table({"t_ns": [1, 2], "speed_mps": [1.0, 2.0], "x_a": [1.0, float("nan")]}), extras=True)
+    with pytest.raises(SchemaValidationError, match="x_a"):
+        TELEMETRY.validate(nan)
+    with pytest.raises(SchemaValidationError, match="x_s"):
+        TELEMETRY.conform(pa.table({"t_ns": [1], "speed_mps": [1.0], "x_s": ["fast"]}), extras=True)

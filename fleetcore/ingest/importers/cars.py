@@ -73,8 +73,14 @@ CARS: dict[str, Car] = {
 }
 
 
+#: other spellings: the model alone, and opendbc's platform names (``TOYOTA_RAV4`` ...) lowercased
+ALIASES = {"rav4": "toyota_rav4", "prius": "toyota_prius", "civic": "honda_civic"}
+
+
 def get_car(name: str) -> Car:
-    car = CARS.get(name.lower().replace("-", "_"))
+    """A built-in car by name (case-insensitive; ``-`` or space for ``_``; ``rav4``, ``prius``, ``civic`` too)."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    car = CARS.get(ALIASES.get(key, key))
     if car is None:
         raise ConfigError("--car", f"unknown car {name!r}; expected one of {sorted(CARS)}")
     return car
