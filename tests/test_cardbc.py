@@ -353,3 +353,21 @@ def test_contract_declares_extra_columns() -> None:
         TELEMETRY.validate(nan)
     with pytest.raises(SchemaValidationError, match="x_s"):
         TELEMETRY.conform(pa.table({"t_ns": [1], "speed_mps": [1.0], "x_s": ["fast"]}), extras=True)
+
+
+def test_mdf_with_a_car(tmp_path: Path) -> None:
+    """An MF4 bus log (written with python-can's MF4Writer) decoded with --car (the DBC comes from opendbc)."""
+    import can
+
+    path = tmp_path / "rav4.mf4"
+    writer = can.MF4Writer(str(path))
+    try:
+        for t, a, d in sorted(_toyota_frames(T0, 100)):
+            writer.on_message_received(can.Message(timestamp=t, arbitration_id=a, data=d, is_extended_id=False, channel=0))
+    finally:
+        writer.stop()
+    ref = import_mdf(path, None, tmp_path / "landing", vehicle_id="rav4", car="toyota_rav4")
+    d = _telemetry(ref.path).to_pydict()
+    assert d["speed_mps"][0] == pytest.approx(36.0 / 3.6, abs=0.01)
+    assert next(v for v in d["steering_angle_rad"] if v is not None) == pytest.approx(math.radians(12.3), abs=1e-3)
+    assert "x_engine_rpm" in d and "car toyota_rav4" in read_manifest(ref.path)["notes"]
