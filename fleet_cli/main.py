@@ -161,50 +161,76 @@ def import_dashcam_cmd(video, landing, vehicle, drive, camera, telemetry, teleme
                          telemetry_format=telemetry_format, start_utc=_utc(start_utc)), as_json)
 
 
+def _cars_help() -> str:
+    return "built-in car (opendbc DBC + mapping): toyota_rav4, toyota_prius, honda_civic"
+
+
 @import_.command("comma2k19")
 @click.argument("segment", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @landing_opt
 @click.option("--vehicle", default=None, help="vehicle id (default: the dongle id)")
 @click.option("--drive", default=None, help="drive id")
+@click.option("--car", default=None, help=_cars_help() + "; decodes processed_log/CAN/raw_can (default: by dongle id when raw_can is there)")
 @json_opt
-def import_comma_cmd(segment, landing, vehicle, drive, as_json):
+def import_comma_cmd(segment, landing, vehicle, drive, car, as_json):
     """A comma2k19 segment (or route) folder: processed_log/ arrays, global_pose/frame_times, video.hevc if present."""
     from fleetcore.ingest.importers import import_comma2k19
 
-    _done(import_comma2k19(segment, landing, vehicle_id=vehicle, drive_id=drive), as_json)
+    _done(import_comma2k19(segment, landing, vehicle_id=vehicle, drive_id=drive, car=car), as_json)
 
 
 @import_.command("candump")
-@click.argument("log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("log_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @landing_opt
-@click.option("--dbc", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--mapping", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML: canonical column -> DBC signal")
+@click.option("--dbc", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="DBC file (default: the car's)")
+@click.option("--mapping", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML: column -> DBC signal expression (default: the car's)")
+@click.option("--car", default=None, help=_cars_help())
 @click.option("--vehicle", required=True)
 @click.option("--drive", default=None)
 @click.option("--video", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--start-utc", default=None)
+@click.option("--max-gap-s", default=3600.0, show_default=True, type=float, help="longest gap allowed between parts of one drive")
 @json_opt
-def import_candump_cmd(log_file, landing, dbc, mapping, vehicle, drive, video, start_utc, as_json):
-    """A `candump -L` log decoded with a DBC file and a signal mapping."""
+def import_candump_cmd(log_files, landing, dbc, mapping, car, vehicle, drive, video, start_utc, max_gap_s, as_json):
+    """`candump -L` logs (one drive, in parts) decoded with a DBC file and a signal mapping, or a built-in car."""
     from fleetcore.ingest.importers import import_candump
 
-    _done(import_candump(log_file, dbc, mapping, landing, vehicle_id=vehicle, drive_id=drive, video=video, start_utc=_utc(start_utc)), as_json)
+    _done(import_candump(list(log_files), dbc, mapping, landing, vehicle_id=vehicle, drive_id=drive, car=car, video=video,
+                         start_utc=_utc(start_utc), max_gap_s=max_gap_s), as_json)
 
 
 @import_.command("mdf")
-@click.argument("mf4", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("mf4_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @landing_opt
-@click.option("--dbc", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dbc", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="DBC file (default: the car's)")
 @click.option("--mapping", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--car", default=None, help=_cars_help())
+@click.option("--vehicle", required=True)
+@click.option("--drive", default=None)
+@click.option("--video", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--max-gap-s", default=3600.0, show_default=True, type=float, help="longest gap allowed between parts of one drive")
+@json_opt
+def import_mdf_cmd(mf4_files, landing, dbc, mapping, car, vehicle, drive, video, max_gap_s, as_json):
+    """ASAM MDF4 (.MF4) bus logs (one drive, in parts) decoded with a DBC file, or a built-in car."""
+    from fleetcore.ingest.importers import import_mdf
+
+    _done(import_mdf(list(mf4_files), dbc, landing, vehicle_id=vehicle, drive_id=drive, mapping=mapping, car=car, video=video,
+                     max_gap_s=max_gap_s), as_json)
+
+
+@import_.command("csv")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@landing_opt
+@click.option("--profile", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML vendor profile")
 @click.option("--vehicle", required=True)
 @click.option("--drive", default=None)
 @click.option("--video", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_opt
-def import_mdf_cmd(mf4, landing, dbc, mapping, vehicle, drive, video, as_json):
-    """An ASAM MDF4 (.MF4) bus log decoded with a DBC file."""
-    from fleetcore.ingest.importers import import_mdf
+def import_csv_cmd(csv_file, landing, profile, vehicle, drive, video, as_json):
+    """A vendor CSV log described by a YAML profile (telemetry-only unless --video is given)."""
+    from fleetcore.ingest.importers import import_csv
 
-    _done(import_mdf(mf4, dbc, landing, vehicle_id=vehicle, drive_id=drive, mapping=mapping, video=video), as_json)
+    _done(import_csv(csv_file, profile, landing, vehicle_id=vehicle, drive_id=drive, video=video), as_json)
 
 
 # --------------------------------------------------------------------------------------

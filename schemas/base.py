@@ -10,6 +10,7 @@ This module imports only pyarrow (and the standard library).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 META_NAME = b"fleet.contract"
 META_VERSION = b"fleet.contract_version"
+META_EXTRA = b"fleet.contract_extra_prefix"
 
 
 class SchemaValidationError(ValueError):
@@ -68,11 +70,17 @@ class Contract:
     schema: pa.Schema
     checks: dict[str, Check] = field(default_factory=dict)
     description: str = ""
+    #: Columns named ``<extra_prefix><name>`` (lowercase ``[a-z0-9_]``) may follow the declared ones:
+    #: nullable float64 with ``extra_check``. None: no extra columns.
+    extra_prefix: str | None = None
+    extra_check: Check = field(default_factory=lambda: Check(finite=True))
 
     def __post_init__(self) -> None:
         meta = dict(self.schema.metadata or {})
         meta[META_NAME] = self.name.encode()
         meta[META_VERSION] = str(self.version).encode()
+        if self.extra_prefix:
+            meta[META_EXTRA] = self.extra_prefix.encode()
         object.__setattr__(self, "schema", self.schema.with_metadata(meta))
 
     # -- helpers -----------------------------------------------------------------
@@ -84,6 +92,15 @@ class Contract:
     def required(self) -> list[str]:
         return [f.name for f in self.schema if not f.nullable]
 
+    def is_extra(self, name: str) -> bool:
+        """Whether ``name`` is a valid extra column name of this contract (see ``extra_prefix``)."""
+        p = self.extra_prefix
+        return bool(p) and name not in self.schema.names and _EXTRA_RE.match(name) is not None and name.startswith(p)  # type: ignore[arg-type]
+
+    def extra_columns(self, table: pa.Table) -> list[str]:
+        """The extra columns of ``table``, sorted by name."""
+        return sorted(c for c in table.column_names if self.is_extra(c))
+
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
@@ -91,8 +108,9 @@ class Contract:
         """Build a table with exactly this schema (missing nullable keys become null)."""
         return pa.Table.from_pylist(list(rows), schema=self.schema)
 
-    def conform(self, table: pa.Table) -> pa.Table:
+    def conform(self, table: pa.Table, *, extras: bool = False) -> pa.Table:
         """Select and cast the contract's columns (in order), adding null nullable columns.
+        With ``extras``, the table's extra columns (see ``extra_prefix``) follow, sorted by name, as float64.
 
         Raises SchemaValidationError for a missing non-nullable column or a failed cast.
         """
@@ -110,7 +128,16 @@ class Contract:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise SchemaValidationError(self.name, f.name, None, f"values castable to {f.type}", str(col.type)) from exc
             arrays.append(col)
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        schema = self.schema
+        if extras:
+            for name in self.extra_columns(table):
+                col = table.column(name)
+                try:
+                    arrays.append(col.cast(pa.float64()))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise SchemaValidationError(self.name, name, None, "an extra column castable to double", str(col.type)) from exc
+                schema = schema.append(pa.field(name, pa.float64(), nullable=True))
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def validate(self, table: pa.Table) -> pa.Table:
         """Check columns, types, nulls and value rules. Returns the table unchanged.
@@ -131,7 +158,21 @@ class Contract:
             chk = self.checks.get(f.name)
             if chk is not None:
                 _apply_check(self.name, f.name, col, chk)
+        self.validate_extras(table, cast=False)
         return table
+
+    def validate_extras(self, table: pa.Table, *, cast: bool = True) -> None:
+        """Check the extra columns of ``table`` (float64, or castable to it when ``cast``; ``extra_check``)."""
+        for name in self.extra_columns(table):
+            col = table.column(name)
+            if not pa.types.is_float64(col.type):
+                if not cast:
+                    raise SchemaValidationError(self.name, name, None, "type double (an extra column)", str(col.type))
+                try:
+                    col = col.cast(pa.float64())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise SchemaValidationError(self.name, name, None, "an extra column castable to double", str(col.type)) from exc
+            _apply_check(self.name, name, col, self.extra_check)
 
     def check_schema_metadata(self, schema: pa.Schema) -> None:
         """Raise if ``schema`` carries another contract's name or a newer version than this code knows."""
@@ -142,6 +183,9 @@ class Contract:
         ver = meta.get(META_VERSION)
         if ver is not None and int(ver) > self.version:
             raise SchemaValidationError(self.name, None, None, f"contract version <= {self.version}", int(ver))
+
+
+_EXTRA_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def _first_true(mask: pa.ChunkedArray | pa.Array) -> int:

@@ -6,6 +6,11 @@ and the telemetry); ``utc_ns = vehicle_ns + drive.utc_offset_ns``.
 Units are SI: m/s, m/s^2, rad, rad/s; brake and throttle are fractions 0..1.
 Angles: ``steering_angle_rad`` is the steering-wheel angle, positive = left;
 ``heading_rad`` is the course over ground, clockwise from true north, in [0, 2*pi).
+
+Telemetry may carry extra columns after the canonical ones (declared in the contract, so still v1):
+``x_<name>`` (lowercase ``[a-z0-9_]``), nullable finite float64, in the unit the source gives
+(e.g. ``x_engine_rpm``). ``TELEMETRY.conform`` drops them unless ``extras=True``; the schema
+metadata ``fleet.contract_extra_prefix`` says which prefix a file's extra columns use.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ TELEMETRY = Contract(
         "heading_rad": Check(finite=True, min=0.0, max=2 * math.pi),
         "shadow_steering_angle_rad": Check(finite=True, min=-20.0, max=20.0),
     },
+    extra_prefix="x_",
 )
 
 TELEMETRY_SIGNALS = [n for n in TELEMETRY.column_names if n != "t_ns"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -344,7 +345,7 @@ def test_mdf_canedge(real: Path, tmp_path: Path) -> None:
     ref = import_mdf(d / "00000001-63BEF5CD.MF4", d / "gnss.dbc", tmp_path, vehicle_id="2F6913DB")
     m = read_manifest(ref.path)
     assert m["utc_offset_ns"] == int(dt.datetime(2023, 1, 11, 17, 41, 55, tzinfo=dt.UTC).timestamp()) * 10**9
-    assert ref.drive_id == "2F6913DB_20230111T174155Z" and m["cameras"] == [] and m["source"] == "mdf4"
+    assert re.fullmatch("2F6913DB_20230111T174155Z_[0-9a-f]{6}", ref.drive_id) and m["cameras"] == [] and m["source"] == "mdf4"
     t = _telemetry(ref.path)
     d_ = t.to_pydict()
     sp = np.array(d_["speed_mps"])
@@ -440,7 +441,7 @@ def test_candump(real: Path, tmp_path: Path) -> None:
     ref = import_candump(log, real / CSS / "gnss.dbc", mapping, tmp_path / "landing", vehicle_id="car-7", video=[real / UDACITY])
     m = read_manifest(ref.path)
     assert m["utc_offset_ns"] == int(T0) * 10**9 and m["source"] == "candump"
-    assert ref.drive_id == "car-7_20230111T174320Z"
+    assert re.fullmatch("car-7_20230111T174320Z_[0-9a-f]{6}", ref.drive_id)
     assert m["cameras"][0]["files"][0] == {"path": "cameras/front/000.mp4", "start_ns": 0, "frame_times": None}
     d = _telemetry(ref.path).to_pydict()
     t = np.array(d["t_ns"])
@@ -544,7 +545,7 @@ def test_candump_tiny_dbc_kmh_and_discrete(tmp_path: Path) -> None:
     assert e.value.path == str(log)
     start = dt.datetime(2025, 3, 1, 8, 0, 0, tzinfo=dt.timezone.utc)
     ref = import_candump(log, dbc, mapping, tmp_path / "landing", vehicle_id="car-9", start_utc=start, rate_hz=20.0)
-    assert ref.drive_id == "car-9_20250301T080000Z"
+    assert re.fullmatch("car-9_20250301T080000Z_[0-9a-f]{6}", ref.drive_id)
     m = read_manifest(ref.path)
     assert m["utc_offset_ns"] == int(start.timestamp()) * 10**9 and m["cameras"] == []
     d = _telemetry(ref.path).to_pydict()

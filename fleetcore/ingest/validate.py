@@ -273,10 +273,12 @@ def read_telemetry(path: Path, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
             raw = pacsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DriveError(rel, f"cannot read {fmt} telemetry: {exc}", code="telemetry_unreadable") from exc
-    unknown = [c for c in raw.column_names if c not in TELEMETRY.column_names]
+    unknown = [c for c in raw.column_names if c not in TELEMETRY.column_names and not TELEMETRY.is_extra(c)]
     if unknown:
-        raise DriveError(rel, f"unknown columns {unknown}; expected canonical columns {TELEMETRY.column_names}", code="telemetry_schema")
+        raise DriveError(rel, f"unknown columns {unknown}; expected canonical columns {TELEMETRY.column_names} "
+                         f"(plus extra columns named {TELEMETRY.extra_prefix}<name>)", code="telemetry_schema")
     try:
+        TELEMETRY.validate_extras(raw)  # extra columns are checked here and left out of the canonical table
         table = TELEMETRY.conform(raw)
     except SchemaValidationError as exc:
         raise DriveError(rel, str(exc), code="telemetry_schema") from exc

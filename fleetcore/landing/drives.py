@@ -239,8 +239,8 @@ def dumps_json(obj: Any) -> bytes:
 
 
 def write_telemetry_parquet(path: str | os.PathLike[str], table: pa.Table) -> None:
-    """Write canonical telemetry (conformed and validated) atomically and deterministically."""
-    table = TELEMETRY.validate(TELEMETRY.conform(table))
+    """Write canonical telemetry (conformed and validated, extra ``x_*`` columns kept) atomically and deterministically."""
+    table = TELEMETRY.validate(TELEMETRY.conform(table, extras=True))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -41,6 +41,7 @@ RATE_HZ = 100.0
 GPS_EPOCH_UNIX_S = 315_964_800  # 1980-01-06T00:00:00Z
 # (first UNIX second it applies from, GPS - UTC seconds)
 LEAP_SECONDS = [(1341100800, 16), (1435708800, 17), (1483228800, 18)]
+RAW_CAN = "processed_log/CAN/raw_can"
 NAME_RE = re.compile(r"([0-9a-f]{16})[|_](\d{4}-\d{2}-\d{2}--\d{2}-\d{2}-\d{2})")
 
 
@@ -110,13 +111,68 @@ def _utc_offset_ns(seg: Path) -> int | None:
     return None
 
 
-def _segment_signals(seg: Path) -> tuple[dict[str, Series], np.ndarray]:
-    speed = _signal(seg, "processed_log/CAN/speed")
-    assert speed is not None
-    sig: dict[str, Series] = {"speed_mps": Series.make(speed[0], speed[1][:, 0])}
-    steer = _signal(seg, "processed_log/CAN/steering_angle", required=False)
-    if steer is not None:
-        sig["steering_angle_rad"] = Series.make(steer[0], np.radians(steer[1][:, 0]))
+def has_raw_can(seg: Path) -> bool:
+    return all((seg / RAW_CAN / n).is_file() for n in ("t", "address", "data"))
+
+
+def raw_can_frames(seg: Path, *, bus: int | None, ids: set[int] | None = None) -> list[tuple[int, int, bytes]]:
+    """(boot ns, address, data) of ``processed_log/CAN/raw_can`` (``t`` s, ``src`` bus, ``address``, ``data``),
+    on bus ``bus`` (None: all), only ``ids`` if given. ``data`` may be ``|S8`` (trailing NULs stripped:
+    decoding pads them back) or (N, 8) uint8."""
+    t = _load(seg, f"{RAW_CAN}/t")
+    addr = _load(seg, f"{RAW_CAN}/address")
+    data = _load(seg, f"{RAW_CAN}/data")
+    src = _load(seg, f"{RAW_CAN}/src", required=False)
+    assert t is not None and addr is not None and data is not None
+    t = np.asarray(t, dtype=np.float64).ravel()
+    addr = np.asarray(addr).astype(np.int64).ravel()
+    n = t.shape[0]
+    if addr.shape[0] != n or data.shape[0] != n or (src is not None and np.asarray(src).ravel().shape[0] != n):
+        raise SourceImportError(str(seg / RAW_CAN), f"expected t, address, data (and src) of the same length; found {n}, {addr.shape[0]}, {data.shape[0]}")
+    keep = np.ones(n, dtype=bool)
+    if bus is not None and src is not None:
+        keep &= np.asarray(src).astype(np.int64).ravel() == bus
+    if ids is not None:
+        keep &= np.isin(addr, np.fromiter(ids, dtype=np.int64))
+    idx = np.flatnonzero(keep)
+    t_ns = seconds_to_ns(t[idx])
+    if data.dtype.kind == "S":
+        payloads = [bytes(b) for b in data[idx].tolist()]
+    elif data.dtype.kind in "u" and data.ndim == 2:
+        payloads = [bytes(row) for row in np.asarray(data[idx], dtype=np.uint8)]
+    else:
+        raise SourceImportError(str(seg / RAW_CAN / "data"), f"expected |S8 bytes or (N, 8) uint8 CAN payloads, found {data.dtype} {data.shape}")
+    return list(zip(t_ns.tolist(), addr[idx].tolist(), payloads))
+
+
+def _raw_can_signals(seg: Path, setup: Any) -> dict[str, Series]:
+    """Canonical / extra columns decoded from the segment's raw CAN with the car's DBC and mapping."""
+    from fleetcore.ingest.importers.candump import FrameMatcher, decode_frames, map_columns
+
+    match = FrameMatcher(setup.db, setup.need)
+    ids = set(match.by_id)
+    src = str(seg / RAW_CAN)
+    bus = setup.car.bus if setup.car is not None else 0
+    frames = raw_can_frames(seg, bus=bus, ids=ids)
+    raw = decode_frames(iter(frames), setup, source=src, pad=True)
+    sp = next(m for m in setup.mapping if m.column == "speed_mps")
+    if not any(k in raw for k in sp.signals):
+        log.warning("%s: no speed frames on bus %s; trying all buses", src, bus)
+        raw = decode_frames(iter(raw_can_frames(seg, bus=None, ids=ids)), setup, source=src, pad=True)
+    return map_columns(setup, raw, source=src)
+
+
+def _segment_signals(seg: Path, setup: Any = None) -> tuple[dict[str, Series], np.ndarray]:
+    sig: dict[str, Series] = {}
+    if setup is not None:
+        sig.update(_raw_can_signals(seg, setup))
+    else:
+        speed = _signal(seg, "processed_log/CAN/speed")
+        assert speed is not None
+        sig["speed_mps"] = Series.make(speed[0], speed[1][:, 0])
+        steer = _signal(seg, "processed_log/CAN/steering_angle", required=False)
+        if steer is not None:
+            sig["steering_angle_rad"] = Series.make(steer[0], np.radians(steer[1][:, 0]))
     acc = _signal(seg, "processed_log/IMU/accelerometer", required=False)
     if acc is not None:
         if acc[1].shape[1] < 2:
@@ -136,7 +192,7 @@ def _segment_signals(seg: Path) -> tuple[dict[str, Series], np.ndarray]:
         sig["heading_rad"] = Series.make(t_ns, np.radians(np.mod(v[:, 5], 360.0)))
     sp = sig["speed_mps"]
     if len(sp) == 0:
-        raise SourceImportError(str(seg / "processed_log/CAN/speed/value"), "no finite speed samples")
+        raise SourceImportError(str(seg / ("processed_log/CAN/speed/value" if setup is None else RAW_CAN)), "no finite speed samples")
     grid = uniform_grid(int(sp.t_ns[0]), int(sp.t_ns[-1]), RATE_HZ)
     return sig, grid
 
@@ -169,9 +225,15 @@ def import_comma2k19(
     *,
     vehicle_id: str | None = None,
     drive_id: str | None = None,
+    car: str | None = None,
     overwrite: bool = False,
 ) -> DriveRef:
-    """Land one comma2k19 segment, or a route folder of segments, as one drive (camera ``road``)."""
+    """Land one comma2k19 segment, or a route folder of segments, as one drive (camera ``road``).
+
+    ``car`` (a built-in car name): the CAN columns are decoded from ``processed_log/CAN/raw_can`` with
+    the car's opendbc DBC and mapping (speed, steering angle, extra ``x_*`` columns) instead of being
+    read from the processed arrays. Without ``car``, segments without ``processed_log/CAN/speed`` but
+    with raw CAN are decoded with the car of the dongle id (RAV4 ``b0c9d2329ad1606b``, Civic ``99c94dc769b5d96e``)."""
     folder = Path(segment_dir)
     if not folder.is_dir():
         raise SourceImportError(str(folder), "expected a comma2k19 segment or route folder")
@@ -181,11 +243,25 @@ def import_comma2k19(
     if vehicle_id is None:
         raise SourceImportError(str(folder), "cannot find the dongle id in the folder name; pass vehicle_id")
 
+    setup = None
+    if car is None and any(not (s / "processed_log/CAN/speed/t").is_file() and has_raw_can(s) for s in segs):
+        from fleetcore.ingest.importers.cars import car_for_dongle
+
+        known = car_for_dongle(dongle)
+        if known is None:
+            raise SourceImportError(str(folder), "no processed CAN speed; pass car (a built-in car) to decode processed_log/CAN/raw_can")
+        car = known.name
+    if car is not None:
+        from fleetcore.ingest.importers.candump import can_setup
+
+        setup = can_setup(None, None, car)
     offsets: list[int] = []
     parts: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     video_files: list[tuple[Path, np.ndarray]] = []
     for seg in segs:
-        sig, grid = _segment_signals(seg)
+        if setup is not None and not has_raw_can(seg):
+            raise SourceImportError(str(seg / RAW_CAN), "expected raw CAN arrays t, src, address, data (needed to decode with a car)")
+        sig, grid = _segment_signals(seg, setup)
         parts.append((grid, resample_all(sig, grid)))
         off = _utc_offset_ns(seg)
         if off is not None:
@@ -222,7 +298,7 @@ def import_comma2k19(
             files.append({"path": rel, "start_ns": None, "frame_times": rel_t})
         return [{"name": "road", "codec": "hevc", "files": files}]
 
-    notes = f"comma2k19 {folder.name}: {len(segs)} segment(s)"
+    notes = f"comma2k19 {folder.name}: {len(segs)} segment(s)" + (f"; CAN decoded from raw_can with {setup.label}" if setup else "")
     return write_drive(
         Path(root), vehicle_id, drive_id, source_path=str(folder), source="comma2k19",
         utc_offset_ns=offset, telemetry=table, place_cameras=place, overwrite=overwrite, notes=notes,

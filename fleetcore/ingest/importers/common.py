@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import yaml
 
 from fleetcore.errors import SourceImportError
 from fleetcore.landing.drives import CAMERA_RE, ID_RE, DriveRef, DriveWriter
@@ -147,13 +146,13 @@ def resample_all(
 
 
 def telemetry_table(t_ns: np.ndarray, columns: Mapping[str, np.ndarray]) -> pa.Table:
-    """Canonical TELEMETRY table from float arrays (NaN → null). Rows without speed are dropped;
+    """Canonical TELEMETRY table (plus extra ``x_*`` columns) from float arrays (NaN → null). Rows without speed are dropped;
     rows are sorted by time and duplicate times removed (first wins). Angles are wrapped into [0, 2pi)."""
     t = np.asarray(t_ns, dtype=np.int64)
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
     for k in cols:
-        if k not in SIGNALS:
-            raise ValueError(f"{k!r} is not a canonical telemetry column; expected one of {SIGNALS}")
+        if k not in SIGNALS and not TELEMETRY.is_extra(k):
+            raise ValueError(f"{k!r} is not a canonical telemetry column; expected one of {SIGNALS} or an extra {TELEMETRY.extra_prefix}<name>")
     if "speed_mps" not in cols:
         raise ValueError("no speed_mps column")
     keep = np.isfinite(cols["speed_mps"])
@@ -180,7 +179,13 @@ def telemetry_table(t_ns: np.ndarray, columns: Mapping[str, np.ndarray]) -> pa.T
         else:
             arr = pa.array(np.where(mask, 0.0, v), mask=mask, type=pa.float64())
         arrays[f.name] = arr
-    return TELEMETRY.conform(pa.table(arrays))
+    for k in sorted(c for c in cols if TELEMETRY.is_extra(c)):
+        v = cols[k]
+        mask = ~np.isfinite(v)
+        if mask.all():
+            continue  # an extra signal without samples is left out
+        arrays[k] = pa.array(np.where(mask, 0.0, v), mask=mask, type=pa.float64())
+    return TELEMETRY.conform(pa.table(arrays), extras=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -215,78 +220,8 @@ def speed_heading_from_fixes(t_ns: np.ndarray, lat: np.ndarray, lon: np.ndarray)
 
 
 # --------------------------------------------------------------------------------------
-# Signal mapping files (candump / MDF)
+# DBC files (candump / MDF); the mapping files are in fleetcore.ingest.importers.mapping
 # --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SignalMap:
-    column: str  # canonical column
-    message: str  # DBC message name
-    signal: str  # DBC signal name
-    scale: float = 1.0
-    offset: float = 0.0
-
-    @property
-    def ref(self) -> str:
-        return f"{self.message}.{self.signal}"
-
-
-def parse_mapping(raw: Any, path: str) -> list[SignalMap]:
-    """Validate a mapping document ``{column: {signal: "Msg.Sig", scale: 1.0, offset: 0.0}}``
-    (a bare string value is short for ``{signal: ...}``)."""
-    if not isinstance(raw, dict) or not raw:
-        raise SourceImportError(path, "expected a YAML mapping of canonical telemetry columns to {signal: 'Message.Signal', scale, offset}")
-    out = []
-    for col in sorted(raw):
-        spec = raw[col]
-        if col not in SIGNALS:
-            raise SourceImportError(path, f"{col!r} is not a canonical telemetry column; expected one of {SIGNALS}")
-        if isinstance(spec, str):
-            spec = {"signal": spec}
-        if not isinstance(spec, dict) or not isinstance(spec.get("signal"), str):
-            raise SourceImportError(path, f"{col}: expected {{signal: 'Message.Signal', scale: <number>, offset: <number>}}")
-        unknown = set(spec) - {"signal", "scale", "offset"}
-        if unknown:
-            raise SourceImportError(path, f"{col}: unknown keys {sorted(unknown)}; expected signal, scale, offset")
-        ref = spec["signal"]
-        if ref.count(".") != 1 or not all(ref.split(".")):
-            raise SourceImportError(path, f"{col}: signal {ref!r} is not of the form 'Message.Signal'")
-        scale, offset = spec.get("scale", 1.0), spec.get("offset", 0.0)
-        for what, v in (("scale", scale), ("offset", offset)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise SourceImportError(path, f"{col}: {what} must be a finite number, found {v!r}")
-        msg, sig = ref.split(".")
-        out.append(SignalMap(col, msg, sig, float(scale), float(offset)))
-    if not any(m.column == "speed_mps" for m in out):
-        raise SourceImportError(path, "the mapping has no speed_mps entry; speed is required")
-    return out
-
-
-def load_mapping(path: Path) -> list[SignalMap]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SourceImportError(str(path), "mapping file not found") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SourceImportError(str(path), f"expected a YAML mapping file: {exc}") from exc
-    return parse_mapping(raw, str(path))
-
-
-def check_mapping_against_dbc(mapping: Sequence[SignalMap], db: Any, dbc_path: str, mapping_path: str) -> dict[str, list[int]]:
-    """Every mapped Message.Signal must exist in the DBC. Returns message name → frame ids
-    (a DBC may reuse a message name for several frame ids)."""
-    frames: dict[str, list[int]] = {}
-    for m in db.messages:
-        frames.setdefault(m.name, []).append(m.frame_id)
-    for sm in mapping:
-        ids = frames.get(sm.message)
-        if not ids:
-            raise SourceImportError(mapping_path, f"{sm.column}: message {sm.message!r} is not in the DBC {dbc_path}")
-        names = {s.name for fid in ids for s in db.get_message_by_frame_id(fid).signals}
-        if sm.signal not in names:
-            raise SourceImportError(mapping_path, f"{sm.column}: signal {sm.ref!r} is not in the DBC {dbc_path} (message {sm.message} has {sorted(names)})")
-    return {k: sorted(v) for k, v in frames.items()}
-
-
 def load_dbc(path: Path) -> Any:
     import cantools
 
@@ -403,9 +338,27 @@ def place_videos(writer: DriveWriter, planned: Sequence[PlannedVideo], *, start_
     return cams
 
 
-def default_drive_id(vehicle_id: str, utc_ns: int) -> str:
+def default_drive_id(vehicle_id: str, utc_ns: int, inputs: Sequence[Path] = ()) -> str:
+    """``<vehicle>_<UTC start as YYYYmmddTHHMMSSZ>``, plus ``_<6 hex digits>`` of the SHA-1 of the input
+    files' contents when ``inputs`` are given (so parts of one drive imported one by one never collide)."""
     stamp = dt.datetime.fromtimestamp(utc_ns // NS_PER_S, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{vehicle_id.replace('.', '-')}_{stamp}"
+    base = f"{vehicle_id.replace('.', '-')}_{stamp}"
+    if not inputs:
+        return base
+    return f"{base}_{inputs_digest(inputs)[:6]}"
+
+
+def inputs_digest(inputs: Sequence[Path]) -> str:
+    """SHA-1 over the contents of the files, in the order given."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in inputs:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def check_ids(vehicle_id: str, drive_id: str, path: str) -> None:
@@ -434,7 +387,7 @@ def write_drive(
         if telemetry.num_rows == 0:
             raise SourceImportError(source_path, "no telemetry rows with a speed value remain after decoding")
         try:
-            TELEMETRY.validate(TELEMETRY.conform(telemetry))
+            TELEMETRY.validate(TELEMETRY.conform(telemetry, extras=True))
         except SchemaValidationError as exc:
             raise SourceImportError(source_path, f"decoded telemetry is out of the canonical range: {exc}") from exc
     writer = DriveWriter(root, vehicle_id, drive_id, overwrite=overwrite)
