@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/loader.py --json bench/results/loader.json
 	$(BIN)/python bench/query.py --json bench/results/query.json
 	$(BIN)/python bench/e2e.py --json bench/results/e2e.json
+	$(BIN)/python bench/scale.py bench/results/e2e.json --write docs/scale.md --json bench/results/scale.json
 	$(BIN)/python bench/report.py bench/results/e2e.json bench/results/decode.json bench/results/privacy.json bench/results/loader.json bench/results/query.json
 
 UI_PORT ?= 3000

@@ -229,6 +229,10 @@ def bench_curate_stages(root: Path, *, quick: bool, repeats: int, console: Conso
             r = {"seconds": s["seconds"], "cpu_seconds": cpu, "clips": s["clips"], "frames_decoded": s["metrics"]["frames_decoded"],
                  "frames_stored": samples, "decoded_fps": s["metrics"]["frames_decoded"] / s["seconds"],
                  "stored_fps": samples / s["seconds"], "cores_busy": cpu / s["seconds"]}
+            st = s.get("stage_seconds") or {}
+            for stage in ("privacy", "labels"):
+                if stage in st:  # the stage's seconds of work (summed over the worker threads) per stored frame
+                    r[f"{stage}_ms_per_stored_frame"] = round(1000 * st[stage] / max(1, samples), 2)
             rounds[-1][name] = r["seconds"]
             if name not in out or r["seconds"] < out[name]["seconds"]:
                 out[name] = r
@@ -258,6 +262,10 @@ def print_stages(console: Console, stages: dict[str, Any]) -> None:
     console.print(f"labels + privacy keep {stages['ratio_post_workers_2']:.2f} of the frames per second (goal >= 0.6; default --post-workers 2; "
                   f"median of the rounds {stages['ratio_post_workers_2_median']:.2f}); "
                   f"{stages['ratio_post_workers_0']:.2f} with --post-workers 0 (median {stages['ratio_post_workers_0_median']:.2f})")
+    with_stages = stages.get("labels + privacy, post_workers=0", {})
+    if "privacy_ms_per_stored_frame" in with_stages:
+        console.print(f"privacy stage: {with_stages['privacy_ms_per_stored_frame']:.1f} ms of work per stored frame "
+                      f"(labels: {with_stages.get('labels_ms_per_stored_frame', float('nan')):.1f} ms), --post-workers 0")
     console.print(f"CPU seconds without / with the stages: {stages['cpu_ratio_post_workers_2']:.2f} (post-workers 2), "
                   f"{stages['cpu_ratio_post_workers_0']:.2f} (0): the ratio when every core is already busy")
 

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             r["ratio_to_bound"] = round(r["decoded_fps"] / bound["fps"], 3)
             log.info("%s: %s", name, r)
         doc: dict[str, Any] = {
-            "fleet": {"drives": drives, "cameras": 3, "duration_s": duration, "size": "1280x720", "fps": 30, "max_side": 640},
+            "fleet": {"drives": drives, "cameras": 3, "duration_s": duration, "size": "1280x720", "fps": 30, "max_side": 640,
+                      "source_bytes": sum(v.stat().st_size for v in videos)},
             "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()), "decode_bound": bound, "curate": runs,
             "goals": [
                 {"figure": "curate without stages / ffmpeg -f null (decoded fps)", "value": runs["without stages"]["ratio_to_bound"],

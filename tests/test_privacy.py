@@ -491,3 +491,30 @@ def test_fill_mode_paints_the_box_black(road):
     assert boxes
     for x, y, w, h in boxes:
         assert not out[y:y + h, x:x + w].any()
+
+
+def test_cpu_fallback_is_logged_once_and_cuda_gives_the_cpu_boxes(road, caplog):
+    """Without CUDA the detectors run on the CPU and one log line says so; where onnxruntime offers
+    the CUDA provider (onnxruntime-gpu on a GPU machine) the boxes match the CPU's within a pixel."""
+    import logging
+
+    import onnxruntime as ort
+
+    from fleetcore.stages import learned
+
+    have_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    learned._provider_logged.clear()
+    with caplog.at_level(logging.INFO, logger="fleetcore.stages.learned"):
+        chosen = learned.providers("auto")
+        learned.providers("auto")
+    lines = [r.getMessage() for r in caplog.records if r.name == "fleetcore.stages.learned"]
+    assert len(lines) == 1
+    if not have_cuda:
+        assert chosen == ["CPUExecutionProvider"] and "CPU" in lines[0]
+        pytest.skip("no CUDA execution provider here: the CPU fallback is what was checked")
+    assert chosen[0] == "CUDAExecutionProvider"
+    f = scene(road)
+    cpu = PrivacyStage(device="cpu").detect(f)
+    gpu = PrivacyStage(device="cuda").detect(f)
+    assert [k for k, _ in cpu] == [k for k, _ in gpu]
+    assert all(max(abs(a - b) for a, b in zip(bc, bg)) <= 1 for (_, bc), (_, bg) in zip(cpu, gpu))
