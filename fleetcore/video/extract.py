@@ -50,6 +50,7 @@ from fleetcore.video.rawseek import SplicedFile, parameter_sets
 from fleetcore.video.probe import (
     decode_packet,
     frame_time,
+    is_dts_timed,
     is_raw_stream,
     ns_to_pts,
     open_input,
@@ -83,8 +84,9 @@ class ClipFrames:
         return int(len(self.sample_times_ns))
 
     def missing(self, camera: str) -> np.ndarray:
-        """Boolean mask of samples where ``camera`` has no frame."""
-        return self.pts_ns[camera] < 0
+        """Boolean mask of samples where ``camera`` has no frame (frame None; its pts reads -1, but
+        a present frame's pts may be negative: frames before a file's PTS 0)."""
+        return np.asarray([f is None for f in self.frames[camera]], dtype=bool)
 
 
 def sample_times(start_ns: int, end_ns: int, rate_hz: float = 10.0) -> np.ndarray:
@@ -228,6 +230,7 @@ class _FileDecoder:
         self.stream = select_video_stream(self.container, self.path)
         self.codec = self.stream.codec_context.name
         self.raw = is_raw_stream(self.container)
+        self.dts_timed = is_dts_timed(self.container)  # AVI: frames timed in output order from the first packet's DTS
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = max(1, int(self.threads))
         tb = self.stream.time_base
@@ -245,13 +248,30 @@ class _FileDecoder:
             self.container = None
             self._gen = None
 
+    def _first_frame_number(self, pkt: Any) -> int:
+        """Frame number of the first frame decoded from ``pkt``, the first packet after a seek in a
+        DTS-timed container: its DTS is the time of a keyframe, which in a closed GOP is also presented first."""
+        assert self.file_times is not None and self.start_ns is not None and self.tb is not None
+        t = pkt.dts if pkt.dts is not None else pkt.pts
+        if t is None:
+            raise VideoError(self.path, "packet without DTS in a DTS-timed container", code="video_no_timestamps")
+        ns = self.start_ns + pts_to_ns(int(t), self.tb)
+        k = int(np.searchsorted(self.file_times, ns, side="left"))
+        if k >= len(self.file_times) or self.file_times[k] != ns:
+            raise VideoError(self.path, f"the decoder resumed at DTS {t}, which is no frame of the index", code="video_frame_times_mismatch")
+        return k
+
     def _frames(self) -> Iterator[tuple[int, Any]]:
         k = self._k0
+        by_order = self.raw or self.dts_timed
+        first = self.dts_timed
         try:
             for pkt in self.container.demux(self.stream):
+                if first and pkt.size:
+                    k, first = self._first_frame_number(pkt), False
                 for frame in decode_packet(self.stream, pkt):
                     self.frames_decoded += 1
-                    if self.raw:
+                    if by_order:
                         assert self.file_times is not None
                         if k >= len(self.file_times):
                             raise VideoError(self.path, f"decoder produced frame {k} but the index has {len(self.file_times)} frames", code="video_frame_times_mismatch")
@@ -544,15 +564,17 @@ class ClipExtractor:
                 keys = [idx.keyframe_before(f, t) for t in targets]
                 got.update(self._decoder(cam, f).decode(targets, keys, self._converter()))
             cam_frames: list[np.ndarray | None] = []
+            found = rows >= 0  # pts may be negative (frames before PTS 0): -1 is no marker
             for j in range(len(ts)):
-                if pts[j] >= 0 and int(pts[j]) in got:
+                if found[j] and int(pts[j]) in got:
                     cam_frames.append(got[int(pts[j])])
                 else:
+                    found[j] = False
                     pts[j] = -1
                     cam_frames.append(None)
             frames[cam] = cam_frames
             pts_out[cam] = pts.astype(np.int64)
-            off_out[cam] = np.where(pts >= 0, pts - ts, 0).astype(np.int64)
+            off_out[cam] = np.where(found, pts - ts, 0).astype(np.int64)
         return ClipFrames(ts, list(cams), frames, pts_out, off_out, self.frames_decoded - before)
 
 

@@ -26,6 +26,10 @@ from fleetcore.errors import VideoError
 log = logging.getLogger(__name__)
 
 RAW_FORMATS = ("h264", "hevc")  # PyAV format names of raw Annex-B elementary streams
+#: Containers that store decode times only (AVI): FFmpeg's packet PTS are guesses that B-frames
+#: reorder wrongly. Their frames are timed by the packets' DTS (one frame per packet) in the
+#: decoder's output order, like raw streams.
+DTS_FORMATS = ("avi",)
 ERROR_CODES = (
     "video_missing",
     "video_empty",
@@ -165,9 +169,22 @@ def is_raw_stream(container: av.container.InputContainer) -> bool:
     return container.format.name in RAW_FORMATS
 
 
+def is_dts_timed(container: av.container.InputContainer) -> bool:
+    """True for containers whose frames are timed by DTS in output order (:data:`DTS_FORMATS`)."""
+    return container.format.name in DTS_FORMATS
+
+
+def packet_time(pkt: av.Packet, dts_timed: bool) -> int | None:
+    """The timestamp the frame index uses for a packet: its DTS in :data:`DTS_FORMATS`, else its PTS (DTS when absent)."""
+    if dts_timed:
+        return pkt.dts if pkt.dts is not None else pkt.pts
+    return pkt.pts if pkt.pts is not None else pkt.dts
+
+
 def scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str) -> PacketScan:
     """Demux (no decode) every packet of ``stream``. Raises VideoError(video_truncated) on a demux error."""
     raw = is_raw_stream(container)
+    dts_timed = is_dts_timed(container)
     pts: list[int] = []
     keys: list[bool] = []
     pos: list[int] = []
@@ -177,7 +194,7 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
             if pkt.size == 0:  # flush packet at the end
                 continue
             if not raw:
-                t = pkt.pts if pkt.pts is not None else pkt.dts
+                t = packet_time(pkt, dts_timed)
                 if t is None:
                     raise VideoError(path, f"packet {len(pts)} has neither PTS nor DTS; expected timestamps in a container file", code="video_no_timestamps")
                 pts.append(int(t))
@@ -270,22 +287,27 @@ def _decode_rest(c: av.container.InputContainer, s: av.video.stream.VideoStream)
     return count, last
 
 
-def _last_frames_by_index(path: str, key_pts: int, end_pts: int) -> bool:
-    """Seek to the last keyframe with the demuxer; True when it lands there and decoding reaches the last frame."""
+def _last_frames_by_index(path: str, key_pts: int, end_pts: int, expected: int) -> bool:
+    """Seek to the last keyframe with the demuxer; True when it lands there and decoding reaches the
+    last frame (in :data:`DTS_FORMATS`: produces the ``expected`` frames from the keyframe on)."""
     with open_input(path) as c:
         s = select_video_stream(c, path)
+        dts_timed = is_dts_timed(c)
         try:
             c.seek(key_pts, stream=s, backward=True, any_frame=False)
         except (av.error.FFmpegError, ValueError) as exc:
             log.debug("%s: the demuxer cannot seek (%s)", path, exc)
             return False
         first = next((p for p in c.demux(s) if p.size), None)
-        if first is None or (first.pts if first.pts is not None else first.dts) != key_pts:
+        if first is None or packet_time(first, dts_timed) != key_pts:
             return False
-        times = [t for fr in decode_packet(s, first) if (t := frame_time(fr)) is not None]
+        frames = decode_packet(s, first)
+        times = [t for fr in frames if (t := frame_time(fr)) is not None]
         rest, last = _decode_rest(c, s)
+        if dts_timed:
+            return len(frames) + rest == expected
         last = max([*times, *([] if last is None else [last])], default=None)
-        return len(times) + rest > 0 and last == end_pts
+        return len(frames) + rest > 0 and last == end_pts
 
 
 def _last_frames_by_byte(path: str, fmt: str, codec: str, offset: int, expected: int) -> bool:
@@ -345,12 +367,12 @@ def _prove_decodes(path: str, raw: bool, fmt: str, codec: str, scan: PacketScan)
         _check_whole_file(path, n, None)
         return "decode"
     assert scan.pts is not None
-    end_pts = int(scan.pts.max())
+    end_pts = None if fmt in DTS_FORMATS else int(scan.pts.max())
     if k == 0:
         _check_whole_file(path, n, end_pts)
         return "index"
     try:
-        if _last_frames_by_index(path, int(scan.pts[k]), end_pts):
+        if _last_frames_by_index(path, int(scan.pts[k]), int(scan.pts.max()), n - k):
             return "index"
     except av.error.FFmpegError as exc:
         log.debug("%s: decoding after a seek failed (%s)", path, exc)
