@@ -43,9 +43,11 @@ def file_frame_times(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(pts_ns, is_key, byte_offset, packet_size) of one file's frames in presentation order.
 
-    Container files: vehicle time = ``start_ns`` + PTS. Raw streams: the ``frame_times`` array,
-    taken as the decoder's output order (raw streams are assumed to have no B-frame reordering,
-    as with dashcam/comma.ai HEVC), or ``start_ns + i / fps`` when only ``start_ns`` is given.
+    Container files: vehicle time = ``start_ns`` + PTS (DTS in AVI, see ``probe.DTS_FORMATS``).
+    Raw streams: the ``frame_times`` array, taken as the decoder's output order, or
+    ``start_ns + i / fps`` when only ``start_ns`` is given; their other columns stay in decode
+    order, which in a closed GOP (the assumption for raw streams) puts every keyframe, whose byte
+    offset is what seeking needs, on its own row.
     """
     n = len(scan.is_key)
     if info.raw:

@@ -98,6 +98,7 @@ class PacketScan:
     pos: np.ndarray  # int64
     size: np.ndarray  # int32
     time_base: Fraction | None
+    open_gop: bool = False  # raw H.264/HEVC: frames a decoder starting at a keyframe drops (see rawseek.leading_pictures)
 
 
 def pts_to_ns(pts: int, time_base: Fraction) -> int:
@@ -183,8 +184,12 @@ def packet_time(pkt: av.Packet, dts_timed: bool) -> int | None:
 
 def scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str) -> PacketScan:
     """Demux (no decode) every packet of ``stream``. Raises VideoError(video_truncated) on a demux error."""
+    from fleetcore.video.rawseek import leading_pictures
+
     raw = is_raw_stream(container)
     dts_timed = is_dts_timed(container)
+    codec = codec_name(stream)
+    open_gop = False
     pts: list[int] = []
     keys: list[bool] = []
     pos: list[int] = []
@@ -199,6 +204,8 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
                     raise VideoError(path, f"packet {len(pts)} has neither PTS nor DTS; expected timestamps in a container file", code="video_no_timestamps")
                 pts.append(int(t))
             keys.append(bool(pkt.is_keyframe))
+            if raw and not open_gop and codec in RAW_FORMATS:
+                open_gop = leading_pictures(bytes(pkt), "hevc" if codec == "hevc" else "h264", keyframe=keys[-1])
             pos.append(int(pkt.pos) if pkt.pos is not None and pkt.pos >= 0 else -1)
             size.append(int(pkt.size))
     except av.error.FFmpegError as exc:
@@ -209,6 +216,7 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
         pos=np.asarray(pos, dtype=np.int64),
         size=np.asarray(size, dtype=np.int32),
         time_base=None if raw else Fraction(stream.time_base.numerator, stream.time_base.denominator),
+        open_gop=open_gop,
     )
 
 
@@ -359,7 +367,7 @@ def _prove_decodes(path: str, raw: bool, fmt: str, codec: str, scan: PacketScan)
     keys = np.flatnonzero(scan.is_key)
     k = int(keys[-1]) if len(keys) else 0
     if raw:
-        if codec in RAW_FORMATS and len(scan.pos) and bool(np.all(scan.pos >= 0)):
+        if codec in RAW_FORMATS and not scan.open_gop and len(scan.pos) and bool(np.all(scan.pos >= 0)):
             if k == 0 or _last_frames_by_byte(path, fmt, codec, int(scan.pos[k]), n - k):
                 if k == 0:
                     _check_whole_file(path, n, None)
