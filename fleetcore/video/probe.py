@@ -2,9 +2,10 @@
 
 Any video codec the bundled FFmpeg decodes is accepted; there is no codec list. Frame counting
 and keyframe discovery demux packets only (no decoding). A full probe then *proves* the file
-decodes: it decodes the first frames, and the frames from the last keyframe to the end (reached by
-the file's seek mode, see :mod:`fleetcore.video.seek`); where nothing but decoding from the start
-reaches the end (``seek == "decode"``) the whole file is decoded once. Every failure is a
+decodes: it decodes the first frames, and the frames from the last keyframe to the end, reached
+the way extraction will reach frames (the file's seek mode, :data:`SEEK_MODES`, see
+:class:`VideoInfo`); where nothing but decoding from the start reaches the end
+(``seek == "decode"``) the whole file is decoded once. Every failure is a
 :class:`fleetcore.errors.VideoError` with one of the codes in :data:`ERROR_CODES`.
 """
 
@@ -22,6 +23,7 @@ import av.error
 import numpy as np
 
 from fleetcore.errors import VideoError
+from fleetcore.video.rawseek import SplicedFile, leading_pictures, parameter_sets
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +186,6 @@ def packet_time(pkt: av.Packet, dts_timed: bool) -> int | None:
 
 def scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str) -> PacketScan:
     """Demux (no decode) every packet of ``stream``. Raises VideoError(video_truncated) on a demux error."""
-    from fleetcore.video.rawseek import leading_pictures
-
     raw = is_raw_stream(container)
     dts_timed = is_dts_timed(container)
     codec = codec_name(stream)
@@ -204,7 +204,7 @@ def scan_packets(container: av.container.InputContainer, stream: av.video.stream
                     raise VideoError(path, f"packet {len(pts)} has neither PTS nor DTS; expected timestamps in a container file", code="video_no_timestamps")
                 pts.append(int(t))
             keys.append(bool(pkt.is_keyframe))
-            if raw and not open_gop and codec in RAW_FORMATS:
+            if raw and not open_gop and (codec == "hevc" or (codec == "h264" and keys[-1])):
                 open_gop = leading_pictures(bytes(pkt), "hevc" if codec == "hevc" else "h264", keyframe=keys[-1])
             pos.append(int(pkt.pos) if pkt.pos is not None and pkt.pos >= 0 else -1)
             size.append(int(pkt.size))
@@ -320,8 +320,6 @@ def _last_frames_by_index(path: str, key_pts: int, end_pts: int, expected: int) 
 
 def _last_frames_by_byte(path: str, fmt: str, codec: str, offset: int, expected: int) -> bool:
     """Re-open a raw stream at the last keyframe's byte offset; True when the frames from there decode."""
-    from fleetcore.video.rawseek import SplicedFile, parameter_sets
-
     with open(path, "rb") as f:
         head = f.read(min(offset, 1 << 22)) if offset > 0 else b""
     header = parameter_sets(head, "hevc" if codec == "hevc" else "h264") if head else b""
