@@ -14,12 +14,13 @@ Decoding is sparse, the way the frame index's ``seek`` column says for each file
 - ``"byte"``: raw H.264/HEVC elementary streams carry no timestamps and FFmpeg's raw demuxers
   cannot seek by time; the file is re-opened at the keyframe's byte offset
   (:mod:`fleetcore.video.rawseek`).
-- ``"decode"``: no usable index (e.g. MPEG-TS, an AVI written without ``idx1``): the file is
-  decoded forward from its start; :class:`ClipExtractor` keeps the decoder open and continues
+- ``"decode"``: no usable index (e.g. MPEG-TS, or a raw stream that cannot be re-opened at a
+  keyframe): the file is decoded forward from its start; :class:`ClipExtractor` keeps the decoder open and continues
   forward for later windows of the same file, and re-opens it for an earlier one.
 
 Frames are matched to the index by timestamp (container files) or by output position (raw
-streams, whose output order is taken to be the ``frame_times`` order), so every mode returns
+streams, whose output order is taken to be the ``frame_times`` order, and AVI, which stores
+decode times only: counted from the first packet's DTS after a seek), so every mode returns
 the same frames. Packets the demuxer flags discard (the frames before an MP4 edit list's start:
 negative start PTS) are decoded too, since they are in the index. Windows spanning segment files
 switch files. Only the sampled frames are kept (resized), so memory is bounded by the clip, not the drive.
@@ -188,6 +189,8 @@ class _FileDecoder:
         self.container: Any = None
         self._header: bytes | None = None
         self._k0 = 0  # frame number of the first frame the current raw decoder produces
+        # AVI is indexed by DTS only by indexes that have the seek column (older ones used FFmpeg's guessed PTS)
+        self._index_dts = seek is not None
         self._open()
         positions = file_pos is not None and len(file_pos) > 1 and bool(np.all(file_pos >= 0))
         if seek is None:
@@ -230,7 +233,7 @@ class _FileDecoder:
         self.stream = select_video_stream(self.container, self.path)
         self.codec = self.stream.codec_context.name
         self.raw = is_raw_stream(self.container)
-        self.dts_timed = is_dts_timed(self.container)  # AVI: frames timed in output order from the first packet's DTS
+        self.dts_timed = self._index_dts and is_dts_timed(self.container)  # AVI: frames timed in output order from the first packet's DTS
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = max(1, int(self.threads))
         tb = self.stream.time_base
