@@ -221,6 +221,7 @@ def curated(landing, tmp_path_factory: pytest.TempPathFactory):
     return store, summary
 
 
+@pytest.mark.slow
 def test_curate_every_codec_aligned(landing, curated) -> None:
     """One curate run over all the drives: nothing quarantined, and every clip's frames match
     the frame numbers of their sample times."""
