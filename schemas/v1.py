@@ -145,9 +145,13 @@ FRAME_INDEX = Contract(
             pa.field("is_keyframe", pa.bool_(), nullable=False),
             pa.field("byte_offset", NS, nullable=True),  # packet position in the file, where known
             pa.field("packet_size", pa.int32(), nullable=True),
+            # how extraction reaches the file's frames: "index" (the demuxer's seek on the container's
+            # index), "byte" (raw stream re-opened at a keyframe's byte offset), "decode" (decoding
+            # forward from the file start); null in indexes written before the column existed
+            pa.field("seek", pa.string(), nullable=True),
         ]
     ),
-    checks={"frame_index": Check(min=0), "file_index": Check(min=0)},
+    checks={"frame_index": Check(min=0), "file_index": Check(min=0), "seek": Check(allowed=("index", "byte", "decode"))},
 )
 
 # --------------------------------------------------------------------------------------

@@ -111,9 +111,20 @@ def _absurd(a):
 
 
 def _unsupported(drive: Path) -> None:
+    """A codec FFmpeg has no decoder for: the MP4 sample entry's fourcc renamed ('avc1' -> 'qqq1')."""
     p = drive / "cameras" / "front" / "000.mp4"
+    p.write_bytes(p.read_bytes().replace(b"avc1", b"qqq1"))
+
+
+def test_any_codec_ffmpeg_decodes_validates(tmp_path, make_drive):
+    """MPEG-4 Part 2 is no H.264/HEVC, but PyAV decodes it: the drive validates."""
+    d = make_drive(tmp_path)
+    p = d / "cameras" / "front" / "000.mp4"
     p.unlink()
     encode_testsrc(p, codec="mpeg4")
+    vd = validate_drive(d)
+    assert vd.cameras[0].infos[0].codec == "mpeg4" and vd.cameras[0].frames == 30
+    assert set(vd.frame_index.column("seek").to_pylist()) == {"index"}
 
 
 BAD = [

@@ -94,6 +94,8 @@ def vids(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     out["mpeg4"] = make_video(d / "m4.mp4", 0, 10, encoder="mpeg4")
     out["mjpeg"] = make_video(d / "mj.avi", 0, 10, encoder="mjpeg")
+    out["no_decoder"] = d / "qqq1.mp4"  # a sample entry fourcc FFmpeg has no decoder for
+    out["no_decoder"].write_bytes(out["mp4"].read_bytes().replace(b"avc1", b"qqq1"))
     run(ffmpeg.input("sine=d=1", f="lavfi").output(str(d / "audio.m4a"), **{"c:a": "aac"}), path=d / "audio.m4a")
     out["audio"] = d / "audio.m4a"
     run(ffmpeg.input("testsrc2=size=64x48", f="lavfi").output(str(d / "img.png"), **{"frames:v": "1"}), path=d / "img.png")
@@ -181,8 +183,7 @@ def test_probe_without_counting(vids: dict[str, Path]) -> None:
         ("trunc_moov_end", "video_truncated"),
         ("trunc_mdat_cut", "video_truncated"),
         ("trunc_mkv", "video_truncated"),
-        ("mpeg4", "video_unsupported_codec"),
-        ("mjpeg", "video_unsupported_codec"),
+        ("no_decoder", "video_unsupported_codec"),
         ("audio", "video_no_stream"),
         ("png", "video_no_stream"),
         ("undecodable", "video_undecodable"),
@@ -194,6 +195,13 @@ def test_probe_bad_inputs(vids: dict[str, Path], name: str, code: str) -> None:
     assert ei.value.code == code
     assert ei.value.path == str(vids[name])
     assert str(vids[name]) in str(ei.value)
+
+
+def test_probe_other_codecs_ffmpeg_decodes(vids: dict[str, Path]) -> None:
+    m4 = probe_video(vids["mpeg4"])
+    assert (m4.codec, m4.frame_count, m4.seek) == ("mpeg4", 10, "index")
+    mj = probe_video(vids["mjpeg"])
+    assert (mj.codec, mj.frame_count, mj.keyframe_indices) == ("mjpeg", 10, tuple(range(10)))  # intra-only
 
 
 def test_probe_missing_file(tmp_path: Path) -> None:

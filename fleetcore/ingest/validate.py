@@ -7,8 +7,10 @@ or :class:`~fleetcore.errors.DriveIncomplete` when the upload-complete marker is
 
 Checks, in order:
 1. ``manifest.json`` against the ``drive_manifest`` contract; every path stays inside the drive.
-2. Every camera file exists and probes (codec h264/hevc, resolution, frame rate, duration, frame
-   count, keyframes); a raw stream's frame-times file matches its frame count.
+2. Every camera file exists, probes (resolution, frame rate, duration, frame count, keyframes)
+   and is proved to decode: its first frames, and its last frames reached the way extraction
+   will reach them (any codec the bundled FFmpeg decodes; see :mod:`fleetcore.video.probe`);
+   a raw stream's frame-times file matches its frame count.
 3. Telemetry parses into the canonical schema: exact duplicate rows are dropped (and counted);
    NaN, conflicting duplicate or out-of-order timestamps and out-of-range values are errors.
 4. Camera and telemetry time ranges overlap.
@@ -38,7 +40,7 @@ from fleetcore.landing.drives import (
 from fleetcore.store.fs import sha256_file
 from fleetcore.timing import stage_time
 from fleetcore.video.index import index_camera
-from fleetcore.video.probe import VideoInfo, probe_video
+from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan
 from schemas import FRAME_INDEX, QUARANTINE, TELEMETRY, SchemaValidationError
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,7 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
     """Probe every file of one camera, check its frame times, index its frames; adds the files'
     sha256 to ``digest_map`` (when given)."""
     infos: list[VideoInfo] = []
+    probes: list[tuple[VideoInfo, PacketScan]] = []
     rels: list[str] = []
     for f in cam["files"]:
         rel = f["path"]
@@ -149,7 +152,7 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
         if not p.is_file():
             raise DriveError(rel, f"camera {cam['name']!r}: file listed in the manifest does not exist", code="camera_file_missing")
         try:
-            info = probe_video(p)
+            info, scan = probe_with_scan(p)
         except VideoError as exc:
             raise DriveError(rel, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
         if f.get("frame_times") is not None:
@@ -157,12 +160,14 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
             if digest_map is not None:
                 digest_map[f["frame_times"]] = sha256_file(ftp)
         infos.append(info)
+        assert scan is not None
+        probes.append((info, scan))
         rels.append(rel)
         if digest_map is not None:
             digest_map[rel] = sha256_file(p)
     try:
         with stage_time("index"):
-            idx = index_camera(d, cam, drive_id=drive_id)
+            idx = index_camera(d, cam, drive_id=drive_id, probes=probes)
     except VideoError as exc:
         raise DriveError(Path(exc.path).name, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
     if idx.num_rows == 0:

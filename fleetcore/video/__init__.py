@@ -4,10 +4,10 @@ from fleetcore.video.extract import ArenaPool, ClipExtractor, ClipFrames, extrac
 from fleetcore.video.convert import hold_opencv_threads, release_opencv_threads, set_opencv_threads
 from fleetcore.video.geometry import output_size
 from fleetcore.video.index import index_camera, index_drive
-from fleetcore.video.probe import SUPPORTED_CODECS, VideoInfo, probe_video
+from fleetcore.video.probe import SEEK_MODES, VideoInfo, probe_video
 
 __all__ = [
-    "SUPPORTED_CODECS",
+    "SEEK_MODES",
     "ArenaPool",
     "ClipExtractor",
     "ClipFrames",

@@ -5,17 +5,25 @@ camera contributes the frame whose presentation time (from the frame index) is n
 the offset is recorded. A camera whose nearest frame is more than half a sample period
 away is *missing* for that sample (``None``, pts -1) -- never silently misaligned.
 
-Decoding is sparse: for every needed frame we seek to the keyframe at or before it
-(``container.seek(..., backward=True)`` on the video stream) and decode forward only as far
-as the last needed frame; a later needed frame behind another keyframe triggers a new seek,
-an earlier one a seek back. Windows spanning segment files switch files. Only the sampled
-frames are kept (resized), so memory is bounded by the clip, not the drive.
+Decoding is sparse, the way the frame index's ``seek`` column says for each file:
 
-Raw elementary streams (``.h264``/``.hevc`` with a ``frame_times`` array) carry no
-timestamps and FFmpeg's raw demuxers cannot seek by time, so they are decoded from the
-start of the file; :class:`ClipExtractor` keeps the decoder open and continues forward for
-later windows of the same file (comma.ai-style segments are one minute, which bounds the
-cost). Raw streams are assumed to have no B-frame reordering (output order == decode order).
+- ``"index"``: for every needed frame we seek to the keyframe at or before it
+  (``container.seek(..., backward=True)`` on the video stream, which uses the container's
+  index) and decode forward only as far as the last needed frame; a later needed frame behind
+  another keyframe triggers a new seek, an earlier one a seek back.
+- ``"byte"``: raw H.264/HEVC elementary streams carry no timestamps and FFmpeg's raw demuxers
+  cannot seek by time; the file is re-opened at the keyframe's byte offset
+  (:mod:`fleetcore.video.rawseek`).
+- ``"decode"``: no usable index (e.g. MPEG-TS, or a raw stream that cannot be re-opened at a
+  keyframe): the file is decoded forward from its start; :class:`ClipExtractor` keeps the decoder open and continues
+  forward for later windows of the same file, and re-opens it for an earlier one.
+
+Frames are matched to the index by timestamp (container files) or by output position (raw
+streams, whose output order is taken to be the ``frame_times`` order, and AVI, which stores
+decode times only: counted from the first packet's DTS after a seek), so every mode returns
+the same frames. Packets the demuxer flags discard (the frames before an MP4 edit list's start:
+negative start PTS) are decoded too, since they are in the index. Windows spanning segment files
+switch files. Only the sampled frames are kept (resized), so memory is bounded by the clip, not the drive.
 """
 
 from __future__ import annotations
@@ -40,7 +48,16 @@ from fleetcore.landing.drives import resolve_in_drive
 from fleetcore.video.convert import frame_to_rgb
 from fleetcore.video.geometry import output_size
 from fleetcore.video.rawseek import SplicedFile, parameter_sets
-from fleetcore.video.probe import is_raw_stream, ns_to_pts, open_input, pts_to_ns, select_video_stream
+from fleetcore.video.probe import (
+    decode_packet,
+    frame_time,
+    is_dts_timed,
+    is_raw_stream,
+    ns_to_pts,
+    open_input,
+    pts_to_ns,
+    select_video_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +85,9 @@ class ClipFrames:
         return int(len(self.sample_times_ns))
 
     def missing(self, camera: str) -> np.ndarray:
-        """Boolean mask of samples where ``camera`` has no frame."""
-        return self.pts_ns[camera] < 0
+        """Boolean mask of samples where ``camera`` has no frame (frame None; its pts reads -1, but
+        a present frame's pts may be negative: frames before a file's PTS 0)."""
+        return np.asarray([f is None for f in self.frames[camera]], dtype=bool)
 
 
 def sample_times(start_ns: int, end_ns: int, rate_hz: float = 10.0) -> np.ndarray:
@@ -94,6 +112,7 @@ class _CameraIndex:
     first_ns: dict[int, int] = field(default_factory=dict)
     file_times: dict[int, np.ndarray] = field(default_factory=dict)
     file_pos: dict[int, np.ndarray] = field(default_factory=dict)  # byte offsets by frame number, -1 unknown
+    file_seek: dict[int, str] = field(default_factory=dict)  # the index's seek mode per file (absent in old indexes)
 
     @classmethod
     def from_table(cls, t: pa.Table) -> "_CameraIndex":
@@ -104,6 +123,9 @@ class _CameraIndex:
         bpos = t.column("byte_offset").fill_null(-1).to_numpy().astype(np.int64) if t.num_rows else np.empty(0, np.int64)
         order = np.lexsort((fi, pts))
         pts, fi, fr, key, bpos = pts[order], fi[order], fr[order], key[order], bpos[order]
+        seek: list[Any] | None = None
+        if "seek" in t.column_names and t.num_rows:
+            seek = t.column("seek").to_numpy(zero_copy_only=False)[order].tolist()
         out = cls(pts, fi, fr)
         for f in np.unique(fi):
             m = fi == f
@@ -116,6 +138,10 @@ class _CameraIndex:
             fpos = np.full(len(times), -1, dtype=np.int64)
             fpos[fr[m]] = bpos[m]
             out.file_pos[int(f)] = fpos
+            if seek is not None:
+                mode = seek[int(np.flatnonzero(m)[0])]
+                if mode is not None:
+                    out.file_seek[int(f)] = str(mode)
         return out
 
     def nearest(self, t: np.ndarray, half_period_ns: float) -> tuple[np.ndarray, np.ndarray]:
@@ -148,10 +174,12 @@ class _FileDecoder:
     """An open camera file with a resumable forward decoder."""
 
     def __init__(
-        self, path: str, *, start_ns: int | None, file_times: np.ndarray | None, file_pos: np.ndarray | None, threads: int
+        self, path: str, *, start_ns: int | None, file_times: np.ndarray | None, file_pos: np.ndarray | None, threads: int,
+        seek: str | None = None,
     ) -> None:
         """``file_times``: vehicle times of the file's frames by frame number (presentation order; the
-        decoder's output order for raw streams), ``file_pos`` their byte offsets, from the frame index."""
+        decoder's output order for raw streams), ``file_pos`` their byte offsets, ``seek`` the file's
+        seek mode, from the frame index (None: an index without the column; derived as it was before)."""
         self.path = path
         self.start_ns = start_ns
         self.file_times = file_times
@@ -161,10 +189,18 @@ class _FileDecoder:
         self.container: Any = None
         self._header: bytes | None = None
         self._k0 = 0  # frame number of the first frame the current raw decoder produces
+        # AVI is indexed by DTS only by indexes that have the seek column (older ones used FFmpeg's guessed PTS)
+        self._index_dts = seek is not None
         self._open()
-        self.raw_seekable = bool(
-            self.raw and file_pos is not None and len(file_pos) > 1 and np.all(file_pos >= 0) and self._raw_header()
-        )
+        positions = file_pos is not None and len(file_pos) > 1 and bool(np.all(file_pos >= 0))
+        if seek is None:
+            seek = ("byte" if positions else "decode") if self.raw else "index"
+        if seek == "byte" and not (self.raw and positions and self._raw_header()):
+            seek = "decode"
+        if seek == "index" and self.raw:
+            seek = "decode"
+        self.mode = seek
+        self.raw_seekable = seek == "byte"
 
     def _raw_header(self) -> bytes:
         """Parameter sets from the start of a raw stream (cached)."""
@@ -197,6 +233,7 @@ class _FileDecoder:
         self.stream = select_video_stream(self.container, self.path)
         self.codec = self.stream.codec_context.name
         self.raw = is_raw_stream(self.container)
+        self.dts_timed = self._index_dts and is_dts_timed(self.container)  # AVI: frames timed in output order from the first packet's DTS
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = max(1, int(self.threads))
         tb = self.stream.time_base
@@ -214,31 +251,51 @@ class _FileDecoder:
             self.container = None
             self._gen = None
 
+    def _first_frame_number(self, pkt: Any) -> int:
+        """Frame number of the first frame decoded from ``pkt``, the first packet after a seek in a
+        DTS-timed container: its DTS is the time of a keyframe, which in a closed GOP is also presented first."""
+        assert self.file_times is not None and self.start_ns is not None and self.tb is not None
+        t = pkt.dts if pkt.dts is not None else pkt.pts
+        if t is None:
+            raise VideoError(self.path, "packet without DTS in a DTS-timed container", code="video_no_timestamps")
+        ns = self.start_ns + pts_to_ns(int(t), self.tb)
+        k = int(np.searchsorted(self.file_times, ns, side="left"))
+        if k >= len(self.file_times) or self.file_times[k] != ns:
+            raise VideoError(self.path, f"the decoder resumed at DTS {t}, which is no frame of the index", code="video_frame_times_mismatch")
+        return k
+
     def _frames(self) -> Iterator[tuple[int, Any]]:
         k = self._k0
+        by_order = self.raw or self.dts_timed
+        first = self.dts_timed
         try:
             for pkt in self.container.demux(self.stream):
-                for frame in pkt.decode():
+                if first and pkt.size:
+                    k, first = self._first_frame_number(pkt), False
+                for frame in decode_packet(self.stream, pkt):
                     self.frames_decoded += 1
-                    if self.raw:
+                    if by_order:
                         assert self.file_times is not None
                         if k >= len(self.file_times):
                             raise VideoError(self.path, f"decoder produced frame {k} but the index has {len(self.file_times)} frames", code="video_frame_times_mismatch")
                         ns = int(self.file_times[k])
                         k += 1
                     else:
-                        if frame.pts is None:
+                        t = frame_time(frame)
+                        if t is None:
                             raise VideoError(self.path, "decoded frame without PTS", code="video_no_timestamps")
                         assert self.start_ns is not None and self.tb is not None
-                        ns = self.start_ns + pts_to_ns(int(frame.pts), self.tb)
+                        ns = self.start_ns + pts_to_ns(t, self.tb)
                     yield ns, frame
         except av.error.FFmpegError as exc:
             raise VideoError(self.path, f"decoding failed ({exc.strerror or exc})", code="video_decode_error") from exc
 
     def _seek(self, key_ns: int | None) -> None:
         """Position the decoder at the keyframe ``key_ns`` (None: the start of the file)."""
-        if self.raw:
-            # Raw demuxers cannot seek by time: re-open at the keyframe's byte offset, or at the start.
+        if self.mode == "decode":
+            self._open()  # no usable index: decode from the start
+        elif self.raw:
+            # Raw demuxers cannot seek by time: re-open at the keyframe's byte offset.
             j = 0
             if key_ns is not None and self.raw_seekable and self.file_times is not None:
                 j = int(np.searchsorted(self.file_times, key_ns, side="left"))
@@ -277,7 +334,7 @@ class _FileDecoder:
             t = targets[i]
             can_continue = (
                 self._gen is not None and self.pos_ns is not None and self.pos_ns < t
-                and ((self.raw and not self.raw_seekable) or not self._worth_seeking(self.pos_ns, keys[i]))
+                and (self.mode == "decode" or not self._worth_seeking(self.pos_ns, keys[i]))
             )
             just_seeked = False
             if not can_continue:
@@ -286,7 +343,7 @@ class _FileDecoder:
             exhausted = True
             assert self._gen is not None
             for ns, frame in self._gen:
-                if just_seeked and ns > t and not from_start and not self.raw:
+                if just_seeked and ns > t and not from_start and self.mode == "index":
                     log.warning("%s: seek to %d ns landed at %d ns; decoding from the start of the file", self.path, keys[i], ns)
                     from_start = True
                     self._gen = None
@@ -300,7 +357,7 @@ class _FileDecoder:
                 if i < n and targets[i] == ns:
                     out[ns] = convert(frame, n)
                     i += 1
-                if i >= n or ((not self.raw or self.raw_seekable) and i > seeked_for and self._worth_seeking(ns, keys[i])):
+                if i >= n or (self.mode != "decode" and i > seeked_for and self._worth_seeking(ns, keys[i])):
                     exhausted = False  # done, or the next needed frame is behind a later keyframe: seek there
                     break
             if exhausted:
@@ -465,7 +522,7 @@ class ClipExtractor:
         idx = self._index[camera]
         dec = _FileDecoder(
             path, start_ns=entry.get("start_ns"), file_times=idx.file_times.get(file_index),
-            file_pos=idx.file_pos.get(file_index), threads=self.threads,
+            file_pos=idx.file_pos.get(file_index), threads=self.threads, seek=idx.file_seek.get(file_index),
         )
         self._open[key] = dec
         while len(self._open) > self.max_open_files:
@@ -510,15 +567,17 @@ class ClipExtractor:
                 keys = [idx.keyframe_before(f, t) for t in targets]
                 got.update(self._decoder(cam, f).decode(targets, keys, self._converter()))
             cam_frames: list[np.ndarray | None] = []
+            found = rows >= 0  # pts may be negative (frames before PTS 0): -1 is no marker
             for j in range(len(ts)):
-                if pts[j] >= 0 and int(pts[j]) in got:
+                if found[j] and int(pts[j]) in got:
                     cam_frames.append(got[int(pts[j])])
                 else:
+                    found[j] = False
                     pts[j] = -1
                     cam_frames.append(None)
             frames[cam] = cam_frames
             pts_out[cam] = pts.astype(np.int64)
-            off_out[cam] = np.where(pts >= 0, pts - ts, 0).astype(np.int64)
+            off_out[cam] = np.where(found, pts - ts, 0).astype(np.int64)
         return ClipFrames(ts, list(cams), frames, pts_out, off_out, self.frames_decoded - before)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -43,9 +43,11 @@ def file_frame_times(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(pts_ns, is_key, byte_offset, packet_size) of one file's frames in presentation order.
 
-    Container files: vehicle time = ``start_ns`` + PTS. Raw streams: the ``frame_times`` array,
-    taken as the decoder's output order (raw streams are assumed to have no B-frame reordering,
-    as with dashcam/comma.ai HEVC), or ``start_ns + i / fps`` when only ``start_ns`` is given.
+    Container files: vehicle time = ``start_ns`` + PTS (DTS in AVI, see ``probe.DTS_FORMATS``).
+    Raw streams: the ``frame_times`` array, taken as the decoder's output order, or
+    ``start_ns + i / fps`` when only ``start_ns`` is given; their other columns stay in decode
+    order, which in a closed GOP (the assumption for raw streams) puts every keyframe, whose byte
+    offset is what seeking needs, on its own row.
     """
     n = len(scan.is_key)
     if info.raw:
@@ -71,19 +73,31 @@ def file_frame_times(
     return pts_ns, scan.is_key[order], scan.pos[order], scan.size[order]
 
 
-def index_camera(drive_dir: str | os.PathLike[str], camera: dict[str, Any], *, drive_id: str) -> pa.Table:
+def index_camera(
+    drive_dir: str | os.PathLike[str], camera: dict[str, Any], *, drive_id: str,
+    probes: Sequence[tuple[VideoInfo, PacketScan]] | None = None,
+) -> pa.Table:
     """FRAME_INDEX rows for every frame of one manifest camera, in presentation order.
 
-    Probes every segment file (raising VideoError for bad ones); rows of all files are
-    concatenated and stably sorted by vehicle-clock ``pts_ns``.
+    Probes every segment file (raising VideoError for bad ones), unless ``probes`` holds the
+    :func:`~fleetcore.video.probe.probe_with_scan` result of each file already; rows of all
+    files are concatenated and stably sorted by vehicle-clock ``pts_ns``. ``seek`` is the
+    file's seek mode from the probe.
     """
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file_index", "frame_index", "pts_ns", "is_keyframe", "byte_offset", "packet_size")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file_index", "frame_index", "pts_ns", "is_keyframe", "byte_offset", "packet_size", "seek")}
+    if probes is not None and len(probes) != len(camera["files"]):
+        raise ValueError(f"probes has {len(probes)} entries for {len(camera['files'])} files")
     for fi, entry in enumerate(camera["files"]):
-        path = resolve_in_drive(drive_dir, entry["path"])
-        info, scan = probe_with_scan(path, count_frames=True)
-        assert scan is not None
+        if probes is not None:
+            info, scan = probes[fi]
+        else:
+            path = resolve_in_drive(drive_dir, entry["path"])
+            info, scan_or_none = probe_with_scan(path, count_frames=True)
+            assert scan_or_none is not None
+            scan = scan_or_none
         pts_ns, key, pos, size = file_frame_times(drive_dir, entry, info, scan)
         n = len(pts_ns)
+        cols["seek"].append(np.full(n, info.seek or "index", dtype=object))
         cols["file_index"].append(np.full(n, fi, dtype=np.int32))
         cols["frame_index"].append(np.arange(n, dtype=np.int32))
         cols["pts_ns"].append(pts_ns)
@@ -105,6 +119,7 @@ def index_camera(drive_dir: str | os.PathLike[str], camera: dict[str, Any], *, d
             "is_keyframe": pa.array(cat["is_keyframe"][order].astype(bool), pa.bool_()),
             "byte_offset": pa.array(pos, pa.int64(), mask=pos < 0),
             "packet_size": pa.array(cat["packet_size"][order].astype(np.int32), pa.int32()),
+            "seek": pa.array(cat["seek"][order].tolist() if n else [], pa.string()),
         },
         schema=FRAME_INDEX.schema,
     )

@@ -5,8 +5,10 @@ keyframe (``packet.pos`` from the frame index) we instead open a virtual file ma
 stream's parameter sets (SPS/PPS, plus VPS for HEVC, taken from the start of the file)
 followed by the file's bytes from that keyframe on. The decoder then starts cleanly at the
 keyframe and its output frame ``k`` is frame ``keyframe_number + k`` of the file -- valid
-for streams without frame reordering (no B-frames, hence no leading pictures), which is
-the assumption made for raw streams throughout (dashcam / comma.ai HEVC).
+for closed GOPs (no leading pictures before a keyframe in output order, B-frames or not), which is
+the assumption made for raw streams throughout (dashcam / comma.ai HEVC; x264's default; x265 with
+``open-gop=0``). Validation checks it: a raw file whose last keyframe does not decode this way is
+decoded from its start instead (frame index ``seek == "decode"``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,25 @@ def parameter_sets(data: bytes, codec: Literal["h264", "hevc"]) -> bytes:
         if nal_type in wanted:
             out += b"\x00\x00\x00\x01" + data[s:e]
     return bytes(out)
+
+
+def leading_pictures(data: bytes, codec: Literal["h264", "hevc"], *, keyframe: bool) -> bool:
+    """True when one access unit shows that the stream has open GOPs, i.e. frames that a decoder
+    starting at a keyframe drops: an HEVC RASL picture (NAL types 8, 9), or an H.264 keyframe that
+    is no IDR picture (a recovery-point I frame, NAL type 1 instead of 5)."""
+    for s, e in _nal_units(data):
+        if s >= e:
+            continue
+        if codec == "hevc":
+            if (data[s] >> 1) & 0x3F in (8, 9):
+                return True
+        elif keyframe:
+            t = data[s] & 0x1F
+            if t == 5:
+                return False
+            if t == 1:
+                return True
+    return False
 
 
 class SplicedFile(io.RawIOBase):

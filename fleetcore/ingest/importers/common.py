@@ -253,7 +253,10 @@ def probe_video(path: Path) -> VideoInfo:
             streams = [s for s in c.streams if s.type == "video"]
             if not streams:
                 raise SourceImportError(str(path), f"expected a video stream; the container has only {[s.type for s in c.streams]}")
-            codec = streams[0].codec_context.name
+            ctx = streams[0].codec_context
+            if ctx is None:
+                raise SourceImportError(str(path), "the video stream uses a codec the bundled FFmpeg cannot decode")
+            codec = str(getattr(ctx.codec, "canonical_name", None) or ctx.name)  # "av1", not the decoder "libdav1d"
             created = c.metadata.get("creation_time") or streams[0].metadata.get("creation_time")
             duration = c.duration * 1000 if c.duration is not None else None  # AV_TIME_BASE (µs) → ns
     except FileNotFoundError as exc:
