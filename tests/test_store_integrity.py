@@ -241,3 +241,29 @@ def test_loader_checks_arrow_samples(store, tmp_path):
     assert len(list(DatasetLoader(ds, shuffle_buffer=0, verify=False))) == res.samples  # unchecked reads take it as it is
     with pytest.raises(ValueError):
         DatasetLoader(ds, on_corrupt="ignore")
+
+
+@pytest.mark.slow
+def test_dataset_build_of_only_undecodable_clips_is_refused(store, tmp_path):
+    import yaml
+
+    from fleetcore.datasets.build import DatasetError
+    from pipelines.build_dataset import run_build_dataset
+
+    st = tmp_path / "store"
+    shutil.copytree(store, st)
+    cat = Catalog(str(st))
+    index = cat.read("index")
+    for key in index["key"].unique().to_list():  # every clip loses the start marker of one frame
+        row = index.filter((index["key"] == key) & index["member"].str.ends_with(".jpg")).row(0, named=True)
+        p = Path(cat.shard_path(row["shard"]))
+        data = bytearray(p.read_bytes())
+        data[row["data_offset"]: row["data_offset"] + 2] = b"\0\0"
+        p.write_bytes(bytes(data))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "broken", "where": "true", "cameras": ["front"], "frames_per_clip": 2, "frame_rate_hz": 2.0,
+                                    "resolution": [32, 24], "privacy_required": False, "val_fraction": 0.0}))
+    with pytest.raises(DatasetError) as err:
+        run_build_dataset(spec, store=str(st), datasets_root=tmp_path / "root", beam_args=["--runner=FnApiRunner"])
+    assert err.value.code == "all_skipped"
+    assert not any((tmp_path / "root" / "broken").iterdir())  # no version, no temp folder left

@@ -217,7 +217,7 @@ class DatasetLoader:
         self.verify, self.on_corrupt = bool(verify), on_corrupt
         #: (key, reason) of every sample skipped as corrupt (``on_corrupt="skip"``)
         self.skipped: list[tuple[str, str]] = []
-        self._digests: dict[str, dict[str, str]] | None = None
+        self._digests: dict[str, dict[str, Any]] | None = None
         self.max_open_shards = max_open_shards
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -347,9 +347,9 @@ class DatasetLoader:
         self._open[si] = sh  # most recently used last
         return sh
 
-    def _shard_digests(self, name: str) -> dict[str, str]:
-        """sha256 by member name (tar) or by key (Arrow) of shard ``name``, from ``index.arrow``
-        (read once, after checking it against the manifest's sha256)."""
+    def _shard_digests(self, name: str) -> dict[str, Any]:
+        """The digests of shard ``name`` from ``index.arrow``: ``{key: {member: sha256}}`` (tar) or
+        ``{key: sha256}`` (Arrow). The index is read once, after checking it against the manifest."""
         if self._digests is None:
             import pyarrow as pa
 
@@ -362,16 +362,20 @@ class DatasetLoader:
             with pa.memory_map(str(ip), "r") as mm:
                 t = pa.ipc.open_file(mm).read_all().select(["shard", "key", "member", "sha256"])
             mine = {s["name"] for s in self._shards}
-            out: dict[str, dict[str, str]] = {}
+            out: dict[str, dict[str, Any]] = {}
             arrow = self.format != "webdataset"
             for shard, key, member, sha in zip(*(t.column(c).to_pylist() for c in ("shard", "key", "member", "sha256"))):
-                if shard in mine:
-                    out.setdefault(shard, {})[key if arrow else member] = sha
+                if shard not in mine:
+                    continue
+                if arrow:
+                    out.setdefault(shard, {})[key] = sha
+                else:
+                    out.setdefault(shard, {}).setdefault(key, {})[member] = sha
             self._digests = out
         return self._digests.get(name, {})
 
     def _check_tar(self, name: str, key: str, members: dict[str, memoryview]) -> None:
-        want = {m: d for m, d in self._shard_digests(name).items() if m.split(".", 1)[0] == key}
+        want = dict(self._shard_digests(name).get(key, {}))
         for ext, data in members.items():
             member = f"{key}.{ext}"
             sha = want.pop(member, None)
