@@ -1,4 +1,4 @@
-"""`fleet datasets build|diff|list` and `fleet verify`: training datasets from the command line.
+"""`fleet datasets build|diff|list` and `fleet verify`: training datasets (and, with ``--store``, clip stores) from the command line.
 
 The datasets root (where ``<name>/<version>/`` folders live) comes from ``--root``, else the
 ``FLEET_DATASETS_ROOT`` environment variable (read when the command runs), else ``data/datasets``.
@@ -99,14 +99,22 @@ def list_cmd(root: str, as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.argument("dataset")
+@click.argument("dataset", required=False)
+@click.option("--store", default=None, help="verify this clip store (path or URI) instead of a dataset (as `fleet store verify`)")
 @_root_option
 @click.option("--json", "as_json", is_flag=True, help="print the problems as JSON")
-def verify(dataset: str, root: str, as_json: bool) -> None:
+def verify(dataset: str | None, store: str | None, root: str, as_json: bool) -> None:
     """Re-check every shard of DATASET (path or name@version): sha256, and that every member decodes.
-    Exits non-zero naming the first bad shard and member."""
+    Exits non-zero naming the first bad shard and member. With --store STORE, check a clip store."""
     from fleetcore.datasets.manifest import resolve_dataset, verify_dataset
 
+    if (dataset is None) == (store is None):
+        raise click.UsageError("give a DATASET or --store STORE")
+    if store is not None:
+        from fleet_cli.store import verify_store_command
+
+        verify_store_command(store, as_json=as_json)
+        return
     try:
         path = resolve_dataset(dataset, root=root)
     except FleetError as exc:

@@ -1,4 +1,4 @@
-"""`fleet store info|gc` and `fleet erase`: a clip store's generations, retention and erasure."""
+"""`fleet store info|gc|verify` and `fleet erase`: a clip store's generations, retention, integrity and erasure."""
 
 from __future__ import annotations
 
@@ -54,6 +54,32 @@ def info(root: str, as_json: bool) -> None:
     for r in rows:
         gens = ", ".join(f"{g['config_version']}{' (current)' if g['current'] else ''}: {g['clips']} clips" for g in r["generations"])
         click.echo(f"  {r['drive']}: {gens}")
+
+
+@store.command("verify")
+@click.argument("root")
+@click.option("--decode/--no-decode", default=True, show_default=True, help="also decode every member (JPEG, JSON, telemetry)")
+@click.option("--json", "as_json", is_flag=True, help="print the problems as JSON")
+def verify(root: str, decode: bool, as_json: bool) -> None:
+    """Check the store ROOT (path or URI): shard sha256 against the manifest, members decode, catalog
+    rows match shard members. One line per problem; exit status 1 when there is any."""
+    verify_store_command(root, decode=decode, as_json=as_json)
+
+
+def verify_store_command(root: str, *, decode: bool = True, as_json: bool = False) -> None:
+    """``fleet store verify`` (also ``fleet verify --store``): prints the problems, exits 1 on any."""
+    from fleetcore.store.verify import verify_clip_store
+
+    problems = verify_clip_store(root, decode=decode)
+    if as_json:
+        _echo_json({"store": root, "ok": not problems, "problems": [asdict(p) for p in problems]})
+    elif not problems:
+        click.echo(f"{root}: OK")
+    else:
+        for p in problems:
+            click.echo(str(p))
+    if problems:
+        raise click.ClickException(f"{root}: {len(problems)} problem(s)")
 
 
 @store.command("gc")

@@ -9,7 +9,8 @@ Run it as::
 Stages: select (polars, in the launcher: the catalog is small) -> render each sample (read its
 members from the clip store by offset, resample, resize, encode; staged one file per sample) ->
 assign samples to shards by size, in the seeded shuffled order (one step, deterministic) -> write
-shards (in parallel) -> index + manifest (last) -> rename the temp folder into place.
+shards (in parallel) -> index + manifest (last) -> rename the temp folder into place. A clip that does
+not render (its stored sample does not decode) is left out and listed in the manifest's ``skipped``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from fleetcore.datasets.build import (
     write_shard,
 )
 from fleetcore.datasets.spec import DatasetSpec, load_spec
+from fleetcore.errors import FleetError
 from fleetcore.store.cleanup import no_space, remove_orphans
 from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
 log = logging.getLogger(__name__)
 
 NS = "build_dataset"
+
+STAGED, SKIPPED = "staged", "skipped"
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,18 @@ class _RenderFn(beam.DoFn):
     def __init__(self, spec: DatasetSpec, staging: str):
         self.spec, self.staging = spec, staging
         self.samples = Metrics.counter(NS, "samples_rendered")
+        self.skipped = Metrics.counter(NS, "samples_skipped")
 
     def process(self, task):
+        try:
+            staged = stage_sample(task, self.spec, self.staging)
+        except FleetError as exc:  # an undecodable stored clip: left out and listed, the build goes on
+            log.warning("clip %s skipped: %s", task.clip_id, exc)
+            self.skipped.inc()
+            yield SKIPPED, {"clip_id": task.clip_id, "reason": str(exc)}
+            return
         self.samples.inc()
-        yield stage_sample(task, self.spec, self.staging)
+        yield STAGED, staged
 
 
 class _WriteShardFn(beam.DoFn):
@@ -85,8 +97,8 @@ class _FinishFn(beam.DoFn):
     def __init__(self, plan: Plan, out_dir: str):
         self.plan, self.out_dir = plan, out_dir
 
-    def process(self, shards: list[dict[str, Any]]):
-        yield finish_build(self.plan, self.out_dir, shards)
+    def process(self, shards: list[dict[str, Any]], skipped: list[dict[str, str]]):
+        yield finish_build(self.plan, self.out_dir, shards, skipped)
 
 
 class BuildDataset(beam.PTransform):
@@ -100,17 +112,28 @@ class BuildDataset(beam.PTransform):
         spec = self.plan.spec
         staging = os.path.join(self.out_dir, "_staging")
         ext = "tar" if spec.format == "webdataset" else "arrow"
-        return (
+        rendered = (
             pbegin
             | "Samples" >> beam.Create(list(self.plan.tasks), reshuffle=False)
             | "Spread" >> beam.Reshuffle()
             | "Render" >> beam.ParDo(_RenderFn(spec, staging))
+        )
+        skipped = (
+            rendered
+            | "OnlySkipped" >> beam.Filter(lambda kv: kv[0] == SKIPPED)
+            | "UntagSkipped" >> beam.Map(lambda kv: kv[1])
+            | "GatherSkipped" >> beam.combiners.ToList()
+        )
+        return (
+            rendered
+            | "OnlyStaged" >> beam.Filter(lambda kv: kv[0] == STAGED)
+            | "UntagStaged" >> beam.Map(lambda kv: kv[1])
             | "GatherStaged" >> beam.combiners.ToList()
             | "AssignShards" >> beam.FlatMap(lambda staged: assign_shards(staged, spec.shard_bytes, ext=ext))
             | "SpreadShards" >> beam.Reshuffle()
             | "WriteShards" >> beam.ParDo(_WriteShardFn(spec, self.out_dir))
             | "GatherShards" >> beam.combiners.ToList()
-            | "Finish" >> beam.ParDo(_FinishFn(self.plan, self.out_dir))
+            | "Finish" >> beam.ParDo(_FinishFn(self.plan, self.out_dir), skipped=beam.pvalue.AsSingleton(skipped))
         )
 
 
@@ -119,6 +142,16 @@ def _result(spec: DatasetSpec, version: str, path: Path, built: bool) -> BuildRe
 
     doc = json.loads((path / MANIFEST_NAME).read_text())
     return BuildResult(spec.name, version, str(path), str(path / MANIFEST_NAME), int(doc["n_samples"]), len(doc["shards"]), built)
+
+
+def _refuse_empty(tmp: Path) -> None:
+    """A build whose every selected clip was skipped (undecodable) is not a dataset."""
+    import json
+
+    doc = json.loads((tmp / MANIFEST_NAME).read_text())
+    if not doc["n_samples"]:
+        first = doc["skipped"][0]["reason"] if doc.get("skipped") else "no samples"
+        raise DatasetError(str(tmp), f"every selected clip was skipped ({len(doc.get('skipped', []))}; first: {first})", code="all_skipped")
 
 
 def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str | None = None, datasets_root: str | os.PathLike[str],
@@ -152,6 +185,7 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
         run_to_completion(p)
         if not (tmp / MANIFEST_NAME).is_file():
             raise DatasetError(str(tmp), "the job finished without writing the manifest", code="build_incomplete")
+        _refuse_empty(tmp)
         try:
             os.rename(tmp, final)
         except OSError:

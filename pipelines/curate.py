@@ -45,7 +45,7 @@ from fleetcore.clips import (
     write_drive_tables,
     write_quarantine,
 )
-from fleetcore.errors import ConfigError, DriveError, DriveIncomplete
+from fleetcore.errors import ConfigError, DriveError, DriveIncomplete, FleetError
 from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 from fleetcore.landing.drives import list_drives, localize_drive
 from fleetcore.stages.options import LabelsOptions, PrivacyOptions
@@ -257,6 +257,7 @@ class _PackFn(beam.DoFn):
         self.store, self.cfg, self.fingerprints = store, cfg, fingerprints
         self.bytes = Metrics.counter(NS, "shard_bytes_written")
         self.shards = Metrics.counter(NS, "shards_written")
+        self.quarantined = Metrics.counter(NS, "drives_quarantined")
 
     def setup(self):
         self.layout = StoreLayout(self.store)
@@ -267,9 +268,25 @@ class _PackFn(beam.DoFn):
         drives = [v for k, v in items if k == DRIVE]
         if len(drives) != 1:  # a drive's clips always arrive with its one drive row
             raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
-        with stage_time("pack"):
-            gen = pack_drive(self.layout, drives[0], clips, self.cfg, fingerprints=self.fingerprints)
-        report_stage_times()
+        drive = drives[0]
+        try:
+            seen: dict[str, ClipResult] = {}
+            for c in clips:
+                if c.clip_id in seen:
+                    raise DriveError(None, f"sample key {c.clip_id!r} appears twice ({seen[c.clip_id].fragment}, {c.fragment}); "
+                                           "the drive is not packed", code="duplicate_key")
+                seen[c.clip_id] = c
+            with stage_time("pack"):
+                gen = pack_drive(self.layout, drive, clips, self.cfg, fingerprints=self.fingerprints)
+        except FleetError as exc:  # a key collision or a bad fragment: this drive is quarantined, the others go on
+            err = exc if isinstance(exc, DriveError) else DriveError(None, str(exc), code=exc.code or "pack_failed")
+            log.warning("drive %s not packed: %s", kv[0], err)
+            self.quarantined.inc()
+            record = quarantine_record(drive["path"], err, stage="pack", vehicle_id=drive["vehicle_id"], drive_id=drive["drive_id"])
+            yield {"quarantine": {**record, "record": str(write_quarantine(self.layout, record))}}
+            return
+        finally:
+            report_stage_times()
         self.bytes.inc(sum(s["bytes"] for s in gen.shards))
         self.shards.inc(len(gen.shards))
         yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips],

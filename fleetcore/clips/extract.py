@@ -43,11 +43,14 @@ SAMPLE_TELEMETRY = (
 )
 
 
-def clip_id_for(drive_id: str, start_ns: int, end_ns: int, config_version: str) -> str:
-    """Deterministic clip id: drive, window and config version. No dots (WebDataset keys)."""
-    h = sha256_hex(f"{drive_id}|{start_ns}|{end_ns}|{config_version}")[:10]
-    safe = drive_id.replace(".", "-")
-    return f"{safe}_{start_ns // 1_000_000:d}_{h}"
+def clip_id_for(vehicle_id: str, drive_id: str, start_ns: int, end_ns: int, config_version: str) -> str:
+    """Deterministic clip id: vehicle, drive, window and config version, so the same drive id under
+    two vehicles gives two ids. No dots (WebDataset keys): ``<vehicle>__<drive>_<start ms>_<hash>``,
+    dots in the ids written as ``-`` and that prefix cut to 160 characters (the hash is over the ids
+    as they are)."""
+    h = sha256_hex(f"{vehicle_id}|{drive_id}|{start_ns}|{end_ns}|{config_version}")[:10]
+    prefix = f"{vehicle_id}__{drive_id}".replace(".", "-")[:160]  # keys stay within 200 characters
+    return f"{prefix}_{start_ns // 1_000_000:d}_{h}"
 
 
 def find_drive_events(vd: ValidatedDrive, specs: Sequence[Any], cfg: CurateConfig) -> pa.Table:
@@ -87,7 +90,7 @@ def clip_tasks(vd: ValidatedDrive, events: pa.Table, cfg: CurateConfig) -> list[
         s, e = max(w.start_ns, cam_start), min(w.end_ns, cam_end)
         if e - s < int(1e9 / cfg.rate_hz):
             continue
-        out.append(ClipTask(clip_id_for(vd.drive_id, s, e, version), s, e, tuple(w.triggers), w.primary_trigger, int(w.priority)))
+        out.append(ClipTask(clip_id_for(vd.vehicle_id, vd.drive_id, s, e, version), s, e, tuple(w.triggers), w.primary_trigger, int(w.priority)))
     return out
 
 
@@ -164,8 +167,9 @@ class ClipFailure:
     error: DriveError
 
 
-def staged_result(layout: StoreLayout, clip_id: str) -> ClipResult | None:
-    """A clip staged by an earlier (possibly killed) run, if complete."""
+def staged_result(layout: StoreLayout, clip_id: str, drive_key: str | None = None) -> ClipResult | None:
+    """A clip staged by an earlier (possibly killed) run, if complete (and, given ``drive_key``,
+    staged for that drive: a staged clip of another drive is never taken for this one's)."""
     frag = layout.staged(clip_id, "tar")
     meta = layout.staged(clip_id, "json")
     size = file_size(frag)
@@ -175,7 +179,7 @@ def staged_result(layout: StoreLayout, clip_id: str) -> ClipResult | None:
         d = json.loads(read_bytes(meta))
     except (json.JSONDecodeError, OSError):
         return None
-    if d.get("fragment_bytes") != size:
+    if d.get("fragment_bytes") != size or (drive_key is not None and d.get("drive_key") != drive_key):
         return None
     return ClipResult(**d)
 
@@ -211,8 +215,9 @@ def extract_clips(
     from fleetcore.video.extract import ClipExtractor
 
     todo = []
+    drive_key = layout.drive_name(vd.vehicle_id, vd.drive_id)
     for task in tasks:
-        prev = staged_result(layout, task.clip_id)
+        prev = staged_result(layout, task.clip_id, drive_key)
         if prev is not None:
             yield prev
         elif stored and (task.start_ns, task.end_ns) in stored:
@@ -440,7 +445,7 @@ def relabel_clip(drive: Mapping[str, Any], src: StoredClip, labels_stage: Any, c
     assert src.task is not None
     version = cfg.version()
     old = src.task
-    task = ClipTask(clip_id_for(drive["drive_id"], old.start_ns, old.end_ns, version), old.start_ns, old.end_ns, old.triggers,
+    task = ClipTask(clip_id_for(drive["vehicle_id"], drive["drive_id"], old.start_ns, old.end_ns, version), old.start_ns, old.end_ns, old.triggers,
                     old.primary_trigger, old.priority)
     members = src.read()
     sample = decode_sample(dict(members))

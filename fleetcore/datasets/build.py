@@ -247,7 +247,10 @@ def render_sample(task: SampleTask, spec: DatasetSpec) -> Rendered:
     import cv2
 
     members = {m: read_member(task.shard_path, off, size) for m, off, size in task.members}
-    ds = decode_sample(members)
+    try:
+        ds = decode_sample(members)
+    except (KeyError, TypeError, ValueError) as exc:  # metadata JSON that parses but lacks what a sample holds
+        raise DatasetError(task.shard_path, f"clip {task.clip_id!r}: sample metadata is incomplete ({exc!r})", code="clip_undecodable") from exc
     times = ds.sample_times_ns.astype(np.int64)
     if times.size == 0:
         raise DatasetError(task.shard_path, f"clip {task.clip_id!r} has no samples", code="empty_clip")
@@ -486,7 +489,18 @@ INDEX_SCHEMA = pa.schema(
 # ----------------------------------------------------------------------------------------
 # manifest
 # ----------------------------------------------------------------------------------------
-def manifest_doc(plan: Plan, shards: Sequence[dict[str, Any]], index_sha256: str) -> dict[str, Any]:
+def skipped_entries(skipped: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The manifest's ``skipped`` list: one ``{clip_id, reason}`` per clip left out (a clip selected
+    several times is listed once), sorted by clip id."""
+    by: dict[str, str] = {}
+    for s in skipped:
+        by.setdefault(s["clip_id"], s["reason"])
+        by[s["clip_id"]] = min(by[s["clip_id"]], s["reason"])  # the same reason whatever order the workers finish in
+    return [{"clip_id": c, "reason": by[c]} for c in sorted(by)]
+
+
+def manifest_doc(plan: Plan, shards: Sequence[dict[str, Any]], index_sha256: str,
+                 skipped: Iterable[dict[str, str]] = ()) -> dict[str, Any]:
     spec = plan.spec
     entries = sorted(shards, key=lambda s: (SPLITS.index(s["split"]), s["name"]))
     samples = [lin for s in entries for lin in s["lineage"]]
@@ -518,6 +532,7 @@ def manifest_doc(plan: Plan, shards: Sequence[dict[str, Any]], index_sha256: str
         "index": {"name": INDEX_NAME, "sha256": index_sha256},
         "n_samples": len(samples),
         "total_bytes": sum(s["bytes"] for s in entries),
+        "skipped": skipped_entries(skipped),
     }
     validate_manifest(doc, path="<manifest>")
     return doc
@@ -542,12 +557,13 @@ def write_index(out_dir: str, shards: Sequence[dict[str, Any]]) -> str:
     return sha256_file(path)
 
 
-def finish_build(plan: Plan, tmp_dir: str, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Write index and manifest (last) into the temp folder; remove staging."""
+def finish_build(plan: Plan, tmp_dir: str, shards: Sequence[dict[str, Any]], skipped: Iterable[dict[str, str]] = ()) -> dict[str, Any]:
+    """Write index and manifest (last) into the temp folder; remove staging. ``skipped``: the clips
+    left out because they did not render (``{clip_id, reason}``), listed in the manifest."""
     import shutil
 
     idx_sha = write_index(tmp_dir, shards)
-    doc = manifest_doc(plan, shards, idx_sha)
+    doc = manifest_doc(plan, shards, idx_sha, skipped)
     staging = os.path.join(tmp_dir, "_staging")
     if os.path.isdir(staging):
         shutil.rmtree(staging)

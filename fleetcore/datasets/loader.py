@@ -29,6 +29,13 @@ contiguous member bytes; JPEG frames are decoded by simplejpeg straight into a p
 ``(cameras, frames, H, W, 3)`` array. Arrow shards are memory-mapped (``pa.memory_map`` +
 ``pa.ipc.open_file``) and frames are zero-copy numpy views into the mapped file.
 
+**Checking.** With ``verify=True`` (default) every sample read is checked against the dataset's
+``index.arrow`` (itself checked against the sha256 the manifest records): each tar member's bytes
+against its recorded sha256, an Arrow sample's frames + telemetry against theirs. A sample whose
+bytes differ, or that does not read or decode (truncated shard, JPEG that does not decode), raises
+:class:`CorruptSample` (``on_corrupt="raise"``, default) or is skipped with a logged warning and
+recorded in ``loader.skipped`` (``on_corrupt="skip"``; the reader then hands out fewer samples).
+
 A sample is a dict: ``__key__``, ``clip_id``, ``split``, ``trigger``, ``frames`` (uint8
 ``(C, F, H, W, 3)``), ``valid`` (bool ``(C, F)``: False where the source had no frame; zeros),
 ``telemetry`` (float32 ``(F, T)``, NaN = unknown, columns in the manifest's
@@ -38,8 +45,10 @@ labels, privacy). With ``decode=False`` a tar sample is ``{"__key__", "members":
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -48,11 +57,26 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 
+from fleetcore.datasets.build import INDEX_NAME, DatasetError
 from fleetcore.datasets.manifest import read_manifest
+from fleetcore.errors import FleetError
+from fleetcore.store.fs import sha256_file
 from fleetcore.store.tario import ShardError, scan_tar
+
+log = logging.getLogger(__name__)
 
 Policy = Literal["truncate", "pad"]
 Split = Literal["train", "val"]
+OnCorrupt = Literal["raise", "skip"]
+
+
+class CorruptSample(DatasetError):
+    """A sample read from a dataset shard does not match the dataset's index (or does not read or
+    decode): names the shard, the sample key and the member."""
+
+    def __init__(self, path: str, problem: str, *, key: str, member: str | None = None, code: str = "sample_corrupt") -> None:
+        self.key, self.member = key, member
+        super().__init__(f"{path}: sample {key!r}" + (f" member {member!r}" if member else ""), problem, code=code)
 
 
 @dataclass(frozen=True)
@@ -175,6 +199,8 @@ class DatasetLoader:
         decode: bool = True,
         policy: Policy = "truncate",
         max_open_shards: int = 16,
+        verify: bool = True,
+        on_corrupt: OnCorrupt = "raise",
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..world_size-1, found rank={rank} world_size={world_size}")
@@ -186,6 +212,12 @@ class DatasetLoader:
             raise ValueError(f"shuffle_buffer must be >= 0, found {shuffle_buffer}")
         if max_open_shards < 1:
             raise ValueError(f"max_open_shards must be >= 1, found {max_open_shards}")
+        if on_corrupt not in ("raise", "skip"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'skip', found {on_corrupt!r}")
+        self.verify, self.on_corrupt = bool(verify), on_corrupt
+        #: (key, reason) of every sample skipped as corrupt (``on_corrupt="skip"``)
+        self.skipped: list[tuple[str, str]] = []
+        self._digests: dict[str, dict[str, Any]] | None = None
         self.max_open_shards = max_open_shards
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -315,6 +347,75 @@ class DatasetLoader:
         self._open[si] = sh  # most recently used last
         return sh
 
+    def _shard_digests(self, name: str) -> dict[str, Any]:
+        """The digests of shard ``name`` from ``index.arrow``: ``{key: {member: sha256}}`` (tar) or
+        ``{key: sha256}`` (Arrow). The index is read once, after checking it against the manifest."""
+        if self._digests is None:
+            import pyarrow as pa
+
+            ip = self.path / INDEX_NAME
+            want = self.manifest.get("index", {}).get("sha256")
+            if not ip.is_file():
+                raise DatasetError(str(ip), "index is missing, so samples cannot be checked (verify=False reads without)", code="index_missing")
+            if want and sha256_file(ip) != want:
+                raise DatasetError(str(ip), "index sha256 differs from the manifest", code="index_corrupt")
+            with pa.memory_map(str(ip), "r") as mm:
+                t = pa.ipc.open_file(mm).read_all().select(["shard", "key", "member", "sha256"])
+            mine = {s["name"] for s in self._shards}
+            out: dict[str, dict[str, Any]] = {}
+            arrow = self.format != "webdataset"
+            for shard, key, member, sha in zip(*(t.column(c).to_pylist() for c in ("shard", "key", "member", "sha256"))):
+                if shard not in mine:
+                    continue
+                if arrow:
+                    out.setdefault(shard, {})[key] = sha
+                else:
+                    out.setdefault(shard, {}).setdefault(key, {})[member] = sha
+            self._digests = out
+        return self._digests.get(name, {})
+
+    def _check_tar(self, name: str, key: str, members: dict[str, memoryview]) -> None:
+        want = dict(self._shard_digests(name).get(key, {}))
+        for ext, data in members.items():
+            member = f"{key}.{ext}"
+            sha = want.pop(member, None)
+            if sha is None:
+                raise CorruptSample(str(self.path / name), "member is not in the dataset index", key=key, member=member, code="unexpected_member")
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise CorruptSample(str(self.path / name), "member bytes differ from the dataset index (sha256)", key=key, member=member)
+        if want:
+            raise CorruptSample(str(self.path / name), f"members missing from the shard: {sorted(want)}", key=key, member=min(want),
+                                code="member_missing")
+
+    def _check_arrow(self, name: str, key: str, frames: np.ndarray, telemetry: np.ndarray) -> None:
+        h = hashlib.sha256(np.ascontiguousarray(frames))
+        h.update(np.ascontiguousarray(telemetry))
+        if self._shard_digests(name).get(key) != h.hexdigest():
+            raise CorruptSample(str(self.path / name), "sample tensors differ from the dataset index (sha256)", key=key, member="frames")
+
+    def _corrupt(self, index: int, exc: FleetError) -> None:
+        """Skip sample ``index`` (logged, recorded) under ``on_corrupt="skip"``; else raise ``exc``
+        (a CorruptSample naming the sample)."""
+        key = self.samples[index][2]
+        if not isinstance(exc, CorruptSample):
+            shard = self.path / self._shards[self.samples[index][0]]["name"]
+            exc = CorruptSample(str(shard), exc.problem, key=key, member=getattr(exc, "member", None), code=exc.code or "sample_corrupt")
+        if self.on_corrupt == "raise":
+            raise exc
+        log.warning("skipped sample %s: %s", key, exc)
+        self.skipped.append((key, str(exc)))
+
+    def _read_checked(self, index: int, *, out: dict[str, np.ndarray] | None = None) -> dict[str, Any] | None:
+        """:meth:`read`, with corrupt samples handled as ``on_corrupt`` says (None: skipped)."""
+        import pyarrow as pa
+
+        try:
+            return self.read(index, out=out)
+        except (ShardError, DatasetError, OSError, pa.ArrowInvalid) as exc:
+            err = exc if isinstance(exc, FleetError) else DatasetError(str(self.path), f"shard does not read ({exc})", code="shard_unreadable")
+            self._corrupt(index, err)
+            return None
+
     def close(self) -> None:
         for sh in self._open.values():
             sh.close()
@@ -333,6 +434,8 @@ class DatasetLoader:
         if isinstance(sh, _ArrowShard):
             b, row = sh.locate(pos)
             cols = sh.batch(b)
+            if self.verify:
+                self._check_arrow(self._shards[si]["name"], key, cols["frames"][row], cols["telemetry"][row])
             return {
                 "__key__": cols["key"][row],
                 "clip_id": cols["clip_id"][row],
@@ -346,6 +449,8 @@ class DatasetLoader:
             }
         data, ts = sh.read(key)
         members = {ext: data[off : off + size] for ext, off, size in ts.members}
+        if self.verify:
+            self._check_tar(self._shards[si]["name"], key, members)
         if not self.decode:
             return {"__key__": key, "members": {ext: bytes(v) for ext, v in members.items()}}
         return self._decode_tar(key, members, out)
@@ -391,9 +496,10 @@ class DatasetLoader:
         order = self.order(self.epoch)
         while self.consumed < len(order):
             idx = order[self.consumed]
-            sample = self.read(idx)
+            sample = self._read_checked(idx)
             self.consumed += 1
-            yield sample
+            if sample is not None:
+                yield sample
         self.set_epoch(self.epoch + 1)
 
     def batches(self, batch_size: int, *, drop_last: bool = False, buffers: int = 0) -> Iterator[dict[str, Any]]:
@@ -436,31 +542,49 @@ class DatasetLoader:
             if n < batch_size and drop_last:
                 self.consumed = len(order)
                 break
+            pos = self.consumed  # a skipped (corrupt) sample is replaced by the next one of the order
             if not self.decode and self.format == "webdataset":
-                batch = collate_numpy([self.read(order[self.consumed + i]) for i in range(n)])
-            else:
-                out = arrays(n)
-                items = []
-                for i in range(n):
-                    if self.format == "webdataset":
-                        s = self.read(order[self.consumed + i], out={"frames": out["frames"][i], "valid": out["valid"][i], "telemetry": out["telemetry"][i]})
-                    else:
-                        s = self.read(order[self.consumed + i])
+                got: list[dict[str, Any]] = []
+                while len(got) < n and pos < len(order):
+                    s = self._read_checked(order[pos])
+                    pos += 1
+                    if s is not None:
+                        got.append(s)
+                self.consumed = pos
+                if not got or (drop_last and len(got) < batch_size):
+                    continue
+                yield collate_numpy(got)
+                continue
+            out = arrays(n)
+            items = []
+            while len(items) < n and pos < len(order):
+                i = len(items)
+                if self.format == "webdataset":
+                    s = self._read_checked(order[pos], out={"frames": out["frames"][i], "valid": out["valid"][i], "telemetry": out["telemetry"][i]})
+                else:
+                    s = self._read_checked(order[pos])
+                    if s is not None:
                         np.copyto(out["frames"][i], s["frames"])
                         np.copyto(out["valid"][i], s["valid"])
                         np.copyto(out["telemetry"][i], s["telemetry"])
-                    np.copyto(out["times_ns"][i], s["times_ns"])
-                    items.append(s)
-                batch = {
-                    "__key__": [s["__key__"] for s in items],
-                    "clip_id": [s["clip_id"] for s in items],
-                    "split": [s["split"] for s in items],
-                    "trigger": [s["trigger"] for s in items],
-                    **out,
-                    "record": [s["record"] for s in items],
-                }
-            self.consumed += n
-            yield batch
+                pos += 1
+                if s is None:
+                    continue
+                np.copyto(out["times_ns"][i], s["times_ns"])
+                items.append(s)
+            self.consumed = pos
+            if not items or (drop_last and len(items) < batch_size):
+                continue
+            if len(items) < n:
+                out = {k: v[: len(items)] for k, v in out.items()}
+            yield {
+                "__key__": [s["__key__"] for s in items],
+                "clip_id": [s["clip_id"] for s in items],
+                "split": [s["split"] for s in items],
+                "trigger": [s["trigger"] for s in items],
+                **out,
+                "record": [s["record"] for s in items],
+            }
         if self.consumed >= len(order):
             self.set_epoch(self.epoch + 1)
 

@@ -6,6 +6,8 @@ or :class:`~fleetcore.errors.DriveIncomplete` when the upload-complete marker is
 (such a drive is skipped until complete, never quarantined).
 
 Checks, in order:
+0. The drive folder (and its vehicle folder) is a real folder of the landing zone, not a symbolic
+   link to somewhere else (``path_escape``).
 1. ``manifest.json`` against the ``drive_manifest`` contract; every path stays inside the drive.
 2. Every camera file exists, probes (resolution, frame rate, duration, frame count, keyframes)
    and is proved to decode: its first frames, and its last frames reached the way extraction
@@ -19,6 +21,7 @@ Checks, in order:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +214,10 @@ def _time_span(cameras: list[CameraCheck], telemetry: pa.Table | None, telemetry
 def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedDrive:
     """Validate one landing drive folder. See the module docstring."""
     d = Path(drive_dir)
+    for folder in (d, d.parent):  # the drive folder or its vehicle folder linked in from elsewhere
+        if folder.is_symlink():
+            raise DriveError(None, f"{'drive' if folder == d else 'vehicle'} folder {folder} is a symbolic link (to "
+                                   f"{os.readlink(folder)!r}); links are not allowed", code="path_escape")
     if not d.is_dir():
         raise DriveError(None, f"drive folder {d} does not exist", code="drive_missing")
     if not (d / UPLOAD_COMPLETE).is_file():
