@@ -88,7 +88,7 @@ def render(m: dict[str, Any], ex: dict[str, Any]) -> str:
         BEGIN,
         f"Measured on: {f['drives']} drives x {f['cameras']} cameras x {f['duration_s']:.0f} s at {f['size']} {f['fps']} fps "
         f"(stored at {f['max_side']} px), every window curated, default stages; {m['cores_busy']:.2f} cores busy, "
-        f"{m['decoded_fps']:.0f} decoded frames/s. Regenerate with `make bench` (then `bench/scale.py ... --write docs/scale.md`).",
+        f"{m['decoded_fps']:.0f} decoded frames/s. `make bench` regenerates this section.",
         "",
         "| per recorded fleet-hour (one vehicle, all cameras) | value |",
         "|---|---|",
