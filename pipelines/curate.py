@@ -129,6 +129,8 @@ class _ValidateFn(beam.DoFn):
             return
         finally:
             report_stage_times()
+        for w in vd.warnings:  # accepted, but worth a look (fleetcore.ingest.validate.drive_warnings)
+            log.warning("%s/%s: %s", vehicle_id, drive_id, w)
         if not is_local(location):
             vd.source_uri = location
         if self.dates is not None and vd.date not in self.dates:

@@ -3,6 +3,7 @@ on a real clip store made by the simulator and the curate job."""
 
 from __future__ import annotations
 
+import re
 import hashlib
 import json
 import shutil
@@ -507,3 +508,22 @@ def test_unsafe_shard_names_in_manifest_rejected(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(doc))
     with pytest.raises(DatasetError, match="plain file name"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("frames_per_clip: 100000000\nframe_rate_hz: 5.0\n", "frames at 5 Hz span"),
+    ("frames_per_clip: 4000\nframe_rate_hz: 5.0\n", "800 s"),
+    ("frames_per_clip: 5000\nframe_rate_hz: 1000\nresolution: [4096, 4096]\n", "GiB of pixels"),
+])
+def test_huge_samples_are_refused_when_the_spec_is_read(tmp_path, extra, problem):
+    """frames_per_clip: 100000000 once ended in a numpy memory error inside Beam; now a one-line error."""
+    from fleetcore.datasets.spec import load_spec
+    from fleetcore.errors import ConfigError
+
+    base = "name: big\nstore: s\nwhere: \"true\"\ncameras: [front]\nresolution: [224, 128]\n"
+    lines = {k: v for k, v in (ln.split(": ", 1) for ln in (base + extra).strip().splitlines())}
+    p = tmp_path / "big.yaml"
+    p.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(p))}: frames_per_clip: .*{re.escape(problem)}") as err:
+        load_spec(p)
+    assert "\n" not in str(err.value)

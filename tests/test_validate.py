@@ -226,3 +226,34 @@ def test_raw_stream_with_wrong_frame_times_length(tmp_path, make_drive):
     np.save(d / "cameras" / "front" / "000.frametimes.npy", 5_000_000_000 + np.arange(30, dtype=np.int64) * 100_000_000)
     vd = validate_drive(d)
     assert vd.cameras[0].frames == 30
+
+
+def test_accepted_but_suspicious_inputs_are_reported(tmp_path, make_drive):
+    """Validation accepts these, but says so (ValidatedDrive.warnings: `fleet validate`, the curate
+    job's log): HEVC content declared as H.264, a camera covering 3 s of a 20 s drive, segment files
+    of one camera that overlap in time."""
+    from fleetcore.landing.drives import DriveWriter
+
+    hevc = encode_testsrc(tmp_path / "h.mp4", codec="libx265", extra={"x265-params": "log-level=error"})
+    h264 = encode_testsrc(tmp_path / "a.mp4")
+    w = DriveWriter(tmp_path / "landing", "veh-w", "drive-w")
+    shutil.copyfile(hevc, w.file("cameras/front/000.mp4"))
+    shutil.copyfile(h264, w.file("cameras/left/000.mp4"))
+    shutil.copyfile(h264, w.file("cameras/left/001.mp4"))
+    import pyarrow.parquet as pq
+
+    pq.write_table(telemetry_table(5_000_000_000, 20.0), w.file("telemetry.parquet"))
+    w.finish({"utc_offset_ns": 1_763_625_600_000_000_000, "source": "test", "telemetry": {"path": "telemetry.parquet", "format": "parquet"},
+              "cameras": [
+                  {"name": "front", "codec": "h264", "files": [{"path": "cameras/front/000.mp4", "start_ns": 5_000_000_000, "frame_times": None}]},
+                  {"name": "left", "codec": "h264", "files": [
+                      {"path": "cameras/left/000.mp4", "start_ns": 5_000_000_000, "frame_times": None},
+                      {"path": "cameras/left/001.mp4", "start_ns": 6_500_000_000, "frame_times": None}]}]})
+    vd = validate_drive(w.path)
+    text = "\n".join(vd.warnings)
+    assert "camera 'front': cameras/front/000.mp4 is declared h264 but its stream is hevc" in text
+    assert "camera 'front' covers 2.9 s of the drive's 20.0 s" in text
+    assert "segment files cameras/left/000.mp4 and cameras/left/001.mp4 overlap by 1.4" in text
+    # a plain drive has none of them
+    good = validate_drive(make_drive(tmp_path / "ok", "veh-ok", "drive-ok"))
+    assert not [x for x in good.warnings if "declared" in x or "overlap" in x or "covers" in x]

@@ -48,6 +48,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 CAMERA_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,31}$")
 DatasetFormat = Literal["webdataset", "arrow"]
 FORMATS = ("webdataset", "arrow")
+#: bounds of one dataset sample: frames per clip, the clip's length (the store's longest clip,
+#: fleetcore.clips.config.MAX_CLIP_S) and its decoded pixels (all cameras)
+MAX_FRAMES_PER_CLIP = 6000
+MAX_CLIP_S = 600.0
+MAX_SAMPLE_BYTES = 2 * 2**30
 
 _KNOWN = {
     "name", "description", "store", "where", "sql", "cap_per_trigger", "cap_per_vehicle", "class_weights",
@@ -224,6 +229,15 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
     for key, text in (("where", where), ("sql", sql)):
         if text is not None:
             check_spec_query(path, key, text if key == "sql" else f"SELECT * FROM clips WHERE {text}", limits)
+    fpc = _int(path, doc, "frames_per_clip", minimum=1, required=True)
+    rate = _float(path, doc, "frame_rate_hz", lo=0.0, lo_open=True, hi=1000.0, required=True)
+    if fpc > MAX_FRAMES_PER_CLIP or fpc / rate > MAX_CLIP_S:
+        raise _err(path, "frames_per_clip", f"{fpc} frames at {rate:g} Hz span {fpc / rate:g} s; expected at most "
+                   f"{MAX_FRAMES_PER_CLIP} frames and {MAX_CLIP_S:g} s (the longest clip the store holds)")
+    pixels = fpc * len(cams) * int(res[0]) * int(res[1]) * 3
+    if pixels > MAX_SAMPLE_BYTES:
+        raise _err(path, "frames_per_clip", f"a sample of {fpc} frames x {len(cams)} cameras at {res[0]}x{res[1]} is "
+                   f"{pixels / 2**30:.1f} GiB of pixels; expected at most {MAX_SAMPLE_BYTES / 2**30:g} GiB")
     return DatasetSpec(
         name=name,
         description=desc,
@@ -235,8 +249,8 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
         class_weights=weights,
         val_fraction=_float(path, doc, "val_fraction", default=0.0, lo=0.0, hi=1.0),
         cameras=tuple(cams),
-        frames_per_clip=_int(path, doc, "frames_per_clip", minimum=1, required=True),
-        frame_rate_hz=_float(path, doc, "frame_rate_hz", lo=0.0, lo_open=True, hi=1000.0, required=True),
+        frames_per_clip=fpc,
+        frame_rate_hz=rate,
         resolution=(int(res[0]), int(res[1])),
         format=fmt,
         shard_bytes=_int(path, doc, "shard_bytes", default=256 * 2**20, minimum=1024),

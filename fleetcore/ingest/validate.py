@@ -256,11 +256,55 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
         telemetry_gaps=n_gaps,
         duplicates_dropped=dups,
     )
+    vd.warnings.extend(drive_warnings(m, cameras, frame_index, start_ns, end_ns))
     if dups:
         vd.warnings.append(f"dropped {dups} exact duplicate telemetry rows")
     if n_gaps:
         vd.warnings.append(f"{n_gaps} telemetry gaps longer than {GAP_REPORT_S} s (longest {max_gap:.2f} s)")
     return vd
+
+
+#: a camera covering less than this share of the drive's time span gets a warning
+COVERAGE_WARN_SHARE = 0.5
+
+
+def drive_warnings(m: dict[str, Any], cameras: list[CameraCheck], frame_index: pa.Table, start_ns: int, end_ns: int) -> list[str]:
+    """What validation accepts but a user should hear about (``ValidatedDrive.warnings``: printed by
+    ``fleet validate``, logged by the curate job): a declared codec that is not the file's, frames
+    that share a timestamp or go back in time within a file, segment files that overlap in time, a
+    camera that covers only part of the drive."""
+    out: list[str] = []
+    span = max(1, end_ns - start_ns)
+    declared = {c["name"]: c.get("codec") for c in m["cameras"]}
+    for c in cameras:
+        for rel, info in zip(c.files, c.infos):
+            want = declared.get(c.name)
+            if want and info.codec and want != info.codec:
+                out.append(f"camera {c.name!r}: {rel} is declared {want} but its stream is {info.codec}")
+        rows = frame_index.filter(pc.equal(frame_index.column("camera"), c.name))
+        files = rows.column("file_index").to_numpy()
+        pts = rows.column("pts_ns").to_numpy()
+        order = rows.column("frame_index").to_numpy()
+        bounds = []
+        for fi in np.unique(files):
+            sel = files == fi
+            p = pts[sel][np.argsort(order[sel], kind="stable")]
+            d = np.diff(p)
+            rel = c.files[int(fi)] if int(fi) < len(c.files) else f"file {fi}"
+            if (d == 0).any():
+                out.append(f"camera {c.name!r}: {rel} has {int((d == 0).sum())} frames with the timestamp of the frame before")
+            if (d < 0).any():
+                out.append(f"camera {c.name!r}: {rel} has {int((d < 0).sum())} timestamps going back in time (presentation order)")
+            if len(p):
+                bounds.append((int(p.min()), int(p.max()), rel))
+        for (a0, a1, ra), (b0, _b1, rb) in zip(bounds, bounds[1:]):
+            if b0 <= a1:
+                out.append(f"camera {c.name!r}: segment files {ra} and {rb} overlap by {(a1 - b0) / 1e9:.3f} s")
+        covered = (c.end_ns - c.start_ns) / span
+        if covered < COVERAGE_WARN_SHARE:
+            out.append(f"camera {c.name!r} covers {(c.end_ns - c.start_ns) / 1e9:.1f} s of the drive's {span / 1e9:.1f} s "
+                       "(clips outside it have no frames of this camera)")
+    return out
 
 
 _CODE_BY_EXPECTED = (
