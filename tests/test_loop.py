@@ -226,12 +226,20 @@ def _planner_predictions(landing: Path, store: Path) -> tuple[pl.DataFrame, pl.D
     return pl.concat(frames), planted
 
 
-def test_predictions_disagreement_backtest_and_dataset(loop_store, tmp_path):
+@pytest.fixture(scope="module")
+def planner(loop_store, tmp_path_factory):
+    """(the planner's predictions Parquet, its rows, the planted events)."""
     landing, store = loop_store
     preds, planted = _planner_predictions(landing, store)
     assert planted.height >= 10
-    path = tmp_path / "planner.parquet"
+    path = tmp_path_factory.mktemp("planner") / "planner.parquet"
     preds.with_columns(pl.lit("x").alias("note")).write_parquet(path)
+    return path, preds, planted
+
+
+def test_predictions_disagreement_backtest_and_dataset(loop_store, planner, tmp_path):
+    _, store = loop_store
+    path, preds, planted = planner
     runner = CliRunner()
     res = runner.invoke(cli, ["predictions", "import", str(path), "--store", str(store), "--model", MODEL, "--json"])
     assert res.exit_code == 0, res.output
@@ -356,3 +364,37 @@ def test_model_signals_trajectory_and_validation():
     assert "model" not in plain.normalized()  # existing triggers keep their config hashes
     with pytest.raises(LoopError, match="unknown metric"):
         disagreement_trigger("p@1", "vibes")
+
+
+def test_dagster_loop_round(loop_store, planner, tmp_path):
+    import dagster as dg
+
+    from dagster_project import loop as L
+    from dagster_project.resources import BeamRunner, FleetPaths
+    from fleetcore.datasets.manifest import read_manifest
+    from pipelines.build_dataset import run_build_dataset
+
+    _, store = loop_store
+    path, _, planted = planner
+    datasets = tmp_path / "datasets"
+    base_spec = write_dataset_spec(dataset_spec("turns", Catalog(str(store)).read("clips").filter(pl.col("primary_trigger") == "sharp_turn")["clip_id"],
+                                                cameras=("front",), frames_per_clip=2, frame_rate_hz=1.0, resolution=(64, 32),
+                                                privacy_required=False), tmp_path / "turns.yaml")
+    base = run_build_dataset(str(base_spec), store=str(store), datasets_root=datasets, beam_args=["--runner=FnApiRunner"])
+    paths = FleetPaths(store_root=str(store), datasets_root=str(datasets), reports_root=str(tmp_path / "reports"))
+    loop = L.LoopSettings(base_dataset=f"turns@{base.version}", predictions_path=str(path), model="planner@2", metric="steering",
+                          threshold=0.25, work_dir=str(tmp_path / "work"))
+    res = dg.materialize(L.LOOP_ASSETS, resources={"paths": paths, "beam": BeamRunner(), "loop": loop})
+    assert res.success
+    nxt = res.output_for_node("loop__next_dataset")
+    diff = nxt["diff"]
+    new = set(res.output_for_node("loop__new_clips"))
+    old = {s["clip_id"] for s in read_manifest(base.path)["samples"]}
+    assert diff["n_removed"] == 0 and set(diff["added"]) == new - old and diff["n_added"] > 0
+    assert nxt["name"] == "turns" and nxt["version"] != base.version
+    assert {s["clip_id"] for s in read_manifest(nxt["path"])["samples"]} == old | new
+    trig = res.output_for_node("loop__disagreement_trigger")
+    assert Path(trig["campaign"]).is_file() and trig["summary"]["clips"] > 0
+    mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
+    assert {"loop/clip_vectors", "loop/base_dataset", "loop/model_predictions", "loop/disagreement_trigger", "loop/new_clips",
+            "loop/next_dataset"} <= set(mats)

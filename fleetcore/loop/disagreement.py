@@ -270,3 +270,17 @@ def write_dataset_spec(doc: Mapping[str, Any], path: str | Path) -> Path:
         p.unlink()
         raise
     return p
+
+
+def next_dataset_spec(base: Mapping[str, Any], clip_ids: Sequence[str], *, store: str | None = None, name: str | None = None,
+                      description: str = "") -> dict[str, Any]:
+    """The next version of a built dataset (its manifest ``base``): the same spec options (cameras,
+    frames, resolution, format, privacy), selecting its clips plus ``clip_ids``."""
+    from fleetcore.datasets.spec import spec_from_json
+
+    sp = spec_from_json(base["spec"])
+    ids = sorted({s["clip_id"] for s in base["samples"]} | {str(c) for c in clip_ids})
+    extra: dict[str, Any] = {"format": sp.format, "jpeg_quality": sp.jpeg_quality, "seed": sp.seed, "val_fraction": sp.val_fraction}
+    return dataset_spec(name or sp.name, ids, store=store, cameras=sp.cameras, frames_per_clip=sp.frames_per_clip, frame_rate_hz=sp.frame_rate_hz,
+                        resolution=sp.resolution, privacy_required=sp.privacy_required,
+                        description=description or f"{base['name']}@{base['version']} plus {len(set(clip_ids))} clips", extra=extra)

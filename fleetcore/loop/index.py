@@ -4,7 +4,7 @@
 embedded LanceDB database at ``<store>/vectors/`` (``StoreLayout.vectors_dir``): table
 ``telemetry`` (one row per clip) and, with an image model, table ``image`` (one row per clip,
 camera and time window). ``vectors/index.json`` records what was indexed (catalog snapshot, kinds,
-dimensions, the model's sha256). A rebuild replaces the tables.
+dimensions, the model's sha256). A build replaces the tables of the kinds it builds.
 
 :func:`like` finds the clips nearest (cosine distance) to a clip's vectors, optionally only among
 ``allowed`` clip ids, which :func:`like_query` takes from a mining query run through
@@ -96,9 +96,14 @@ def build_index(store: str | Path, *, image_model: ImageModel | None = None, kin
         dim = len(df.get_column("vector")[0])
         db.create_table(kind, _arrow(df, dim), mode="overwrite")
         rows[kind], dims[kind] = df.height, dim
-    meta = {"snapshot": cat.snapshot_id(), "kinds": want, "rows": rows, "dims": dims, "telemetry_embedding": TELEMETRY_EMBEDDING_VERSION,
-            "image_model": None if image_model is None else {"path": image_model.path, "sha256": image_model.sha256,
-                                                                "input_size": list(image_model.input_size), "window_s": image_model.window_s}}
+    old = index_info(store) or {}
+    image_meta = old.get("image_model") if "image" not in want else {
+        "path": image_model.path, "sha256": image_model.sha256, "input_size": list(image_model.input_size),  # type: ignore[union-attr]
+        "window_s": image_model.window_s}  # type: ignore[union-attr]
+    kept = [k for k in old.get("kinds", []) if k not in want and k in _table_names(db)]
+    meta = {"snapshot": cat.snapshot_id(), "kinds": sorted({*want, *kept}),
+            "rows": {**{k: old["rows"][k] for k in kept}, **rows}, "dims": {**{k: old["dims"][k] for k in kept}, **dims},
+            "telemetry_embedding": TELEMETRY_EMBEDDING_VERSION, "image_model": image_meta}
     path = join(cat.layout.vectors_dir, META)
     atomic_write_bytes(path, json.dumps(meta, indent=1, sort_keys=True).encode())
     log.info("%s: indexed %s", store, rows)
