@@ -273,8 +273,8 @@ def test_predictions_disagreement_backtest_and_dataset(loop_store, planner, tmp_
     assert spec.model == MODEL and spec.where == "steer_error > 0.25"
     result = backtest(store, [spec])
     m = match_events(result.events, planted)
-    print(f"planted {planted.height}, fired {m.fired}: precision {m.precision:.3f}, recall {m.recall:.3f}")
-    assert m.precision >= 0.9 and m.recall >= 0.9, (m.missed, m.false_alarms)
+    assert m.precision >= 0.9 and m.recall >= 0.9, (f"planted {planted.height}, fired {m.fired}: precision {m.precision:.3f}, "
+                                                    f"recall {m.recall:.3f}", m.missed, m.false_alarms)
     assert m.fired >= 0.9 * planted.height
     s = result.summary()
     assert s["clips"] >= 1 and s["estimated_bytes"] > 0 and s["clip_hours"] > 0
@@ -398,3 +398,46 @@ def test_dagster_loop_round(loop_store, planner, tmp_path):
     mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
     assert {"loop/clip_vectors", "loop/base_dataset", "loop/model_predictions", "loop/disagreement_trigger", "loop/new_clips",
             "loop/next_dataset"} <= set(mats)
+
+
+def test_predictions_join_by_drive_time_and_errors(loop_store):
+    from fleetcore.loop.predictions import join_to_clips
+
+    _, store = loop_store
+    clips = Catalog(str(store)).read("clips").sort("clip_id")
+    c = clips.row(0, named=True)
+    rows = pl.DataFrame({"vehicle_id": [c["vehicle_id"]] * 3, "drive_id": [c["drive_id"]] * 3,
+                         "t_ns": [c["start_ns"] + 1, c["end_ns"], c["end_ns"] + 10**12], "class": ["a", "b", "c"]})
+    got, how, dropped = join_to_clips(rows, clips)
+    assert how == "vehicle_drive_time" and dropped == 1
+    assert got["clip_id"].to_list() == [c["clip_id"]] * 2 and got["class_label"].to_list() == ["a", "b"]
+    with pytest.raises(LoopError, match="cannot join"):
+        join_to_clips(pl.DataFrame({"score": [0.5]}), clips)
+    with pytest.raises(LoopError, match="cannot be read"):
+        join_to_clips(pl.DataFrame({"clip_id": [c["clip_id"]], "score": ["high"]}), clips)
+
+
+def test_erase_drops_the_vector_index(loop_store, tmp_path):
+    import shutil
+
+    from fleetcore.store.layout import StoreLayout
+    from fleetcore.store.retention import erase
+
+    _, store = loop_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    build_index(copy, kinds=["telemetry"])
+    vehicle = Catalog(str(copy)).read("clips")["vehicle_id"][0]
+    res = erase(StoreLayout(str(copy)), vehicle_id=vehicle)
+    assert json.loads(Path(res.audit_record).read_text())["vector_index_removed"] is True
+    assert not any(p.is_file() for p in (copy / "vectors").rglob("*"))
+    with pytest.raises(LoopError, match="no telemetry index"):
+        like(copy, "x")
+    build_index(copy)
+    assert vehicle not in set(lancedb_ids(copy))
+
+
+def lancedb_ids(store: Path) -> list[str]:
+    import lancedb
+
+    return lancedb.connect(str(store / "vectors")).open_table("telemetry").to_arrow().column("vehicle_id").to_pylist()

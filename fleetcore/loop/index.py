@@ -133,10 +133,14 @@ def like(store: str | Path, clip_id: str, *, k: int = 50, kind: str = "telemetry
     if k < 1:
         raise LoopError("--k", f"must be >= 1, got {k}")
     db = _connect(store)
-    if kind not in _table_names(db):
-        raise LoopError(Catalog(store).layout.vectors_dir, f"no {kind} index yet: run `fleet index build --store {store}`"
+    missing = LoopError(Catalog(store).layout.vectors_dir, f"no {kind} index yet: run `fleet index build --store {store}`"
                         + (" --config LOOP.yaml (with an image model)" if kind == "image" else ""))
-    tbl = db.open_table(kind)
+    if kind not in _table_names(db):
+        raise missing
+    try:
+        tbl = db.open_table(kind)
+    except (ValueError, OSError) as exc:  # a table folder without its data (e.g. after an erasure)
+        raise missing from exc
     q = f"clip_id = {_quote([clip_id])}" + (f" AND camera = {_quote([camera])}" if camera and kind == "image" else "")
     mine = tbl.search().where(q).limit(10_000).to_arrow()
     if mine.num_rows == 0:

@@ -66,8 +66,11 @@ def _read(path: str | Path) -> pl.DataFrame:
     except (OSError, pa.ArrowInvalid) as exc:
         raise LoopError(str(path), f"cannot read predictions Parquet ({exc})") from exc
     assert isinstance(df, pl.DataFrame)
-    ren = {a: b for a, b in ALIASES.items() if a in df.columns and b not in df.columns}
-    return df.rename(ren)
+    return df
+
+
+def _aliased(df: pl.DataFrame) -> pl.DataFrame:
+    return df.rename({a: b for a, b in ALIASES.items() if a in df.columns and b not in df.columns})
 
 
 def _values(df: pl.DataFrame, path: str) -> pl.DataFrame:
@@ -83,13 +86,18 @@ def _values(df: pl.DataFrame, path: str) -> pl.DataFrame:
                 raise LoopError(path, f"column {c!r} cannot be read as {dtype} ({exc})") from exc
         else:
             out.append(pl.lit(None, dtype=dtype).alias(c))
-    return df.select(out)
+    return df.with_row_index("_r").select("_r", *out).drop("_r")  # "_r" keeps the height when every column is a literal
 
 
 def join_to_clips(df: pl.DataFrame, clips: pl.DataFrame, *, path: str = "<predictions>") -> tuple[pl.DataFrame, str, int]:
     """(rows with clip_id, vehicle_id, drive_id, date, t_ns + the value columns; the join used; rows dropped)."""
+    df = _aliased(df)
+    cols = set(df.columns)
+    if not ("clip_id" in cols or {"vehicle_id", "drive_id", "t_ns"} <= cols or ("vehicle_id" in cols and cols & {"utc_ns", "timestamp"})):
+        raise LoopError(path, "cannot join the rows to clips: give clip_id, or vehicle_id + drive_id + t_ns, "
+                              "or vehicle_id + utc_ns / timestamp")
     vals = _values(df, path)
-    keyed = pl.concat([df.select([c for c in KEY_COLUMNS if c in df.columns]).with_row_index("_row"), vals], how="horizontal")
+    keyed = pl.concat([df.with_row_index("_row").select(["_row", *[c for c in KEY_COLUMNS if c in cols]]), vals], how="horizontal")
     c = clips.select("clip_id", "vehicle_id", "drive_id", "date", "start_ns", "end_ns",
                      pl.col("start_utc").dt.epoch("ns").alias("start_utc_ns"))
     if "clip_id" in df.columns:
@@ -119,9 +127,8 @@ def join_to_clips(df: pl.DataFrame, clips: pl.DataFrame, *, path: str = "<predic
                                                 check_sortedness=False)
              .filter(pl.col("clip_id").is_not_null() & (pl.col("_utc") <= pl.col("end_utc_ns")))
              .with_columns((pl.col("_utc") - pl.col("start_utc_ns") + pl.col("start_ns")).alias("t_ns")))
-    else:
-        raise LoopError(path, "cannot join the rows to clips: give clip_id, or vehicle_id + drive_id + t_ns, "
-                              "or vehicle_id + utc_ns / timestamp")
+    else:  # pragma: no cover - refused above
+        raise LoopError(path, "cannot join the rows to clips")
     j = j.sort("_row")
     dropped = df.height - j.height
     return j.select("clip_id", "vehicle_id", "drive_id", "date", "t_ns", *VALUE_COLUMNS), how, dropped
@@ -135,7 +142,7 @@ def import_predictions(store: str | Path, path: str | Path, model: str) -> Impor
     if cat.manifest.revision == 0:
         raise LoopError(str(store), "the store has no committed clips yet (has the curate job run on it?)")
     raw = _read(path)
-    ignored = sorted(set(raw.columns) - set(KEY_COLUMNS) - set(VALUE_COLUMNS))
+    ignored = sorted(set(_aliased(raw).columns) - set(KEY_COLUMNS) - set(VALUE_COLUMNS))
     clips = cat.scan("clips").collect()
     rows, how, dropped = join_to_clips(raw, clips, path=str(path))
     if rows.is_empty():
