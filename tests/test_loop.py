@@ -395,6 +395,9 @@ def test_dagster_loop_round(loop_store, planner, tmp_path):
     assert {s["clip_id"] for s in read_manifest(nxt["path"])["samples"]} == old | new
     trig = res.output_for_node("loop__disagreement_trigger")
     assert Path(trig["campaign"]).is_file() and trig["summary"]["clips"] > 0
+    from dagster_project.definitions import defs
+
+    assert {L.INDEX_JOB, L.LOOP_JOB} <= {j.name for j in defs.resolve_all_job_defs()}
     mats = {e.asset_key.to_user_string(): e for e in res.get_asset_materialization_events()}
     assert {"loop/clip_vectors", "loop/base_dataset", "loop/model_predictions", "loop/disagreement_trigger", "loop/new_clips",
             "loop/next_dataset"} <= set(mats)
