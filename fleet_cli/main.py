@@ -408,7 +408,7 @@ def _register(modules: list[str]) -> None:
             cli.add_command(cmd)
 
 
-_register(["fleet_cli.mine", "fleet_cli.datasets", "fleet_cli.store", "fleet_cli.models"])
+_register(["fleet_cli.mine", "fleet_cli.datasets", "fleet_cli.store", "fleet_cli.models", "fleet_cli.loop"])
 
 if __name__ == "__main__":
     cli()

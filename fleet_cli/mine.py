@@ -107,7 +107,7 @@ def _tables_used(query: str) -> set[str]:
 
 
 @click.command("mine", context_settings={"ignore_unknown_options": False})
-@click.argument("query")
+@click.argument("query", required=False)
 @click.option("--store", required=True, help="clip store root (a local path or a URI: s3://bucket/store)")
 @click.option("--bbox", default=None, help="minlon,minlat,maxlon,maxlat: clips whose bbox intersects it")
 @click.option("--near", default=None, help="lat,lon,radius_m: clips whose bbox centre is within radius_m")
@@ -135,20 +135,36 @@ def _tables_used(query: str) -> set[str]:
 @click.option("--resolution", default="224x128", show_default=True, help="WxH of the saved dataset's frames")
 @click.option("--privacy-required/--no-privacy-required", default=True, show_default=True,
               help="saved dataset refuses clips recorded without privacy blurring")
-def mine(query: str, store: str, bbox: str | None, near: str | None, since: str | None, until: str | None, now: str | None,
+@click.option("--like", "like", default=None, metavar="CLIP_ID",
+              help="clips most similar to CLIP_ID, among those QUERY selects (default all clips); docs/loop.md")
+@click.option("--k", "k", default=50, show_default=True, type=click.IntRange(1), help="with --like: how many clips")
+@click.option("--embedding", default="telemetry", show_default=True, type=click.Choice(["telemetry", "image"]),
+              help="with --like: the telemetry-shape or the image embedding")
+@click.option("--like-camera", default=None, help="with --like --embedding image: only this camera of CLIP_ID is the query")
+def mine(query: str | None, store: str, bbox: str | None, near: str | None, since: str | None, until: str | None, now: str | None,
          as_json: bool, parquet: str | None, count: bool, preview: str | None, camera: str | None, max_clips: int, limit: int,
          max_rows: int, time_limit: float, save_dataset: str | None, datasets_root: str, spec_path: str | None, no_build: bool, dataset_cameras: str,
-         frames_per_clip: int, frame_rate_hz: float, resolution: str, privacy_required: bool) -> None:
+         frames_per_clip: int, frame_rate_hz: float, resolution: str, privacy_required: bool, like: str | None = None, k: int = 50,
+         embedding: str = "telemetry", like_camera: str | None = None) -> None:
     """Run a read-only SQL QUERY over the store's tables: clips, labels, clip_labels, triggers,
-    drives, telemetry_summary. The query is bounded (docs/mining.md, "Limits"): --max-rows rows,
-    --time-limit seconds; on a timeout the command exits and the abandoned computation with it."""
+    drives, telemetry_summary, predictions. The query is bounded (docs/mining.md, "Limits"): --max-rows rows,
+    --time-limit seconds; on a timeout the command exits and the abandoned computation with it.
+    With --like CLIP_ID: the K clips nearest to it among the QUERY's clip_id values."""
     from fleetcore.query.mining import MiningSession
     from fleetcore.queryguard import QueryLimits
 
     try:
         filters = _filters(bbox, near, since, until, now)
         session = MiningSession.open(store, filters, QueryLimits(max_rows=max_rows, time_limit_s=time_limit))
-        df = session.query(query)
+        if like:
+            from fleetcore.loop.index import like_query
+
+            df = like_query(session, like, query, k=k, kind=embedding, camera=like_camera)
+            query = query or "SELECT * FROM clips"
+        elif not query:
+            raise click.UsageError("give a QUERY (or --like CLIP_ID)")
+        else:
+            df = session.query(query)
         if parquet:
             from fleetcore.store.fs import atomic_write_bytes
             import io
@@ -167,7 +183,7 @@ def mine(query: str, store: str, bbox: str | None, near: str | None, since: str 
                 out = html_preview(store, df, preview, camera=camera, max_clips=max_clips)
             click.echo(f"preview: {out}", err=True)
         if save_dataset:
-            _save(save_dataset, query, df, store=store, filters_active=filters.active, datasets_root=datasets_root, spec_path=spec_path,
+            _save(save_dataset, query, df, store=store, filters_active=filters.active or bool(like), datasets_root=datasets_root, spec_path=spec_path,
                   build=not no_build, cameras=[c.strip() for c in dataset_cameras.split(",") if c.strip()], frames_per_clip=frames_per_clip,
                   frame_rate_hz=frame_rate_hz, resolution=resolution, privacy_required=privacy_required)
         if count:

@@ -300,6 +300,36 @@ LABELS = Contract(
 )
 
 # --------------------------------------------------------------------------------------
+# Model predictions (imported with `fleet predictions import`; one row per clip or per frame)
+# --------------------------------------------------------------------------------------
+PREDICTIONS = Contract(
+    name="predictions",
+    version=VERSION,
+    description="A model's outputs joined to clips: per clip (t_ns null) or per frame (t_ns on the vehicle clock).",
+    schema=pa.schema(
+        [
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("model_version", pa.string(), nullable=False),
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("vehicle_id", pa.string(), nullable=False),
+            pa.field("drive_id", pa.string(), nullable=False),
+            pa.field("t_ns", NS, nullable=True),  # null: a per-clip prediction
+            pa.field("score", pa.float64(), nullable=True),  # confidence of class_label (0..1)
+            pa.field("class_label", pa.string(), nullable=True),  # the predicted class
+            pa.field("classes", pa.list_(pa.string()), nullable=True),  # class names of scores
+            pa.field("scores", pa.list_(pa.float64()), nullable=True),  # per-class scores
+            pa.field("steering_angle_rad", pa.float64(), nullable=True),  # predicted controls (SI, + = left)
+            pa.field("speed_mps", pa.float64(), nullable=True),
+            pa.field("accel_lon_mps2", pa.float64(), nullable=True),
+            pa.field("traj_x_m", pa.list_(pa.float64()), nullable=True),  # predicted path, ego frame: x forward
+            pa.field("traj_y_m", pa.list_(pa.float64()), nullable=True),  # y left; one point per traj_dt_s
+            pa.field("traj_dt_s", pa.float64(), nullable=True),
+        ]
+    ),
+    checks={"score": Check(min=0.0, max=1.0), "traj_dt_s": Check(min=0.0)},
+)
+
+# --------------------------------------------------------------------------------------
 # Shard index (clip store and datasets)
 # --------------------------------------------------------------------------------------
 SHARD_INDEX = Contract(
@@ -371,6 +401,7 @@ ALL = [
     TRIGGER_EVENTS,
     CLIPS,
     LABELS,
+    PREDICTIONS,
     SHARD_INDEX,
     DATASET_MANIFEST,
 ]

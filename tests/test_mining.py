@@ -89,7 +89,8 @@ def test_query_per_trigger_matches_catalog_and_ground_truth(fleet):
 def test_tables_registered(fleet):
     _, store = fleet
     s = MiningSession.open(store)
-    assert set(s.frames) == {"clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary", "near_duplicates"}
+    assert set(s.frames) == {"clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary", "near_duplicates",
+                            "predictions"}
     assert s.query("SELECT count(*) AS n FROM triggers").item() == Catalog(str(store)).read("triggers").height
     assert s.query("SELECT count(*) AS n FROM drives").item() == 4
     ts = s.query("SELECT clip_id, speed_max_kmh, speed_max_mps, lat_centre FROM telemetry_summary")

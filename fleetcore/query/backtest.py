@@ -7,6 +7,9 @@ backtest of the shipped triggers reproduces the store's ``triggers/`` tables exa
 gives firings per day and per vehicle, the clip windows they would cut
 (:func:`fleetcore.triggers.library.merge_windows`), clip-hours and the clip-store bytes they would cost
 (bytes per clip-second of the store: the current generations' shard bytes / catalog duration).
+A trigger with ``model: NAME@VERSION`` runs on the drive's derived telemetry plus that model's
+signals from the store's ``predictions`` table (:mod:`fleetcore.triggers.model_signals`), so a
+disagreement trigger is priced on history like any other (docs/loop.md).
 
 :func:`window_thumbnails` decodes a few frames of sample windows: from the clip store when a
 stored clip covers the window, else from the landing drive (``drives.path``) with
@@ -36,6 +39,8 @@ from fleetcore.query.mining import Filters
 from fleetcore.store.catalog import Catalog
 from fleetcore.store.fs import file_size, join, read_bytes
 from fleetcore.triggers.library import DEFAULT_RATE_HZ, TriggerSpec, find_events, merge_windows
+from fleetcore.triggers.model_signals import DEFAULT_LABEL, add_model_signals, parse_model
+from fleetcore.triggers.signals import derived_frame
 from schemas import TELEMETRY, TRIGGER_EVENTS
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,28 @@ def drive_telemetry(store: str | Path | Catalog, vehicle_id: str, drive_id: str)
     return None if t is None else TELEMETRY.conform(t)
 
 
+def _model_predictions(cat: Catalog, models: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """Each model's rows of the store's ``predictions`` table (a model with none: empty)."""
+    out = {}
+    for m in models:
+        name, version = parse_model(m)
+        out[m] = (cat.scan("predictions", missing_ok=True)
+                  .filter((pl.col("model") == name) & (pl.col("model_version") == version)).collect())
+        if out[m].is_empty():
+            log.warning("backtest: no predictions of model %s in %s (import them with `fleet predictions import`)", m, cat.root)
+    return out
+
+
+def _sorted_events(parts: list[pa.Table]) -> pa.Table:
+    if not parts:
+        return TRIGGER_EVENTS.schema.empty_table()
+    if len(parts) == 1:
+        return parts[0]
+    t = pa.concat_tables(parts)
+    return t.sort_by([("window_start_ns", "ascending"), ("window_end_ns", "ascending"), ("trigger", "ascending"),
+                      ("event_start_ns", "ascending")])
+
+
 def backtest(
     store: str | Path | Catalog,
     specs: Sequence[TriggerSpec],
@@ -136,9 +163,22 @@ def backtest(
     tables: list[pa.Table] = []
     dates: list[str] = []
     drive_s = 0.0
+    plain = [sp for sp in specs if sp.model is None]
+    modelled = sorted({(sp.model, sp.model_label or DEFAULT_LABEL) for sp in specs if sp.model is not None})
+    preds = _model_predictions(cat, [m for m, _ in modelled])
     for veh, drv, date, s, e in dr.iter_rows():
         tel = drive_telemetry(cat, veh, drv)
-        ev = find_events(tel, specs, vehicle_id=veh, drive_id=drv, rate_hz=rate, drive_span_ns=(int(s), int(e)))
+        parts = [find_events(tel, plain, vehicle_id=veh, drive_id=drv, rate_hz=rate, drive_span_ns=(int(s), int(e)))] if plain else []
+        if modelled and tel is not None:
+            derived = derived_frame(tel, rate_hz=rate, drive_start_ns=int(s))
+            clips = cat.scan("clips", missing_ok=True).filter((pl.col("vehicle_id") == veh) & (pl.col("drive_id") == drv)).collect()
+            for model, label in modelled:
+                group = [sp for sp in specs if sp.model == model and (sp.model_label or DEFAULT_LABEL) == label]
+                rows = preds[model].filter((pl.col("vehicle_id") == veh) & (pl.col("drive_id") == drv))
+                with_model = add_model_signals(derived, rows, clips, label=label)
+                parts.append(find_events(None, group, vehicle_id=veh, drive_id=drv, rate_hz=rate, drive_span_ns=(int(s), int(e)),
+                                         derived=with_model))
+        ev = _sorted_events(parts)
         tables.append(ev)
         dates += [date] * ev.num_rows
         drive_s += (int(e) - int(s)) / NS_PER_S

@@ -15,6 +15,8 @@ registered empty with its contract schema:
 * ``drives`` — the drive index (``schemas.DRIVE_INDEX``);
 * ``telemetry_summary`` — per clip speed (m/s and km/h) min/mean/max, peak decel, peak lateral
   accel, bbox and bbox centre;
+* ``predictions`` — imported model outputs (``schemas.PREDICTIONS`` + ``date``; ``fleet predictions
+  import``, docs/loop.md): per clip (``t_ns`` null) or per frame, ``model`` / ``model_version``;
 * ``near_duplicates`` — ``(clip_id, near_duplicate_of)`` across drives, dates and runs: the
   earliest original clip of the same vehicle (by UTC start) whose keyframe hashes are within the
   threshold, null for an original (``fleetcore.labels.dedup.near_duplicates_frame``; computed when
@@ -55,7 +57,7 @@ from fleetcore.queryguard import QueryLimits, QueryRefused, check_sql, collect_b
 
 log = logging.getLogger(__name__)
 
-TABLES: Final = ("clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary", "near_duplicates")
+TABLES: Final = ("clips", "labels", "clip_labels", "triggers", "drives", "telemetry_summary", "near_duplicates", "predictions")
 EARTH_RADIUS_M: Final = 6_371_008.8
 KMH_PER_MPS: Final = 3.6
 _REL_RE: Final = re.compile(r"^(\d+)\s*([dhw])$")
@@ -283,6 +285,11 @@ class MiningSession:
                 lon_c = (pl.col("lon_min") + pl.col("lon_max")) / 2
                 clips = clips.filter(haversine_m(lat_c, lon_c, lat0, lon0) <= radius)
             return clips
+        if name == "predictions":
+            preds = self._scan("predictions")
+            if self._geo_filtered() or self._bounds[0] is not None or self._bounds[2] is not None:
+                preds = preds.join(self.table("clips").select("clip_id"), on="clip_id", how="semi")
+            return preds
         if name == "labels":
             labels = self._scan("labels")
             if self._geo_filtered():

@@ -37,7 +37,7 @@ from fleetcore.store.manifest import Generation, StoreManifest, read_manifest
 
 __all__ = ["Catalog", "CatalogError", "TableName"]
 
-TableName = Literal["clips", "labels", "clip_labels", "index", "drives", "telemetry", "frames", "triggers"]
+TableName = Literal["clips", "labels", "clip_labels", "index", "drives", "telemetry", "frames", "triggers", "predictions"]
 
 
 class CatalogError(FleetError):
@@ -89,12 +89,13 @@ def _contract_schema(table: str) -> pa.Schema | None:
         DRIVE_INDEX,
         FRAME_INDEX,
         LABELS,
+        PREDICTIONS,
         SHARD_INDEX,
         TRIGGER_EVENTS,
     )
 
     contracts = {"clips": CLIPS, "labels": LABELS, "index": SHARD_INDEX, "drives": DRIVE_INDEX, "telemetry": CURATED_TELEMETRY,
-                 "frames": FRAME_INDEX, "triggers": TRIGGER_EVENTS}
+                 "frames": FRAME_INDEX, "triggers": TRIGGER_EVENTS, "predictions": PREDICTIONS}
     c = contracts.get(table)
     return None if c is None else _with_date(c.schema)
 

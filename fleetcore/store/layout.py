@@ -8,7 +8,8 @@
     clips/date=D/<drive>-<gen>-<token>-NNNNNN.tar     WebDataset shards of one drive generation
     catalog/<table>/date=D/<drive>.<gen>.parquet      catalog rows of one drive generation:
                                                       clips (CLIPS), index (SHARD_INDEX),
-                                                      labels (LABELS), clip_labels (wide labels)
+                                                      labels (LABELS), clip_labels (wide labels),
+                                                      predictions (PREDICTIONS, every imported model)
     triggers/date=D/<drive>.<gen>.parquet             trigger events (TRIGGER_EVENTS) of a generation
     drives/date=D/<drive>.<gen>.parquet               drive index row (DRIVE_INDEX) of a generation
     telemetry/date=D/<drive>.parquet                  canonical telemetry (CURATED_TELEMETRY)
@@ -18,6 +19,7 @@
     staging/<clip_id>.tar + .json                     encoded clip sample + its catalog row (resumable)
     runs/last.json                                    the last run's summary
     reports/                                          pictures of the control plane (Dagster metadata)
+    vectors/                                          the similarity index (LanceDB tables, fleetcore.loop)
     audit/<time>-<what>.json                          erasure and collection records
 
 ``<drive>`` is ``<vehicle>__<drive_id>``; ``<gen>`` is the generation id (a hash of the config
@@ -36,7 +38,7 @@ from fleetcore.store.fs import join
 __all__ = ["StoreLayout", "CATALOG_TABLES", "GENERATION_TABLES", "DRIVE_TABLES", "TABLES", "generation_id", "sha256_hex"]
 
 #: tables written per drive generation under ``catalog/``
-CATALOG_TABLES = ("clips", "index", "labels", "clip_labels")
+CATALOG_TABLES = ("clips", "index", "labels", "clip_labels", "predictions")
 #: every table written per drive generation (catalog tables plus triggers and the drive row)
 GENERATION_TABLES = (*CATALOG_TABLES, "triggers", "drives")
 #: tables written once per drive (they do not depend on the config version)
@@ -153,6 +155,11 @@ class StoreLayout:
     @property
     def reports_dir(self) -> str:
         return self.path("reports")
+
+    @property
+    def vectors_dir(self) -> str:
+        """The similarity index: a LanceDB database (``fleetcore.loop.index``)."""
+        return self.path("vectors")
 
     @property
     def audit_dir(self) -> str:

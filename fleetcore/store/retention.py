@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from fleetcore.store.fs import atomic_write_bytes, file_size, glob, read_bytes, remove
+from fleetcore.store.fs import atomic_write_bytes, file_size, glob, is_dir, iter_files, read_bytes, remove
 from fleetcore.store.layout import CATALOG_TABLES, StoreLayout, sha256_hex
 from fleetcore.store.manifest import (
     Generation,
@@ -174,12 +174,16 @@ def erase(layout: StoreLayout, *, vehicle_id: str, drive_id: str | None = None, 
         row = rec.get("row", rec)
         if match(str(row.get("vehicle_id")), str(row.get("drive_id"))):
             paths += [path] + ([str(rec["fragment"])] if rec.get("fragment") else [])
+    # the similarity index holds vectors derived from the erased clips: it goes (rebuild it with `fleet index build`)
+    vectors = bool(paths) and is_dir(layout.vectors_dir)
+    if vectors:
+        paths += list(iter_files(layout.vectors_dir))
     n, b = _remove_files(paths, _referenced(layout, new))
     _scrub_last_run(layout, match)
     held = [{"name": d["name"], "version": d["version"], "path": d["path"], "samples": d["samples_erased"]} for d in datasets]
     record = {"action": "erase", "at": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "vehicle_id": vehicle_id, "drive_id": drive_id,
               "drives": drives, "clips": sum(g.clips for g in gens), "revision": new.revision, "files_removed": n, "bytes_removed": b,
-              "datasets_holding_data": held}
+              "datasets_holding_data": held, "vector_index_removed": vectors}
     audit = _write_audit(layout, "erase", record, when)
     log.info("%s: erased %s (%d drives, %d files, %d bytes)", layout.root, prefix, len(drives), n, b)
     return EraseResult(vehicle_id, drive_id, drives, record["clips"], n, b, new.revision, audit, held)

@@ -1,7 +1,8 @@
 """The trigger engine: YAML trigger specs, event finding on telemetry, and clip-window merging.
 
 A trigger is a Polars SQL predicate (``where:``) over the derived telemetry frame of
-:mod:`fleetcore.triggers.signals`, plus durations (min duration, pre/post roll, cooldown) and a priority;
+:mod:`fleetcore.triggers.signals` (and, for a trigger with ``model: NAME@VERSION``, that model's
+signals of :mod:`fleetcore.triggers.model_signals`: docs/loop.md), plus durations (min duration, pre/post roll, cooldown) and a priority;
 or a seeded ``random_sample`` trigger that picks background windows. See ``docs/triggers.md``.
 
 * :func:`load_triggers` reads and validates trigger files (raises :class:`ConfigError`).
@@ -28,6 +29,7 @@ import pyarrow as pa
 
 from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError
+from fleetcore.triggers.model_signals import MODEL_COLUMNS, empty_model_signals, parse_model
 from fleetcore.triggers.signals import DERIVED_COLUMNS, NS_PER_S, derived_frame, empty_derived
 from schemas import TRIGGER_EVENTS
 
@@ -70,12 +72,19 @@ class TriggerSpec:
     peak: str | None = None
     peak_mode: PeakMode = "absmax"
     sample: RandomSample | None = None
+    #: ``NAME@VERSION``: the predicate may use that model's signals (fleetcore.triggers.model_signals)
+    model: str | None = None
+    #: the catalog label ``label_disagreement`` compares the predicted class with
+    model_label: str | None = None
     source: str | None = field(default=None, compare=False)
 
     def normalized(self) -> dict[str, Any]:
         """The spec's content as a JSON-able dict (without ``source``)."""
         d = asdict(self)
         d.pop("source")
+        for key in ("model", "model_label"):  # absent unless set: the hashes of existing triggers stay as they were
+            if d[key] is None:
+                d.pop(key)
         return d
 
     def config_hash(self) -> str:
@@ -125,6 +134,8 @@ _FIELDS: Final = {
     "peak",
     "peak_mode",
     "sample",
+    "model",
+    "model_label",
 }
 _REQUIRED: Final = ("name", "version")
 _DURATIONS: Final = ("min_duration_s", "pre_roll_s", "post_roll_s", "cooldown_s", "bridge_s")
@@ -139,22 +150,26 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _validate_where(path: str, fld: str, where: Any) -> str:
+def _validate_where(path: str, fld: str, where: Any, model: bool = False) -> str:
     if not isinstance(where, str) or not where.strip():
         raise ConfigError(path, f"expected a non-empty SQL predicate string, got {where!r}", field=fld)
     try:
         expr = pl.sql_expr(where)
     except pl.exceptions.PolarsError as exc:
         raise ConfigError(path, f"cannot parse SQL predicate {where!r}: {exc}", field=fld) from exc
-    valid = ", ".join(DERIVED_COLUMNS)
+    allowed = (*DERIVED_COLUMNS, *MODEL_COLUMNS) if model else DERIVED_COLUMNS
+    valid = ", ".join(allowed)
     roots = expr.meta.root_names()
-    unknown = sorted({r for r in roots if r not in DERIVED_COLUMNS})
+    unknown = sorted({r for r in roots if r not in allowed})
+    if unknown and not model and set(unknown) <= set(MODEL_COLUMNS):
+        raise ConfigError(path, f"column(s) {unknown} are model signals: give the trigger a model: NAME@VERSION", field=fld)
     if unknown:
         raise ConfigError(path, f"unknown column(s) {unknown} in {where!r}; valid columns: {valid}", field=fld)
     if not roots:
         raise ConfigError(path, f"predicate {where!r} references no column; valid columns: {valid}", field=fld)
     try:
-        out = empty_derived().select(expr.alias("_p"))
+        frame = empty_model_signals(empty_derived()) if model else empty_derived()
+        out = frame.select(expr.alias("_p"))
     except pl.exceptions.PolarsError as exc:
         raise ConfigError(path, f"predicate {where!r} cannot be evaluated: {exc}", field=fld) from exc
     if out.schema["_p"] != pl.Boolean:
@@ -220,9 +235,17 @@ def parse_trigger(raw: Any, *, path: str, prefix: str = "") -> TriggerSpec:
     peak_mode = raw.get("peak_mode", "absmax")
     if peak_mode not in ("min", "max", "absmax", "median"):
         raise ConfigError(path, f"expected one of min, max, absmax, median, got {peak_mode!r}", field=f"{prefix}peak_mode")
+    model = raw.get("model")
+    if model is not None:
+        name_, version_ = parse_model(model, where=path, field=f"{prefix}model")
+        model = f"{name_}@{version_}"
+    model_label = raw.get("model_label")
+    if model_label is not None and (model is None or not isinstance(model_label, str) or not NAME_RE.match(model_label)):
+        raise ConfigError(path, f"expected a label name [a-z0-9_]+ next to a model, got {model_label!r}", field=f"{prefix}model_label")
     peak = raw.get("peak")
-    if peak is not None and (not isinstance(peak, str) or peak not in DERIVED_COLUMNS):
-        raise ConfigError(path, f"unknown column {peak!r}; valid columns: {', '.join(DERIVED_COLUMNS)}", field=f"{prefix}peak")
+    columns = (*DERIVED_COLUMNS, *MODEL_COLUMNS) if model is not None else DERIVED_COLUMNS
+    if peak is not None and (not isinstance(peak, str) or peak not in columns):
+        raise ConfigError(path, f"unknown column {peak!r}; valid columns: {', '.join(columns)}", field=f"{prefix}peak")
 
     where: str | None = None
     sample: RandomSample | None = None
@@ -231,7 +254,7 @@ def parse_trigger(raw: Any, *, path: str, prefix: str = "") -> TriggerSpec:
             raise ConfigError(path, "only allowed with kind: random_sample", field=f"{prefix}sample")
         if "where" not in raw:
             raise ConfigError(path, "missing required field (a Polars SQL predicate)", field=f"{prefix}where")
-        where = _validate_where(path, f"{prefix}where", raw["where"])
+        where = _validate_where(path, f"{prefix}where", raw["where"], model=model is not None)
     else:
         if "where" in raw:
             raise ConfigError(path, "not allowed with kind: random_sample", field=f"{prefix}where")
@@ -248,6 +271,8 @@ def parse_trigger(raw: Any, *, path: str, prefix: str = "") -> TriggerSpec:
         peak=peak,
         peak_mode=cast(PeakMode, peak_mode),
         sample=sample,
+        model=model,
+        model_label=model_label,
         source=path,
         **vals,
     )
@@ -439,7 +464,8 @@ def find_events(
     """Run triggers over one drive; returns a ``TRIGGER_EVENTS`` table sorted by window start.
 
     ``telemetry`` is canonical telemetry (or None for a video-only drive: then only
-    random-sample triggers fire and ``drive_span_ns`` is required). The drive span
+    random-sample triggers fire and ``drive_span_ns`` is required). A trigger with a ``model`` runs
+    only where ``derived`` carries the model signals (``fleetcore.triggers.model_signals``). The drive span
     (``drive_span_ns``, else the telemetry's first..last sample) bounds every window and drives
     the random samples; events lying entirely outside the span are dropped. ``derived`` may pass a
     precomputed ``signals.derived_frame`` result.
@@ -467,6 +493,9 @@ def find_events(
         if spec.kind == "random_sample":
             events = _random_events(spec, drive_id, span)
         elif df is None:
+            continue
+        elif spec.model is not None and MODEL_COLUMNS[0] not in df.columns:
+            log.debug("%s/%s: trigger %s needs the signals of model %s; skipped", vehicle_id, drive_id, spec.name, spec.model)
             continue
         else:
             events = _predicate_events(df, spec, step_ns)
