@@ -35,6 +35,8 @@ against its recorded sha256, an Arrow sample's frames + telemetry against theirs
 bytes differ, or that does not read or decode (truncated shard, JPEG that does not decode), raises
 :class:`CorruptSample` (``on_corrupt="raise"``, default) or is skipped with a logged warning and
 recorded in ``loader.skipped`` (``on_corrupt="skip"``; the reader then hands out fewer samples).
+Each sample is checked the first time a process reads it from a shard file (identified by path,
+size and modification time); later epochs in the same process read it unchecked, at full speed.
 
 A sample is a dict: ``__key__``, ``clip_id``, ``split``, ``trigger``, ``frames`` (uint8
 ``(C, F, H, W, 3)``), ``valid`` (bool ``(C, F)``: False where the source had no frame; zeros),
@@ -64,6 +66,9 @@ from fleetcore.store.fs import sha256_file
 from fleetcore.store.tario import ShardError, scan_tar
 
 log = logging.getLogger(__name__)
+
+#: (shard path, size, mtime_ns) -> keys of its samples this process has checked (see "Checking")
+_CHECKED: dict[tuple[str, int, int], set[str]] = {}
 
 Policy = Literal["truncate", "pad"]
 Split = Literal["train", "val"]
@@ -374,6 +379,26 @@ class DatasetLoader:
             self._digests = out
         return self._digests.get(name, {})
 
+    def _checked_once(self, name: str, key: str) -> bool:
+        """Whether sample ``key`` of shard ``name`` was already checked in this process (and marks it)."""
+        p = self.path / name
+        try:
+            st = p.stat()
+        except OSError:
+            return False
+        seen = _CHECKED.setdefault((str(p), st.st_size, st.st_mtime_ns), set())
+        if key in seen:
+            return True
+        return False
+
+    def _mark_checked(self, name: str, key: str) -> None:
+        p = self.path / name
+        try:
+            st = p.stat()
+        except OSError:
+            return
+        _CHECKED.setdefault((str(p), st.st_size, st.st_mtime_ns), set()).add(key)
+
     def _check_tar(self, name: str, key: str, members: dict[str, memoryview]) -> None:
         want = dict(self._shard_digests(name).get(key, {}))
         for ext, data in members.items():
@@ -434,8 +459,10 @@ class DatasetLoader:
         if isinstance(sh, _ArrowShard):
             b, row = sh.locate(pos)
             cols = sh.batch(b)
-            if self.verify:
-                self._check_arrow(self._shards[si]["name"], key, cols["frames"][row], cols["telemetry"][row])
+            name = self._shards[si]["name"]
+            if self.verify and not self._checked_once(name, key):
+                self._check_arrow(name, key, cols["frames"][row], cols["telemetry"][row])
+                self._mark_checked(name, key)
             return {
                 "__key__": cols["key"][row],
                 "clip_id": cols["clip_id"][row],
@@ -449,8 +476,10 @@ class DatasetLoader:
             }
         data, ts = sh.read(key)
         members = {ext: data[off : off + size] for ext, off, size in ts.members}
-        if self.verify:
-            self._check_tar(self._shards[si]["name"], key, members)
+        name = self._shards[si]["name"]
+        if self.verify and not self._checked_once(name, key):
+            self._check_tar(name, key, members)
+            self._mark_checked(name, key)
         if not self.decode:
             return {"__key__": key, "members": {ext: bytes(v) for ext, v in members.items()}}
         return self._decode_tar(key, members, out)
