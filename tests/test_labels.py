@@ -576,3 +576,26 @@ def test_time_of_day_from_frames_without_gps(udacity_frames, vehicle_frame):
     rows = [{"labeller": "telemetry", "label": "time_of_day", "value": "unknown", "score": None, "labeller_version": "1"},
             {"labeller": "vision", "label": "time_of_day", "value": "night", "score": None, "labeller_version": "3"}]
     assert label_columns(rows, privacy=True)["time_of_day"] == "night"
+
+
+def test_manoeuvres_prefer_steering_over_a_noisy_gps_course():
+    """A real drive's GPS course is noise at low speed and jumpy at speed: braking to a stop and a
+    straight pull-away must not read as turns when a steering angle is logged (it decides), and a
+    turn seen only in the steering angle is a turn."""
+    n = 100  # 10 s at 10 Hz
+    t = (np.arange(n) * 1e8).astype(np.int64)
+    rng = np.random.default_rng(3)
+    speed = np.r_[np.linspace(12, 0, 50), np.linspace(0, 8, 50)]  # braking to a stop, then pulling away
+    noisy_course = (1.0 + rng.normal(0, 0.02, n)) % (2 * np.pi)  # a GPS course: the true one plus ~1 deg of white noise
+    tel = {"speed_mps": speed, "heading_rad": noisy_course, "steering_angle_rad": np.zeros(n),
+           "accel_lon_mps2": np.gradient(speed, 0.1)}
+    seq = manoeuvre_sequence(tel, t)
+    assert not {"left_turn", "right_turn"} & set(seq), seq
+    # the steering angle alone shows a left turn at 8 m/s (90 deg of wheel: yaw ~0.15 rad/s)
+    tel = {"speed_mps": np.full(n, 8.0), "steering_angle_rad": np.r_[np.zeros(30), np.full(40, np.pi / 2), np.zeros(30)],
+           "accel_lon_mps2": np.zeros(n)}
+    seq = manoeuvre_sequence(tel, t)
+    assert seq[50] == "left_turn" and seq[5] == "straight" and seq[-5] == "straight"
+    # course only: smoothed before it is differentiated, so its noise makes no turns either
+    tel = {"speed_mps": np.full(n, 12.0), "heading_rad": noisy_course, "accel_lon_mps2": np.zeros(n)}
+    assert not {"left_turn", "right_turn"} & set(manoeuvre_sequence(tel, t))

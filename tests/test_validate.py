@@ -257,3 +257,20 @@ def test_accepted_but_suspicious_inputs_are_reported(tmp_path, make_drive):
     # a plain drive has none of them
     good = validate_drive(make_drive(tmp_path / "ok", "veh-ok", "drive-ok"))
     assert not [x for x in good.warnings if "declared" in x or "overlap" in x or "covers" in x]
+
+
+def test_implausible_telemetry_jumps_are_reported_with_time_and_signal(tmp_path, make_drive):
+    tel = telemetry_table(5_000_000_000, 3.0)
+    speed = tel.column("speed_mps").to_numpy().copy()
+    speed[:50] = 6.0
+    speed[50:] = 32.0  # 6 -> 32 m/s between two rows 20 ms apart, at 1.00 s
+    lat = tel.column("lat_deg").to_numpy().copy()
+    lat[100:] += 0.05  # ~5.6 km jump at 2.00 s
+    tel = tel.set_column(tel.column_names.index("speed_mps"), "speed_mps", pa.array(speed))
+    tel = tel.set_column(tel.column_names.index("lat_deg"), "lat_deg", pa.array(lat))
+    vd = validate_drive(make_drive(tmp_path, "veh-j", "drive-j", telemetry=tel))
+    text = "\n".join(vd.warnings)
+    assert "telemetry.parquet: speed_mps jumps 6.0 -> 32.0 m/s in 0.02 s at 1.00 s" in text
+    assert "telemetry.parquet: position jumps 5.56 km in 0.02 s at 2.00 s" in text
+    plain = validate_drive(make_drive(tmp_path / "p", "veh-p", "drive-p"))
+    assert not [w for w in plain.warnings if "jumps" in w]

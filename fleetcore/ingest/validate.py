@@ -257,6 +257,8 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
         duplicates_dropped=dups,
     )
     vd.warnings.extend(drive_warnings(m, cameras, frame_index, start_ns, end_ns))
+    if telemetry is not None:
+        vd.warnings.extend(telemetry_warnings(telemetry, m["telemetry"]["path"]))
     if dups:
         vd.warnings.append(f"dropped {dups} exact duplicate telemetry rows")
     if n_gaps:
@@ -304,6 +306,56 @@ def drive_warnings(m: dict[str, Any], cameras: list[CameraCheck], frame_index: p
         if covered < COVERAGE_WARN_SHARE:
             out.append(f"camera {c.name!r} covers {(c.end_ns - c.start_ns) / 1e9:.1f} s of the drive's {span / 1e9:.1f} s "
                        "(clips outside it have no frames of this camera)")
+    return out
+
+
+#: telemetry_warnings: a speed change faster than this (1.5 g) or positions moving faster than
+#: JUMP_MPS between two rows is not a car's
+SPEED_JUMP_MPS2 = 15.0
+JUMP_MPS = 120.0
+
+
+def telemetry_warnings(telemetry: pa.Table, rel: str) -> list[str]:
+    """Implausible jumps in the telemetry, with the time (s from its first row) and the signal:
+    speed changing faster than SPEED_JUMP_MPS2, positions jumping faster than JUMP_MPS."""
+    out: list[str] = []
+    t = telemetry.column("t_ns").to_numpy().astype(np.int64)
+    if len(t) < 2:
+        return out
+    dt = np.diff(t) / 1e9
+    dt[dt <= 0] = np.nan
+
+    def report(mask: np.ndarray, what: str) -> None:
+        hits = np.flatnonzero(mask)
+        if len(hits):
+            i = int(hits[0])
+            out.append(f"{rel}: {what} at {(t[i + 1] - t[0]) / 1e9:.2f} s" + (f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""))
+
+    names = telemetry.column_names
+    if "speed_mps" in names:
+        v = telemetry.column("speed_mps").to_numpy(zero_copy_only=False).astype(np.float64)
+        rate = np.abs(np.diff(v)) / dt
+        with np.errstate(invalid="ignore"):
+            bad = rate > SPEED_JUMP_MPS2
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            report(bad, f"speed_mps jumps {v[i]:.1f} -> {v[i + 1]:.1f} m/s in {dt[i]:.2f} s")
+    if "lat_deg" in names and "lon_deg" in names:
+        lat = np.radians(telemetry.column("lat_deg").to_numpy(zero_copy_only=False).astype(np.float64))
+        lon = np.radians(telemetry.column("lon_deg").to_numpy(zero_copy_only=False).astype(np.float64))
+        ok = np.isfinite(lat) & np.isfinite(lon)
+        idx = np.flatnonzero(ok)
+        if len(idx) >= 2:
+            a, b = idx[:-1], idx[1:]
+            h = np.sin((lat[b] - lat[a]) / 2) ** 2 + np.cos(lat[a]) * np.cos(lat[b]) * np.sin((lon[b] - lon[a]) / 2) ** 2
+            dist = 2 * 6_371_000.0 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))
+            span = (t[b] - t[a]) / 1e9
+            with np.errstate(divide="ignore", invalid="ignore"):
+                bad = (dist / span > JUMP_MPS) & (dist > 200.0)
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                out.append(f"{rel}: position jumps {dist[k] / 1000:.2f} km in {span[k]:.2f} s at {(t[b[k]] - t[0]) / 1e9:.2f} s"
+                           + (f" (and {int(bad.sum()) - 1} more)" if bad.sum() > 1 else ""))
     return out
 
 

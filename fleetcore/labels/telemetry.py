@@ -14,8 +14,11 @@ Per-sample manoeuvres, in priority order (the same order the simulator's ground 
 ``accelerating``      accel >= 1.0 m/s^2
 ``straight``          everything else
 
-Where the yaw rate is unknown it is derived from the heading (GPS course) above 3 m/s; where the
-longitudinal acceleration is unknown it is the derivative of speed. Runs shorter than 0.3 s are
+The yaw rate is taken, in order of preference, from the logged yaw rate, from the steering-wheel
+angle (a bicycle model: yaw rate = speed x tan(steering / 15) / 2.8 m, steering ratio 15 and
+wheelbase 2.8 m, typical of passenger cars), or from the heading (GPS course, smoothed over 1 s and
+differentiated above 3 m/s: the course of a slow or stopped car is noise); where the longitudinal
+acceleration is unknown it is the derivative of speed. Runs shorter than 0.3 s are
 merged into the previous run. The clip's dominant manoeuvre is, among the event manoeuvres (not
 ``straight``/``stopped``) covering >= 1 s, the first in the order lane change > turn > stopping >
 braking > accelerating (a stop-and-go clip is ``stopping`` even if its pull-away lasts longer),
@@ -87,14 +90,33 @@ def _fill(v: np.ndarray) -> np.ndarray:
     return np.interp(idx, idx[ok], v[ok])
 
 
+#: the bicycle model of _yaw_rate (steering-wheel angle -> yaw rate)
+STEER_RATIO = 15.0
+WHEELBASE_M = 2.8
+HEADING_SMOOTH_S = 1.0
+
+
+def _smooth(v: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` (odd) samples, the ends held (edge padding)."""
+    if window <= 1 or len(v) < 3:
+        return v
+    half = window // 2
+    return np.convolve(np.pad(v, half, mode="edge"), np.ones(window) / window, mode="valid")
+
+
 def _yaw_rate(tel: Mapping[str, np.ndarray], speed: np.ndarray, dt_s: float) -> np.ndarray:
+    """Yaw rate (rad/s, + = left): logged, else from the steering angle, else from the smoothed
+    GPS course (see the module docstring)."""
     n = len(speed)
     yaw = _signal(tel, "yaw_rate_radps", n)
     if np.isfinite(yaw).sum() >= max(2, n // 2):
         return _fill(yaw)
+    steer = _signal(tel, "steering_angle_rad", n)
+    if np.isfinite(steer).sum() >= max(2, n // 2):
+        return speed * np.tan(_fill(steer) / STEER_RATIO) / WHEELBASE_M
     heading = _signal(tel, "heading_rad", n)
     if np.isfinite(heading).sum() >= max(2, n // 2) and n >= 2:
-        h = np.unwrap(_fill(heading))
+        h = _smooth(np.unwrap(_fill(heading)), max(1, int(round(HEADING_SMOOTH_S / dt_s))) | 1)
         d = -np.gradient(h, dt_s)  # heading is clockwise; yaw rate is + = left
         d[~(speed > 3.0)] = 0.0
         return d
