@@ -68,7 +68,7 @@ def test_manifest_validation_never_tracebacks(raw):
         one_line(exc)
         assert getattr(exc, "code", None) == "manifest_invalid"
     else:
-        assert isinstance(m, dict) and (m["cameras"] or m["telemetry"] is not None)
+        assert isinstance(m, dict)  # a drive with neither cameras nor telemetry is refused by validate_drive (drive_empty)
 
 
 @SETTINGS

@@ -200,8 +200,6 @@ def validate_manifest(raw: Any) -> dict[str, Any]:
         for f in c["files"]:
             if f["start_ns"] is None and f["frame_times"] is None:
                 raise DriveError(MANIFEST, f"camera {c['name']!r} file {f['path']!r}: expected start_ns (container video) or frame_times (raw stream)", code="manifest_invalid")
-    if not m["cameras"] and m["telemetry"] is None:
-        raise DriveError(MANIFEST, "lists neither cameras nor telemetry: nothing to curate", code="manifest_invalid")
     if m["telemetry"] is not None and m["telemetry"]["format"] not in ("parquet", "csv"):
         raise DriveError(MANIFEST, f"telemetry.format {m['telemetry']['format']!r}: expected 'parquet' or 'csv'", code="manifest_invalid")
     return m
