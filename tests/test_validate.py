@@ -274,3 +274,24 @@ def test_implausible_telemetry_jumps_are_reported_with_time_and_signal(tmp_path,
     assert "telemetry.parquet: position jumps 5.56 km in 0.02 s at 2.00 s" in text
     plain = validate_drive(make_drive(tmp_path / "p", "veh-p", "drive-p"))
     assert not [w for w in plain.warnings if "jumps" in w]
+
+
+def test_timestamps_going_back_in_file_order_are_reported():
+    """A recorder whose clock jumps back mid-file (containers keep such timestamps; the frame
+    index sorts by them): in file order (byte offsets) the step back shows and is reported."""
+    from fleetcore.ingest.validate import CameraCheck, drive_warnings
+    from fleetcore.video.probe import VideoInfo
+
+    n = 40
+    pts = np.r_[np.arange(20), np.arange(20) + 5] * 100_000_000  # frame 20 is 1.4 s earlier than frame 19
+    order = np.argsort(pts, kind="stable")  # the index is in presentation order
+    idx = pa.table({"drive_id": ["d"] * n, "camera": ["front"] * n, "file_index": pa.array([0] * n, pa.int32()),
+                    "frame_index": pa.array(np.arange(n), pa.int32()), "pts_ns": pa.array(pts[order], pa.int64()),
+                    "is_keyframe": [True] * n, "byte_offset": pa.array((order * 1000).astype(np.int64)),
+                    "packet_size": pa.array([1000] * n, pa.int32()), "seek": ["index"] * n})
+    info = VideoInfo(path="f.mp4", container="mp4", codec="h264", width=16, height=16, fps=10.0, duration_s=4.0, frame_count=n,
+                     keyframe_pts_ns=(), stream_index=0, vfr=False)
+    cam = CameraCheck(name="front", files=["cameras/front/000.mp4"], infos=[info], start_ns=0, end_ns=int(pts.max()), frames=n)
+    m = {"cameras": [{"name": "front", "codec": "h264"}]}
+    text = "\n".join(drive_warnings(m, [cam], idx, 0, int(pts.max())))
+    assert "timestamps going back in time by up to 1.40 s (1 time(s), in file order)" in text

@@ -268,6 +268,8 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
 
 #: a camera covering less than this share of the drive's time span gets a warning
 COVERAGE_WARN_SHARE = 0.5
+#: a timestamp this much earlier than the one before it, in file order, is a clock going back
+BACKWARDS_S = 0.5
 
 
 def drive_warnings(m: dict[str, Any], cameras: list[CameraCheck], frame_index: pa.Table, start_ns: int, end_ns: int) -> list[str]:
@@ -287,6 +289,7 @@ def drive_warnings(m: dict[str, Any], cameras: list[CameraCheck], frame_index: p
         files = rows.column("file_index").to_numpy()
         pts = rows.column("pts_ns").to_numpy()
         order = rows.column("frame_index").to_numpy()
+        offsets = rows.column("byte_offset").to_numpy(zero_copy_only=False)
         bounds = []
         for fi in np.unique(files):
             sel = files == fi
@@ -295,8 +298,15 @@ def drive_warnings(m: dict[str, Any], cameras: list[CameraCheck], frame_index: p
             rel = c.files[int(fi)] if int(fi) < len(c.files) else f"file {fi}"
             if (d == 0).any():
                 out.append(f"camera {c.name!r}: {rel} has {int((d == 0).sum())} frames with the timestamp of the frame before")
-            if (d < 0).any():
-                out.append(f"camera {c.name!r}: {rel} has {int((d < 0).sum())} timestamps going back in time (presentation order)")
+            off = offsets[sel].astype(np.float64)
+            if np.isfinite(off).all() and len(off) > 1:
+                # in file (decode) order, B-frame reordering moves a timestamp back by a few frames;
+                # a step back of more than BACKWARDS_S is a clock that went back
+                back = np.diff(pts[sel][np.argsort(off, kind="stable")])
+                n_back = int((back < -BACKWARDS_S * 1e9).sum())
+                if n_back:
+                    out.append(f"camera {c.name!r}: {rel} has timestamps going back in time by up to {-back.min() / 1e9:.2f} s "
+                               f"({n_back} time(s), in file order)")
             if len(p):
                 bounds.append((int(p.min()), int(p.max()), rel))
         for (a0, a1, ra), (b0, _b1, rb) in zip(bounds, bounds[1:]):
