@@ -281,7 +281,7 @@ def test_backtest_on_s3_equals_local(s3_fleet, tmp_path):
     _assert_no_whole_shard_gets(proxy.since(mark))
     _totals("window thumbnails (one from a shard, one from the landing drive)", proxy.since(mark))
     ref = window_thumbnails(local, [inside, outside], n=3)
-    assert [r[3] for r in remote] == ["store", "landing"] == [r[3] for r in ref]
+    assert [r[3] for r in remote] == ["store", "landing+privacy"] == [r[3] for r in ref]
     for (_, cam_a, fa, _), (_, cam_b, fb, _) in zip(remote, ref):
         assert cam_a == cam_b and len(fa) == len(fb) >= 1 and all(np.array_equal(x, y) for x, y in zip(fa, fb))
 
