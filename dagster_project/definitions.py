@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project import assets as A
+from dagster_project.beam_pipes import BeamPipesClient
 from dagster_project.checks import CHECKS
 from dagster_project.jobs import curate_job, datasets_job, mine_dataset
 from dagster_project.partitions import DEFAULT_START_DATE, drive_date_partitions
@@ -42,6 +43,7 @@ def build_defs(
             "paths": paths or FleetPaths(),
             "beam": beam or BeamRunner(),
             "limits": limits or QualityThresholds(),
+            "pipes": BeamPipesClient(),
         },
     )
 
