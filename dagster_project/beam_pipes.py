@@ -6,7 +6,8 @@ Apache Beam, and cancelling the run stops the job.
 temporary files named in the child's environment) that starts the job in its own process group and, when
 the step is interrupted (run cancelled in the UI, SIGINT / SIGTERM to the run worker), forwards SIGINT to
 the group, waits ``termination_timeout_seconds``, then SIGKILLs whatever of the group is left (Beam's
-worker processes included). The job side is ``pipelines.pipes``: logs, the run summary (a custom
+worker processes included), and fails the step without a retry (Dagster's RetryPolicy would otherwise
+retry an interrupted step). The job side is ``pipelines.pipes``: logs, the run summary (a custom
 message), per-asset materialisation metadata (run numbers ``run/...``, Beam counters ``beam/...``) and
 asset-check results.
 
@@ -57,9 +58,15 @@ class BeamPipesClient(dg.PipesSubprocessClient):
             context.log.info("[pipes] started %s (pid %d)", _short(command), proc.pid)
             try:
                 proc.wait()
-            except BaseException:  # DagsterExecutionInterruptedError (cancelled), KeyboardInterrupt, ...
+            except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:  # the run was cancelled
                 context.log.info("[pipes] step interrupted: stopping the job (pid %d)", proc.pid)
                 stop_process_group(proc, self.termination_timeout_seconds)
+                # Not re-raised: Dagster's RetryPolicy retries interrupted steps, and a cancelled job must not rerun.
+                raise BeamJobFailed(description=f"{_short(command)} cancelled: the run was interrupted; the job (pid {proc.pid}) "
+                                    f"was stopped (exit status {proc.returncode})", allow_retries=False,
+                                    metadata={"returncode": proc.returncode, "pid": proc.pid}) from exc
+            except BaseException:
+                stop_process_group(proc, self.termination_timeout_seconds)  # never leave the job behind
                 raise
             if proc.returncode != 0:
                 permanent = proc.returncode in PERMANENT_EXIT
@@ -90,7 +97,7 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float) -> None:
 
 def _short(command: str | Sequence[str]) -> str:
     parts = command.split() if isinstance(command, str) else list(command)
-    return " ".join(parts[1:3]) if len(parts) > 2 and parts[1] == "-m" else " ".join(parts[:2])
+    return parts[2] if len(parts) > 2 and parts[1] == "-m" else " ".join(parts[:2])
 
 
 def job_env() -> dict[str, str]:

@@ -22,6 +22,7 @@ from dagster_project.home import write_home
 from dagster_project.jobs import MineConfig, curate_job, mine_dataset
 from dagster_project.landing_scan import drive_start_ns, read_cursor
 from dagster_project.partitions import drive_date_partitions
+from dagster_project.beam_pipes import BeamPipesClient
 from dagster_project.resources import BeamRunner, FleetPaths, QualityThresholds
 from dagster_project.sensors import landing_sensor
 from fleetcore.landing.drives import UPLOAD_COMPLETE, read_manifest
@@ -194,7 +195,7 @@ def curated(fleet, curate_run_config, tmp_path_factory):
     """The curate partition materialised through Dagster with ``curate_run_config``."""
     tmp = tmp_path_factory.mktemp("curated")
     paths = FleetPaths(landing_root=str(fleet), store_root=str(tmp / "store"), datasets_root=str(tmp / "datasets"))
-    resources = {"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds()}
+    resources = {"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds(), "pipes": BeamPipesClient()}
     result = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS],
                             partition_key=DATE, resources=resources, selection=CURATE_KEYS, run_config=curate_run_config)
     return paths, resources, result
@@ -237,7 +238,8 @@ def test_curate_partition_materialises_with_numeric_metadata(curated):
     _png_from_md(cat["label_distribution"])
     assert str(cat["snapshot_id"]).startswith("snap-")
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"quarantine_rate", "telemetry_coverage", "clips_per_trigger", "labeller_coverage", "shard_checksums"}
+    assert set(checks) == {"quarantine_rate", "telemetry_coverage", "clips_per_trigger", "labeller_coverage", "shard_checksums",
+                           "quarantine_this_run"}  # the last reported by the curate job itself, over Pipes
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
 
 
@@ -320,7 +322,7 @@ def _spec(path: Path, **sel) -> None:
 
 def _dataset_run(spec_dir: Path, name: str, paths: FleetPaths):
     asset = A.dataset_asset(spec_dir / f"{name}.yaml")
-    return dg.materialize([asset], resources={"paths": paths, "beam": BeamRunner()}, raise_on_error=False)
+    return dg.materialize([asset], resources={"paths": paths, "beam": BeamRunner(), "pipes": BeamPipesClient()}, raise_on_error=False)
 
 
 def _gate(result) -> dg.AssetCheckEvaluation:
@@ -343,7 +345,7 @@ def test_dataset_gate_blocks_an_empty_selection(curated, tmp_path):
 def test_dataset_gate_blocks_clips_curated_with_privacy_off(fleet, tmp_path):
     paths = FleetPaths(landing_root=str(fleet), store_root=str(tmp_path / "store"), datasets_root=str(tmp_path / "ds"))
     res = dg.materialize([A.build_curate_assets(drive_date_partitions())], partition_key=DATE,
-                         resources={"paths": paths, "beam": BeamRunner()},
+                         resources={"paths": paths, "beam": BeamRunner(), "pipes": BeamPipesClient()},
                          run_config=dg.RunConfig(ops={"curate": A.CurateRunConfig(labels=False, privacy=False)}))
     assert res.success
     # privacy_required (the default): the builder refuses every clip -> empty selection, blocked
@@ -401,6 +403,9 @@ def test_dataset_asset_builds_when_the_gate_passes(curated, tmp_path):
     md = _md(res, dg.AssetKey("dataset_every"))
     _png_from_md(md["contact_sheet"])
     assert md["selected_clips"] > 0 and md["samples"] == md["selected_clips"] and md["shards"] >= 1
+    # built out of process through Pipes: the job's Beam counters and its own check came back
+    assert md["beam/samples_rendered"] == md["samples"] and md["beam/shards_written"] == md["shards"]
+    assert {e.check_name: e.passed for e in res.get_asset_check_evaluations()}[A.DATASET_VERIFIED_CHECK] is True
     from fleetcore.datasets.manifest import verify_dataset
 
     assert verify_dataset(md["dataset_path"]) == []
