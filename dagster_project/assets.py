@@ -162,10 +162,14 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     labels_all = facts.table(catalog, "labels")
     labels = labels_all.filter(labels_all["clip_id"].is_in(clips["clip_id"].to_list())) if not labels_all.is_empty() and not clips.is_empty() else labels_all.head(0)
     quarantined = [q for q in summary.get("quarantined", []) if not q.get("clip_id")]
+    from dagster_project.store_sync import DIGEST_KEY, partition_digest
+
+    digest = {DIGEST_KEY: partition_digest(catalog.manifest, date) or ""}  # the store sensor compares it
     out: dict[dg.AssetKey, dict[str, Any]] = {}
 
     out[CURATED] = {
         **run_common,
+        **digest,
         "drives": drives.height,
         "drives_curated_this_run": int(summary.get("drives_curated", 0)),
         "quarantined_this_run": len(quarantined),
@@ -177,6 +181,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     trig_counts = facts.counts(triggers, "trigger")
     tdir = _report_dir(paths, "trigger_events", date)
     out[TRIGGERS] = {
+        **digest,
         "events": triggers.height,
         "events_this_run": int(metrics.get("trigger_events", 0)),
         "trigger_types": len(trig_counts),
@@ -188,6 +193,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     sheet = contact_sheet(catalog, clips, cdir / "contact_sheet.png", labels=labels)
     out[CLIP_STORE] = {
         **run_common,
+        **digest,
         "clips": clips.height,
         "clips_this_run": int(summary.get("clips", 0)),
         "frames_decoded": frames,
@@ -206,6 +212,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     kdir = _report_dir(paths, "clip_catalog", date)
     all_clips = facts.table(catalog, "clips")
     out[CLIP_CATALOG] = {
+        **digest,
         "clips": clips.height,
         "clips_total": all_clips.height,
         "clip_seconds": float(clips["duration_s"].sum()) if clips.height else 0.0,

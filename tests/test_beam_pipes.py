@@ -35,7 +35,9 @@ from dagster_project.resources import BeamRunner, FleetPaths, QualityThresholds
 landing, store, out, labels, privacy = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
 rate = float(sys.argv[6]) if len(sys.argv) > 6 else 5.0
 paths = FleetPaths(landing_root=landing, store_root=store, reports_root=out + ".reports")
-res = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS], partition_key="%s",
+instance = dg.DagsterInstance.ephemeral()
+instance.add_dynamic_partitions("drive_dates", ["%s"])  # what the landing sensor does
+res = dg.materialize(instance=instance, assets=[A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS], partition_key="%s",
                      resources={"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds(), "pipes": BeamPipesClient()},
                      selection=[A.CURATED, A.TRIGGERS, A.CLIP_STORE, A.CLIP_CATALOG], raise_on_error=False,
                      run_config=dg.RunConfig(ops={"curate": A.CurateRunConfig(labels=labels, privacy=privacy, rate_hz=rate)}))
@@ -51,7 +53,7 @@ doc = {
     "retries": sum(1 for e in res.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"),
 }
 open(out, "w").write(json.dumps(doc, default=str))
-''' % DATE
+''' % (DATE, DATE)
 
 
 def _env() -> dict[str, str]:

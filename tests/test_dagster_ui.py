@@ -111,6 +111,10 @@ mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) { __typen
   ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message } } }
 """
 
+ADD_PARTITION = """mutation A($r: RepositorySelector!, $n: String!, $k: String!) {
+  addDynamicPartition(repositorySelector: $r, partitionsDefName: $n, partitionKey: $k) { __typename
+  ... on AddDynamicPartitionSuccess { partitionKey } ... on PythonError { message } ... on UnauthorizedError { message } } }"""
+
 STATUS = """query S($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
 
 SET_CURSOR = """mutation C($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) { __typename
@@ -174,6 +178,10 @@ def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
             "runConfigData": {"ops": {"curate": {"config": {"labels": False, "privacy": False}}}},
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DATE}]},
         }
+        # the curate partitions are the drive dates present (dynamic): add the date as the landing sensor would
+        added = _gql(port, ADD_PARTITION, {"r": {"repositoryLocationName": loc_name, "repositoryName": repo_name},
+                                           "n": "drive_dates", "k": DATE})["addDynamicPartition"]
+        assert added["__typename"] == "AddDynamicPartitionSuccess", added
         launched = _gql(port, LAUNCH, {"p": params})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
