@@ -85,15 +85,23 @@ def tiny_fleet(tmp_path_factory) -> Path:
     return root
 
 
-def test_curate_config_and_command_line_agree():
+def test_curate_config_and_command_line_agree(tmp_path):
     """The Launchpad's options and the job's command line make the same CurateConfig (same version)."""
     from dagster_project import assets as A
     from dagster_project.beam_pipes import curate_args
+    from fleetcore.triggers.library import TRIGGERS_DIR
     from pipelines.curate import build_parser, config_from_args
 
-    for cfg in (A.CurateRunConfig(), A.CurateRunConfig(labels=False, privacy=False, rate_hz=2.5, max_side=320, extra_stages=[])):
+    trig = tmp_path / "triggers"
+    trig.mkdir()
+    (trig / "extra.yaml").write_text((TRIGGERS_DIR / "hard_brake.yaml").read_text().replace("name: hard_brake", "name: extra_copy", 1))
+    priv = tmp_path / "privacy.yaml"
+    priv.write_text("detect_every: 3\n")
+    for cfg in (A.CurateRunConfig(), A.CurateRunConfig(labels=False, privacy=False, rate_hz=2.5, max_side=320),
+                A.CurateRunConfig(extra_triggers=[str(trig)], privacy_config=str(priv))):
         args, rest = build_parser().parse_known_args(curate_args("/l", "/s", DATE, cfg))
         assert rest == [] and args.date == [DATE]
+        assert config_from_args(args) == cfg.to_curate_config()
         assert config_from_args(args).version() == cfg.to_curate_config().version()
 
 
