@@ -105,6 +105,13 @@ def test_curate_config_and_command_line_agree(tmp_path):
         assert config_from_args(args).version() == cfg.to_curate_config().version()
 
 
+def test_job_reported_check_names_match_the_declared_checks():
+    from dagster_project import assets as A
+    from pipelines import pipes
+
+    assert (A.RUN_QUARANTINE_CHECK, A.DATASET_VERIFIED_CHECK) == (pipes.RUN_QUARANTINE_CHECK, pipes.DATASET_VERIFIED_CHECK)
+
+
 def test_pipes_session_only_when_launched_by_pipes(monkeypatch):
     from pipelines.pipes import launched_by_pipes, pipes_session
 
