@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 from typing import Any, Iterator, Mapping
 
 log = logging.getLogger(__name__)
@@ -44,22 +43,20 @@ def launched_by_pipes(environ: Mapping[str, str] | None = None) -> bool:
 
 
 class _ForwardToPipes(logging.Handler):
-    """Sends log records to the Dagster run through the Pipes context's logger (one lock: the
-    message file is appended to from the runner's worker threads)."""
+    """Sends log records to the Dagster run through the Pipes context's logger (the Pipes logger does
+    not propagate to the root logger, so nothing loops). ``Handler.handle`` holds the handler's
+    re-entrant lock around ``emit``: the runner's worker threads append to the message file one at a time."""
 
     def __init__(self, pipes: Any):
         super().__init__(level=logging.INFO)
         self.pipes = pipes
-        self.lock_ = threading.RLock()  # re-entrant: the signal handler logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or record.name.split(".")[0] in FORWARDED
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = self.format(record)
-            with self.lock_:
-                self.pipes.log.log(record.levelno, msg)
+            self.pipes.log.log(record.levelno, self.format(record))
         except Exception:  # noqa: BLE001 - a log line must never fail the job
             self.handleError(record)
 
