@@ -10,6 +10,7 @@ store sensor adds the dates of a store curated outside Dagster, and ``python -m 
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Iterable, Sequence
 
 import dagster as dg
@@ -47,15 +48,24 @@ def landing_dates(landing: str) -> list[str]:
     return sorted(by_date)
 
 
+def add_landing_dates(instance: dg.DagsterInstance, landing: str) -> list[str]:
+    """Add the landing zone's drive dates the instance lacks as partitions; returns the dates added."""
+    have = set(instance.get_dynamic_partitions(DRIVE_DATES))
+    new = [d for d in landing_dates(landing) if d not in have]
+    if new:
+        instance.add_dynamic_partitions(DRIVE_DATES, new)
+    return new
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dagster_project.partitions",
                                 description="Add the drive dates of a landing zone as partitions of the current Dagster instance ($DAGSTER_HOME).")
     p.add_argument("--landing", required=True, help="landing zone root")
     args = p.parse_args(argv)
-    dates = landing_dates(args.landing)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     with dg.DagsterInstance.get() as instance:
-        have = set(instance.get_dynamic_partitions(DRIVE_DATES))
-        instance.add_dynamic_partitions(DRIVE_DATES, [d for d in dates if d not in have])
+        added = add_landing_dates(instance, args.landing)
+    logging.getLogger(__name__).info("added %d partitions: %s", len(added), ", ".join(added) or "none")
     return 0
 
 

@@ -184,6 +184,18 @@ def test_sensor_adds_partitions_for_old_imported_drives_and_skips_bad_manifests(
     assert [r.partition_key for r in res.run_requests] == ["2025-11-20"] and _added(res) == []
 
 
+def test_landing_dates_become_partitions_by_hand(tmp_path, make_drive):
+    from dagster_project.partitions import add_landing_dates
+
+    landing = tmp_path / "landing"
+    make_drive(landing, "veh-a", "drive-1")
+    make_drive(landing, "veh-b", "drive-2", t0_ns=5 * 10**9 + DAY_NS)
+    inst = _instance_with("2025-11-20")
+    assert add_landing_dates(inst, str(landing)) == ["2025-11-21"]
+    assert sorted(inst.get_dynamic_partitions(DRIVE_DATES)) == ["2025-11-20", "2025-11-21"]
+    assert add_landing_dates(inst, str(landing)) == []
+
+
 def test_nightly_schedule_curates_yesterday():
     repo = defs.get_repository_def()
     sched = repo.get_schedule_def("nightly_curate")
