@@ -2,7 +2,7 @@
 processes (one thread each, loopback, free ports), landing zone and clip store on moto's S3 server, the
 job launched as ``python -m pipelines.curate --runner=...DaskRunner``. Same shard bytes and catalog as
 the local runner; a worker killed mid-job leaves either a finished job or a clear error, and a rerun
-gives the same bytes.
+gives the same bytes; and the Dagster curate asset runs the job on the cluster through Pipes.
 
 The DaskRunner computes only what the last transform needs, mixes ``with_outputs`` tags, drops
 ``finish_bundle`` output and has no metrics: the job is built for that (one sink fed by a Flatten of
@@ -268,3 +268,46 @@ def test_a_worker_killed_mid_job_then_a_rerun_gives_the_same_bytes(tiny_landing,
     _assert_same_store("s3://fleet/store", local_reference[0])
     if rc == 0:  # the job survived the lost worker: the rerun has nothing left to do
         assert json.loads(summary_path.read_text())["drives_curated"] == 0
+
+
+DAGSTER_DRIVER = r'''
+import json, sys
+import dagster as dg
+from dagster_project import assets as A
+from dagster_project.beam_pipes import BeamPipesClient
+from dagster_project.partitions import DRIVE_DATES, drive_date_partitions
+from dagster_project.resources import BeamRunner, FleetPaths
+
+landing, store, reports, address, date, out = sys.argv[1:7]
+instance = dg.DagsterInstance.ephemeral()
+instance.add_dynamic_partitions(DRIVE_DATES, [date])
+beam = BeamRunner(runner="apache_beam.runners.dask.dask_runner.DaskRunner", options=[f"--dask_client_address={address}", "--dask_npartitions=4"])
+res = dg.materialize([A.build_curate_assets(drive_date_partitions())], partition_key=date, instance=instance, raise_on_error=False,
+                     resources={"paths": FleetPaths(landing_root=landing, store_root=store, reports_root=reports), "beam": beam,
+                                "pipes": BeamPipesClient()})
+mats = {e.materialization.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items() if isinstance(v.value, (int, float, str))}
+        for e in res.get_asset_materialization_events()}
+json.dump({"success": res.success, "beam_imported": "apache_beam" in sys.modules, "materializations": mats,
+           "failures": [e.event_specific_data.error.message for e in res.all_events if e.is_step_failure]}, open(out, "w"))
+'''
+
+
+def test_dagster_runs_the_curate_job_on_the_cluster_through_pipes(tiny_landing, local_reference, moto_s3, cluster, tmp_path):
+    """The curate asset with ``BeamRunner(runner=DaskRunner, options=[--dask_client_address=...])``: the job
+    runs on the cluster, out of the Dagster process; the runner has no metrics, the metadata says so."""
+    _, env = moto_s3
+    date = local_reference[1]["dates"][0]
+    driver, out = tmp_path / "driver.py", tmp_path / "out.json"
+    driver.write_text(DAGSTER_DRIVER)
+    proc = subprocess.run([sys.executable, str(driver), str(tiny_landing), "s3://fleet/dagster-store", str(tmp_path / "reports"), cluster.address,
+                           date, str(out)], cwd=REPO, env=_env(env), capture_output=True, text=True, timeout=600)
+    assert out.is_file(), proc.stderr[-5000:]
+    doc = json.loads(out.read_text())
+    assert doc["success"], doc["failures"]
+    assert doc["beam_imported"] is False
+    md = doc["materializations"]["clip_store"]
+    assert md["beam_metrics"] == "unavailable on this runner" and md["run/runner"].endswith("DaskRunner")
+    assert md["run/clips"] == md["clips"] > 0
+    r_shards = _store_state("s3://fleet/dagster-store")[0]
+    l_shards = _store_state(local_reference[0])[0]
+    assert r_shards == l_shards
