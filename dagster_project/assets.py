@@ -8,6 +8,9 @@ Graph::
 
 ``curated_drives``, ``trigger_events``, ``clip_store`` and ``clip_catalog`` are one Beam run of the curate
 job per daily partition (a multi-asset: the job writes all four at once).
+
+The Beam jobs run in their own processes, launched through Dagster Pipes (``dagster_project.beam_pipes``):
+this module never imports ``pipelines`` or Apache Beam.
 """
 
 
@@ -19,6 +22,7 @@ from typing import Any, Iterator
 import dagster as dg
 
 from dagster_project import dataset_specs, facts
+from dagster_project.beam_pipes import BeamPipesClient, curate_args, merged_results, run_job
 from dagster_project.landing_scan import scan_landing
 from dagster_project.resources import BeamRunner, FleetPaths
 from fleetcore.clips import CurateConfig, curate_stages
@@ -40,6 +44,10 @@ GROUP_DATASETS = "datasets"
 #: Transient errors (I/O, a lost Dask worker) are retried; domain errors fail at once (Failure(allow_retries=False)).
 RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 DECODE_POOL = "decode"
+
+#: Checks the Beam jobs report themselves through Pipes (pipelines.pipes.RUN_QUARANTINE_CHECK / DATASET_VERIFIED_CHECK).
+RUN_QUARANTINE_CHECK = "quarantine_this_run"
+DATASET_VERIFIED_CHECK = "dataset_verified"
 
 
 def _permanent(exc: BaseException, what: str) -> dg.Failure:
@@ -114,19 +122,21 @@ class CurateRunConfig(dg.Config):
         )
 
 
-def run_curate_partition(date: str, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner) -> dict[str, Any]:
-    """Run ``pipelines.curate.run_curate`` for one UTC date; domain errors (a bad option too) become
-    non-retried failures."""
+def run_curate_partition(context: Any, date: str, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner,
+                         pipes: BeamPipesClient) -> tuple[dg.PipesClientCompletedInvocation, dict[str, Any]]:
+    """Launch ``python -m pipelines.curate ... --date <date>`` through Pipes; returns the invocation and
+    the job's run summary. A bad option or a domain error in the job fails the run without a retry."""
     from fleetcore.errors import FleetError
-    from pipelines.curate import run_curate
 
     landing, store = paths.landing(), paths.store()
     if not landing.is_dir():
         raise dg.Failure(description=f"{landing}: landing root is not a directory (set FleetPaths.landing_root or $FLEET_LANDING_ROOT)", allow_retries=False)
     try:
-        return run_curate(str(landing), str(store), config.to_curate_config(), beam_args=beam.beam_args(), dates=[date])
+        config.to_curate_config()  # a bad option (or option file) fails here, before a process starts
     except FleetError as exc:
         raise _permanent(exc, f"curate {date}") from exc
+    inv, msg = run_job(context, pipes, beam, "pipelines.curate", curate_args(str(landing), str(store), date, config))
+    return inv, dict(msg.get("summary") or {})
 
 
 def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> dict[dg.AssetKey, dict[str, Any]]:
@@ -152,10 +162,14 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     labels_all = facts.table(catalog, "labels")
     labels = labels_all.filter(labels_all["clip_id"].is_in(clips["clip_id"].to_list())) if not labels_all.is_empty() and not clips.is_empty() else labels_all.head(0)
     quarantined = [q for q in summary.get("quarantined", []) if not q.get("clip_id")]
+    from dagster_project.store_sync import DIGEST_KEY, partition_digest
+
+    digest = {DIGEST_KEY: partition_digest(catalog.manifest, date) or ""}  # the store sensor compares it
     out: dict[dg.AssetKey, dict[str, Any]] = {}
 
     out[CURATED] = {
         **run_common,
+        **digest,
         "drives": drives.height,
         "drives_curated_this_run": int(summary.get("drives_curated", 0)),
         "quarantined_this_run": len(quarantined),
@@ -167,6 +181,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     trig_counts = facts.counts(triggers, "trigger")
     tdir = _report_dir(paths, "trigger_events", date)
     out[TRIGGERS] = {
+        **digest,
         "events": triggers.height,
         "events_this_run": int(metrics.get("trigger_events", 0)),
         "trigger_types": len(trig_counts),
@@ -178,6 +193,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     sheet = contact_sheet(catalog, clips, cdir / "contact_sheet.png", labels=labels)
     out[CLIP_STORE] = {
         **run_common,
+        **digest,
         "clips": clips.height,
         "clips_this_run": int(summary.get("clips", 0)),
         "frames_decoded": frames,
@@ -196,6 +212,7 @@ def curate_metadata(date: str, summary: dict[str, Any], paths: FleetPaths) -> di
     kdir = _report_dir(paths, "clip_catalog", date)
     all_clips = facts.table(catalog, "clips")
     out[CLIP_CATALOG] = {
+        **digest,
         "clips": clips.height,
         "clips_total": all_clips.height,
         "clip_seconds": float(clips["duration_s"].sum()) if clips.height else 0.0,
@@ -223,17 +240,19 @@ def build_curate_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
             dg.AssetSpec(CLIP_CATALOG, deps=[CLIP_STORE], group_name=GROUP_CURATE, kinds={"parquet", "polars"},
                          description="Parquet clip catalog, shard index and labels of the day (catalog/*/date=D/)."),
         ],
+        check_specs=[dg.AssetCheckSpec(RUN_QUARANTINE_CHECK, asset=CURATED,
+                                       description="Reported by the curate job: WARN when this run quarantined drives or clips.")],
         description="One run of the curate Beam job (pipelines.curate) for one UTC drive date.",
     )
-    def curate(context: dg.AssetExecutionContext, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner) -> Iterator[dg.MaterializeResult]:
+    def curate(context: dg.AssetExecutionContext, config: CurateRunConfig, paths: FleetPaths, beam: BeamRunner,
+               pipes: BeamPipesClient) -> Iterator[Any]:
         date = context.partition_key
         t0 = time.monotonic()
-        summary = run_curate_partition(date, config, paths, beam)
+        inv, summary = run_curate_partition(context, date, config, paths, beam, pipes)
         context.log.info("curate %s: %d drives, %d clips, %d quarantined in %.1f s (runner %s)", date,
                          summary.get("drives_curated", 0), summary.get("clips", 0), len(summary.get("quarantined", [])),
                          time.monotonic() - t0, summary.get("runner"))
-        for key, md in curate_metadata(date, summary, paths).items():
-            yield dg.MaterializeResult(asset_key=key, metadata=md)
+        yield from merged_results(inv, curate_metadata(date, summary, paths))
 
     return curate
 
@@ -280,9 +299,18 @@ def coverage_report(context: dg.AssetExecutionContext, config: CoverageConfig, p
 PREFLIGHT_CHECK = "privacy_and_selection"
 
 
+class _BuildResult:
+    """``pipelines.build_dataset.BuildResult`` as the job reported it (a custom Pipes message)."""
+
+    def __init__(self, *, name: str, version: str, path: str, manifest_path: str, samples: int, shards: int, built: bool, **_: Any):
+        self.name, self.version, self.path, self.manifest_path = name, version, path, manifest_path
+        self.samples, self.shards, self.built = samples, shards, built
+
+
 def build_dataset_from_spec(context: dg.OpExecutionContext, spec_path: Path, key: dg.AssetKey, paths: FleetPaths,
-                            beam: BeamRunner) -> Iterator[Any]:
-    """Gate (blocking check result, then Failure if it fails) -> ``run_build_dataset`` -> metadata."""
+                            beam: BeamRunner, pipes: BeamPipesClient) -> Iterator[Any]:
+    """Gate (blocking check result, then Failure if it fails) -> ``python -m pipelines.build_dataset``
+    through Pipes -> metadata (the job's counters and the store's pictures) and the job's checks."""
     from fleetcore.errors import FleetError
 
     from dagster_project.visuals import bar_chart, contact_sheet
@@ -305,15 +333,10 @@ def build_dataset_from_spec(context: dg.OpExecutionContext, spec_path: Path, key
     if not check.passed:
         raise dg.Failure(description=f"{spec_path.name}: not built: {check.description}", allow_retries=False,
                          metadata={"spec": dg.MetadataValue.path(str(spec_path))})
-    try:
-        from pipelines.build_dataset import run_build_dataset
-    except ImportError as exc:
-        raise dg.Failure(description=f"pipelines.build_dataset is not available ({exc}); cannot build {spec_path.name}", allow_retries=False) from exc
     t0 = time.monotonic()
-    try:
-        res = run_build_dataset(str(spec_path), store=store, datasets_root=str(paths.datasets()), beam_args=beam.beam_args())
-    except FleetError as exc:
-        raise _permanent(exc, f"build {spec_path.name}") from exc
+    inv, msg = run_job(context, pipes, beam, "pipelines.build_dataset",
+                       ["--spec", str(spec_path), "--store", str(store), "--datasets-root", str(paths.datasets())])
+    res = _BuildResult(**msg["result"])
     seconds = time.monotonic() - t0
     md: dict[str, Any] = {
         "samples": int(res.samples),
@@ -342,7 +365,10 @@ def build_dataset_from_spec(context: dg.OpExecutionContext, spec_path: Path, key
     trig = facts.counts(pf.selected, "trigger") if "trigger" in pf.selected.columns else facts.counts(clips, "primary_trigger")
     md["trigger_distribution"] = _image_md(bar_chart(trig, rdir / "triggers.png", title="clips by trigger"), "triggers")
     context.log.info("dataset %s@%s: %d samples from %d clips in %.1f s", res.name, res.version, res.samples, pf.selected.height, seconds)
-    yield dg.MaterializeResult(asset_key=key, metadata=md)
+    results = merged_results(inv, {key: md})
+    if not any(isinstance(r, dg.MaterializeResult) for r in results):  # an op (the mining job): nothing in scope
+        results.append(dg.MaterializeResult(asset_key=key, metadata=md))
+    yield from results
 
 
 def dataset_asset(spec_path: Path) -> dg.AssetsDefinition:
@@ -358,10 +384,12 @@ def dataset_asset(spec_path: Path) -> dg.AssetsDefinition:
         description=dataset_specs.describe(spec_path),
         metadata={"spec_path": dg.MetadataValue.path(str(spec_path))},
         check_specs=[dg.AssetCheckSpec(PREFLIGHT_CHECK, asset=key, blocking=True,
-                                       description="BLOCKS the build: empty selection, or clips curated with privacy off.")],
+                                       description="BLOCKS the build: empty selection, or clips curated with privacy off."),
+                     dg.AssetCheckSpec(DATASET_VERIFIED_CHECK, asset=key,
+                                       description="Reported by the build job: every shard matches the manifest and every member decodes.")],
     )
-    def _dataset(context: dg.AssetExecutionContext, paths: FleetPaths, beam: BeamRunner):
-        yield from build_dataset_from_spec(context, spec_path, key, paths, beam)
+    def _dataset(context: dg.AssetExecutionContext, paths: FleetPaths, beam: BeamRunner, pipes: BeamPipesClient):
+        yield from build_dataset_from_spec(context, spec_path, key, paths, beam, pipes)
 
     return _dataset
 

@@ -10,6 +10,7 @@ import dagster as dg
 import yaml
 
 from dagster_project import assets as A
+from dagster_project.beam_pipes import BeamPipesClient
 from dagster_project.resources import BeamRunner, FleetPaths
 
 CURATE_JOB = "curate_job"
@@ -68,11 +69,11 @@ def write_mined_spec(config: MineConfig, paths: FleetPaths) -> Path:
 
 @dg.op(description="Write a dataset spec from the run config, then gate and build it like a dataset asset; "
        "records an AssetMaterialization of mined/<dataset_name>.")
-def mine(context: dg.OpExecutionContext, config: MineConfig, paths: FleetPaths, beam: BeamRunner) -> str:
+def mine(context: dg.OpExecutionContext, config: MineConfig, paths: FleetPaths, beam: BeamRunner, pipes: BeamPipesClient) -> str:
     spec_path = write_mined_spec(config, paths)
     key = dg.AssetKey(["mined", config.dataset_name])
     context.log.info("mined spec written to %s", spec_path)
-    for ev in A.build_dataset_from_spec(context, spec_path, key, paths, beam):
+    for ev in A.build_dataset_from_spec(context, spec_path, key, paths, beam, pipes):
         if isinstance(ev, dg.AssetCheckResult):
             context.log.info("gate %s: %s", "passed" if ev.passed else "FAILED", ev.description)
         elif isinstance(ev, dg.MaterializeResult):

@@ -75,10 +75,13 @@ class BeamRunner(dg.ConfigurableResource):
     ``runner`` is a Beam runner name (default ``FnApiRunner``, Beam's local engine; e.g. ``DaskRunner``
     with ``options=["--dask_client_address=tcp://host:8786"]``). ``options`` are extra Beam pipeline
     options passed verbatim (e.g. ``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``).
+    ``python`` is the interpreter that runs the jobs (``python -m pipelines.curate ...``, launched through
+    Dagster Pipes); empty: the Dagster process's own.
     """
 
     runner: str = DEFAULT_RUNNER
     options: list[str] = []
+    python: str = ""
 
     def beam_args(self) -> list[str]:
         opts = [o for o in self.options if not o.startswith("--runner")]

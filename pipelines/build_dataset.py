@@ -41,7 +41,7 @@ from fleetcore.datasets.build import (
 from fleetcore.datasets.spec import DatasetSpec, load_spec
 from fleetcore.errors import FleetError
 from fleetcore.store.cleanup import no_space, remove_orphans
-from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
+from pipelines.runner import DEFAULT_RUNNER, beam_counters, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +155,12 @@ def _refuse_empty(tmp: Path) -> None:
 
 
 def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str | None = None, datasets_root: str | os.PathLike[str],
-                      beam_args: Sequence[str] = ()) -> BuildResult:
+                      beam_args: Sequence[str] = (), counters: dict[str, int] | None = None) -> BuildResult:
     """Build (or find) the dataset version of ``spec`` over ``store`` (default: the spec's ``store``).
 
     Returns the BuildResult; ``built`` is False when that version already existed (nothing is
-    written). Raises ConfigError for a bad spec, DatasetError for an empty selection.
+    written). Raises ConfigError for a bad spec, DatasetError for an empty selection. ``counters``, when
+    given, receives the job's Beam counters (namespace ``build_dataset``; none on runners without metrics).
     """
     sp = spec if isinstance(spec, DatasetSpec) else load_spec(spec)
     store_root = store or sp.store
@@ -182,7 +183,9 @@ def run_build_dataset(spec: str | os.PathLike[str] | DatasetSpec, *, store: str 
     try:
         p = beam.Pipeline(options=pipeline_options(beam_args))
         _ = p | "BuildDataset" >> BuildDataset(plan, str(tmp))
-        run_to_completion(p)
+        result = run_to_completion(p)
+        if counters is not None:
+            counters.update(beam_counters(result, NS) or {})
         if not (tmp / MANIFEST_NAME).is_file():
             raise DatasetError(str(tmp), "the job finished without writing the manifest", code="build_incomplete")
         _refuse_empty(tmp)
@@ -213,12 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Launched by Dagster Pipes (``dagster_project.beam_pipes``), the job also streams
+    its logs and reports its result, Beam counters and the ``dataset_verified`` check (``pipelines.pipes``)."""
     import json
+
+    from fleetcore.errors import FleetError
+    from pipelines.pipes import EXIT_DOMAIN, pipes_session, report_dataset
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args, beam_args = build_parser().parse_known_args(argv)
-    res = run_build_dataset(args.spec, store=args.store, datasets_root=args.datasets_root, beam_args=beam_args)
-    log.info("build_dataset: %s", json.dumps(res.__dict__))
+    with pipes_session() as pipes:
+        counters: dict[str, int] = {}
+        try:
+            res = run_build_dataset(args.spec, store=args.store, datasets_root=args.datasets_root, beam_args=beam_args, counters=counters)
+        except FleetError as exc:
+            if pipes is None:
+                raise
+            log.error("build_dataset: %s", exc)
+            return EXIT_DOMAIN
+        log.info("build_dataset: %s", json.dumps(res.__dict__))
+        if pipes is not None:
+            from fleetcore.datasets.manifest import verify_dataset
+
+            problems = [str(p) for p in verify_dataset(res.path)]
+            report_dataset(pipes, res.__dict__, counters if counters or not res.built else None, problems)
     return 0
 
 

@@ -54,7 +54,7 @@ from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, commit, read_manifest
 from fleetcore.store.shards import StoreError
 from fleetcore.timing import STAGES, stage_time, take_stage_times
-from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion  # noqa: F401 (DEFAULT_RUNNER re-exported)
+from pipelines.runner import DEFAULT_RUNNER, pipeline_options, run_to_completion, beam_counters as runner_counters  # noqa: F401 (DEFAULT_RUNNER re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -472,11 +472,7 @@ def stage_seconds(counters: dict[str, int] | None) -> dict[str, float] | None:
 
 def beam_counters(result: Any) -> dict[str, int] | None:
     """The job's Beam counters (namespace ``curate``), or None on runners without metrics (Dask)."""
-    try:
-        res = result.metrics().query()
-    except NotImplementedError:
-        return None
-    return {c.key.metric.name: int(c.committed or c.attempted or 0) for c in sorted(res["counters"], key=lambda c: c.key.metric.name) if c.key.metric.namespace == NS}
+    return runner_counters(result, NS)
 
 
 def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequence[str] = (),
@@ -523,21 +519,38 @@ def run_curate(landing: str, store: str, cfg: CurateConfig, *, beam_args: Sequen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Launched by Dagster Pipes (``dagster_project.beam_pipes``), the job also streams
+    its logs to the Dagster run and reports its summary, Beam counters and checks (``pipelines.pipes``)."""
+    from fleetcore.errors import FleetError
+    from pipelines.pipes import EXIT_DOMAIN, pipes_session, report_curate
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as exc:
-        parser.error(str(exc))  # one line on stderr, exit status 2
-    summary = run_curate(args.input, args.output, cfg, beam_args=beam_args, vehicles=args.vehicle, dates=args.date)
-    if args.summary_json:
-        from pathlib import Path
+    with pipes_session() as pipes:
+        try:
+            cfg = config_from_args(args)
+        except ConfigError as exc:
+            if pipes is None:
+                parser.error(str(exc))  # one line on stderr, exit status 2
+            log.error("curate: %s", exc)
+            return EXIT_DOMAIN
+        try:
+            summary = run_curate(args.input, args.output, cfg, beam_args=beam_args, vehicles=args.vehicle, dates=args.date)
+        except FleetError as exc:
+            if pipes is None:
+                raise
+            log.error("curate: %s", exc)
+            return EXIT_DOMAIN
+        if args.summary_json:
+            from pathlib import Path
 
-        from fleetcore.landing.drives import atomic_write_bytes, dumps_json
+            from fleetcore.landing.drives import atomic_write_bytes, dumps_json
 
-        atomic_write_bytes(Path(args.summary_json), dumps_json(summary))
-    log.info("curate: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+            atomic_write_bytes(Path(args.summary_json), dumps_json(summary))
+        log.info("curate: %s", json.dumps({k: v for k, v in summary.items() if k != "config"}))
+        if pipes is not None:
+            report_curate(pipes, summary)
     return 0
 
 

@@ -91,3 +91,14 @@ def run_to_completion(p: beam.Pipeline) -> Any:
         if sys.stderr is hold:
             sys.stderr = hold.stream
     return result
+
+
+def beam_counters(result: Any, namespace: str) -> dict[str, int] | None:
+    """The job's Beam counters of ``namespace`` by name, or None on runners without metrics (the
+    DaskRunner's ``metrics()`` raises NotImplementedError)."""
+    try:
+        res = result.metrics().query()
+    except NotImplementedError:
+        return None
+    return {c.key.metric.name: int(c.committed or c.attempted or 0) for c in sorted(res["counters"], key=lambda c: c.key.metric.name)
+            if c.key.metric.namespace == namespace}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from dagster_project.definitions import build_defs, defs
 from dagster_project.home import write_home
 from dagster_project.jobs import MineConfig, curate_job, mine_dataset
 from dagster_project.landing_scan import drive_start_ns, read_cursor
-from dagster_project.partitions import drive_date_partitions
+from dagster_project.partitions import DRIVE_DATES, drive_date_partitions
+from dagster_project.beam_pipes import BeamPipesClient
 from dagster_project.resources import BeamRunner, FleetPaths, QualityThresholds
-from dagster_project.sensors import landing_sensor
+from dagster_project.sensors import landing_sensor, store_sensor
 from fleetcore.landing.drives import UPLOAD_COMPLETE, read_manifest
 
 DATE = "2026-11-20"
@@ -39,13 +41,13 @@ def test_definitions_load_and_validate():
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"landing_drives", "curated_drives", "trigger_events", "clip_store", "clip_catalog", "coverage_report"} <= keys
     assert {"curate_job", "datasets_job", "mine_dataset"} <= {j.name for j in repo.get_all_jobs()}
-    assert [s.name for s in repo.sensor_defs] == ["landing_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["landing_sensor", "store_sensor"]
     assert {s.name for s in repo.schedule_defs} == {"nightly_curate", "weekly_datasets"}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"quarantine_rate", "telemetry_coverage", "clips_per_trigger", "labeller_coverage", "shard_checksums"} <= checks
-    # the curate assets are daily partitions from the simulator's start date, in the decode pool
+    # the curate assets are partitioned by the drive dates present (dynamic), in the decode pool
     curate = repo.assets_defs_by_key[A.CURATED]
-    assert curate.partitions_def.get_first_partition_key() == DATE
+    assert isinstance(curate.partitions_def, dg.DynamicPartitionsDefinition) and curate.partitions_def.name == DRIVE_DATES
     assert curate.op.pool == "decode"
     assert curate.op.retry_policy is not None
 
@@ -103,15 +105,26 @@ DAY_NS = 86_400 * 10**9
 
 
 def _sensor(landing: Path):
-    parts = drive_date_partitions("2025-11-01")  # make_drive's drives are dated 2025-11-20
+    parts = drive_date_partitions()
     return landing_sensor(curate_job(parts), parts)
 
 
-def _tick(sensor, landing: Path, cursor: str | None):
-    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
-                                 resources={"paths": FleetPaths(landing_root=str(landing))}) as ctx:
+def _tick(sensor, landing: Path, cursor: str | None, instance: dg.DagsterInstance | None = None, store: Path | None = None):
+    paths = FleetPaths(landing_root=str(landing), store_root=str(store) if store else "")
+    with dg.build_sensor_context(instance=instance or dg.DagsterInstance.ephemeral(), cursor=cursor, resources={"paths": paths}) as ctx:
         res = sensor(ctx)
     return res
+
+
+def _instance_with(*dates: str) -> dg.DagsterInstance:
+    """An ephemeral instance whose drive-date partitions are ``dates`` (what the sensors add)."""
+    inst = dg.DagsterInstance.ephemeral()
+    inst.add_dynamic_partitions(DRIVE_DATES, list(dates))
+    return inst
+
+
+def _added(res) -> list[str]:
+    return sorted(k for r in res.dynamic_partitions_requests for k in r.partition_keys)
 
 
 def test_sensor_requests_each_new_drive_once_and_waits_for_complete_uploads(tmp_path, make_drive):
@@ -120,6 +133,8 @@ def test_sensor_requests_each_new_drive_once_and_waits_for_complete_uploads(tmp_
     make_drive(landing, "veh-a", "drive-1")
     res = _tick(sensor, landing, None)
     assert [(r.partition_key, r.tags["fleet/new_drives"]) for r in res.run_requests] == [("2025-11-20", "1")]
+    assert _added(res) == ["2025-11-20"]  # the date's partition is added with the request
+    assert _added(_tick(sensor, landing, None, _instance_with("2025-11-20"))) == []  # not twice
     cursor = res.cursor
     assert len(read_cursor(cursor)) == 1
 
@@ -148,25 +163,51 @@ def test_sensor_dates_drives_from_manifest_and_telemetry_statistics(tmp_path, ma
     assert drive_start_ns(video_only, read_manifest(video_only)) == 9 * 10**9
 
 
-def test_sensor_skips_drives_outside_the_partitions_and_bad_manifests(tmp_path, make_drive):
+def test_sensor_adds_partitions_for_old_imported_drives_and_skips_bad_manifests(tmp_path, make_drive):
+    """Partitions follow the data: a drive imported from 2016 gets its own date partition."""
+    from fleetcore.simulate import simulate_drive
+
     landing = tmp_path / "landing"
-    parts = drive_date_partitions(DATE)  # 2025-11-20 drives predate it
-    sensor = landing_sensor(curate_job(parts), parts)
+    sensor = _sensor(landing)
     make_drive(landing, "veh-a", "drive-1")
     bad = make_drive(landing, "veh-a", "drive-2")
     (bad / "manifest.json").write_text("{not json")
+    old = simulate_drive(landing, "veh-old", cameras=1, width=64, height=48, fps=5.0, duration_s=2.0, seed=1, start_date="2016-03-04")
     res = _tick(sensor, landing, None)
-    assert res.run_requests == []
-    # the undatable drive is remembered (reported once); the out-of-range one is retried later
-    assert len(read_cursor(res.cursor)) == 1
+    assert sorted(r.partition_key for r in res.run_requests) == ["2016-03-04", "2025-11-20"] == _added(res)
+    assert old.drive_id
+    # the undatable drive is remembered (reported once): 2 requested + 1 bad
+    assert len(read_cursor(res.cursor)) == 3
+    # a static partitions definition still bounds what is requested
+    daily = dg.DailyPartitionsDefinition(start_date="2020-01-01")
+    res = _tick(landing_sensor(curate_job(daily), daily), landing, None)
+    assert [r.partition_key for r in res.run_requests] == ["2025-11-20"] and _added(res) == []
+
+
+def test_landing_dates_become_partitions_by_hand(tmp_path, make_drive):
+    from dagster_project.partitions import add_landing_dates
+
+    landing = tmp_path / "landing"
+    make_drive(landing, "veh-a", "drive-1")
+    make_drive(landing, "veh-b", "drive-2", t0_ns=5 * 10**9 + DAY_NS)
+    inst = _instance_with("2025-11-20")
+    assert add_landing_dates(inst, str(landing)) == ["2025-11-21"]
+    assert sorted(inst.get_dynamic_partitions(DRIVE_DATES)) == ["2025-11-20", "2025-11-21"]
+    assert add_landing_dates(inst, str(landing)) == []
 
 
 def test_nightly_schedule_curates_yesterday():
     repo = defs.get_repository_def()
     sched = repo.get_schedule_def("nightly_curate")
-    ctx = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc), repository_def=repo)
-    req = sched.evaluate_tick(ctx).run_requests[0]
-    assert req.partition_key == DATE
+    when = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.timezone.utc)
+    with dg.instance_for_test() as inst:  # schedules reach the instance by reference: not an ephemeral one
+        inst.add_dynamic_partitions(DRIVE_DATES, ["2026-11-19"])
+        # no drive of that date landed (no partition): skipped
+        tick = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when, repository_def=repo, instance=inst))
+        assert not tick.run_requests and "no drives dated 2026-11-20" in tick.skip_message
+        inst.add_dynamic_partitions(DRIVE_DATES, [DATE])
+        tick = sched.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=when, repository_def=repo, instance=inst))
+        assert tick.run_requests[0].partition_key == DATE
 
 
 # --------------------------------------------------------------------------------------
@@ -190,12 +231,18 @@ def curate_run_config(tmp_path_factory) -> dg.RunConfig:
 
 
 @pytest.fixture(scope="module")
-def curated(fleet, curate_run_config, tmp_path_factory):
+def dagster_instance():
+    """The instance of the module's curate runs, with the partition of DATE (as the landing sensor adds it)."""
+    return _instance_with(DATE)
+
+
+@pytest.fixture(scope="module")
+def curated(fleet, curate_run_config, dagster_instance, tmp_path_factory):
     """The curate partition materialised through Dagster with ``curate_run_config``."""
     tmp = tmp_path_factory.mktemp("curated")
     paths = FleetPaths(landing_root=str(fleet), store_root=str(tmp / "store"), datasets_root=str(tmp / "datasets"))
-    resources = {"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds()}
-    result = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS],
+    resources = {"paths": paths, "beam": BeamRunner(), "limits": QualityThresholds(), "pipes": BeamPipesClient()}
+    result = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions()), *CHECKS], instance=dagster_instance,
                             partition_key=DATE, resources=resources, selection=CURATE_KEYS, run_config=curate_run_config)
     return paths, resources, result
 
@@ -237,14 +284,15 @@ def test_curate_partition_materialises_with_numeric_metadata(curated):
     _png_from_md(cat["label_distribution"])
     assert str(cat["snapshot_id"]).startswith("snap-")
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"quarantine_rate", "telemetry_coverage", "clips_per_trigger", "labeller_coverage", "shard_checksums"}
+    assert set(checks) == {"quarantine_rate", "telemetry_coverage", "clips_per_trigger", "labeller_coverage", "shard_checksums",
+                           "quarantine_this_run"}  # the last reported by the curate job itself, over Pipes
     assert all(c.passed for c in checks.values()), {k: c.description for k, c in checks.items()}
 
 
 @pytest.mark.slow
-def test_landing_observation_and_rerun_is_idempotent(curated, curate_run_config):
+def test_landing_observation_and_rerun_is_idempotent(curated, curate_run_config, dagster_instance):
     paths, resources, _ = curated
-    res = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions())], partition_key=DATE,
+    res = dg.materialize([A.landing_drives, A.build_curate_assets(drive_date_partitions())], partition_key=DATE, instance=dagster_instance,
                          resources=resources, selection=CURATE_KEYS, run_config=curate_run_config)
     md = _md(res, A.CURATED)
     assert md["config_version"] == _md(curated[2], A.CURATED)["config_version"]
@@ -257,6 +305,37 @@ def test_landing_observation_and_rerun_is_idempotent(curated, curate_run_config)
     (obs,) = r.asset_observations_for_node(r.job_def.nodes[0].name)
     out_md = {k: v.value for k, v in obs.metadata.items()}
     assert out_md["complete_drives"] == 2 and out_md["incomplete_uploads"] == 0 and out_md["vehicles"] == 2
+
+
+def _store_sensor():
+    return store_sensor(drive_date_partitions(), CURATE_KEYS)
+
+
+@pytest.mark.slow
+def test_store_sensor_reports_a_store_curated_outside_dagster(curated, dagster_instance, tmp_path):
+    from dagster_project.store_sync import DIGEST_KEY
+
+    paths, _, result = curated
+    store = Path(paths.store())
+    assert _md(result, A.CLIP_STORE)[DIGEST_KEY]
+    # Dagster's own run wrote the partition: nothing to report
+    res = _tick(_store_sensor(), Path(paths.landing_root), None, dagster_instance, store)
+    assert res.asset_events == [] and json.loads(res.cursor)["dates"][DATE] == _md(result, A.CLIP_STORE)[DIGEST_KEY]
+    # the same store seen by an instance that never ran it (written by `fleet curate` / `make demo`)
+    inst = dg.DagsterInstance.ephemeral()
+    res = _tick(_store_sensor(), Path(paths.landing_root), None, inst, store)
+    assert sorted(e.asset_key.to_user_string() for e in res.asset_events) == sorted(k.to_user_string() for k in CURATE_KEYS)
+    assert {e.partition for e in res.asset_events} == {DATE} and _added(res) == [DATE]
+    md = {k: v.value for k, v in res.asset_events[0].metadata.items()}
+    assert md["drives"] == 2 and md["clips"] > 0 and md["store_revision"] >= 1
+    # what the daemon does with the result: the partition exists and shows as materialised
+    inst.add_dynamic_partitions(DRIVE_DATES, _added(res))
+    for ev in res.asset_events:
+        inst.report_runless_asset_event(ev)
+    assert inst.get_materialized_partitions(A.CLIP_STORE) == {DATE}
+    # next tick: same manifest, nothing new
+    again = _tick(_store_sensor(), Path(paths.landing_root), res.cursor, inst, store)
+    assert again.asset_events == []
 
 
 @pytest.fixture
@@ -320,7 +399,7 @@ def _spec(path: Path, **sel) -> None:
 
 def _dataset_run(spec_dir: Path, name: str, paths: FleetPaths):
     asset = A.dataset_asset(spec_dir / f"{name}.yaml")
-    return dg.materialize([asset], resources={"paths": paths, "beam": BeamRunner()}, raise_on_error=False)
+    return dg.materialize([asset], resources={"paths": paths, "beam": BeamRunner(), "pipes": BeamPipesClient()}, raise_on_error=False)
 
 
 def _gate(result) -> dg.AssetCheckEvaluation:
@@ -342,8 +421,8 @@ def test_dataset_gate_blocks_an_empty_selection(curated, tmp_path):
 @pytest.mark.slow
 def test_dataset_gate_blocks_clips_curated_with_privacy_off(fleet, tmp_path):
     paths = FleetPaths(landing_root=str(fleet), store_root=str(tmp_path / "store"), datasets_root=str(tmp_path / "ds"))
-    res = dg.materialize([A.build_curate_assets(drive_date_partitions())], partition_key=DATE,
-                         resources={"paths": paths, "beam": BeamRunner()},
+    res = dg.materialize([A.build_curate_assets(drive_date_partitions())], partition_key=DATE, instance=_instance_with(DATE),
+                         resources={"paths": paths, "beam": BeamRunner(), "pipes": BeamPipesClient()},
                          run_config=dg.RunConfig(ops={"curate": A.CurateRunConfig(labels=False, privacy=False)}))
     assert res.success
     # privacy_required (the default): the builder refuses every clip -> empty selection, blocked
@@ -401,6 +480,9 @@ def test_dataset_asset_builds_when_the_gate_passes(curated, tmp_path):
     md = _md(res, dg.AssetKey("dataset_every"))
     _png_from_md(md["contact_sheet"])
     assert md["selected_clips"] > 0 and md["samples"] == md["selected_clips"] and md["shards"] >= 1
+    # built out of process through Pipes: the job's Beam counters and its own check came back
+    assert md["beam/samples_rendered"] == md["samples"] and md["beam/shards_written"] == md["shards"]
+    assert {e.check_name: e.passed for e in res.get_asset_check_evaluations()}[A.DATASET_VERIFIED_CHECK] is True
     from fleetcore.datasets.manifest import verify_dataset
 
     assert verify_dataset(md["dataset_path"]) == []

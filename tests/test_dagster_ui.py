@@ -111,6 +111,10 @@ mutation Launch($p: ExecutionParams!) { launchRun(executionParams: $p) { __typen
   ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message } } }
 """
 
+ADD_PARTITION = """mutation A($r: RepositorySelector!, $n: String!, $k: String!) {
+  addDynamicPartition(repositorySelector: $r, partitionsDefName: $n, partitionKey: $k) { __typename
+  ... on AddDynamicPartitionSuccess { partitionKey } ... on PythonError { message } ... on UnauthorizedError { message } } }"""
+
 STATUS = """query S($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
 
 SET_CURSOR = """mutation C($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) { __typename
@@ -174,6 +178,10 @@ def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
             "runConfigData": {"ops": {"curate": {"config": {"labels": False, "privacy": False}}}},
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DATE}]},
         }
+        # the curate partitions are the drive dates present (dynamic): add the date as the landing sensor would
+        added = _gql(port, ADD_PARTITION, {"r": {"repositoryLocationName": loc_name, "repositoryName": repo_name},
+                                           "n": "drive_dates", "k": DATE})["addDynamicPartition"]
+        assert added["__typename"] == "AddDynamicPartitionSuccess", added
         launched = _gql(port, LAUNCH, {"p": params})["launchRun"]
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
@@ -233,5 +241,101 @@ def test_ui_launches_a_partition_run_and_shows_the_asset_graph(tmp_path):
         clips = pl.read_parquet(store / "catalog" / "clips" / "**" / "*.parquet")
         assert clips.filter(pl.col("drive_id") == ref.drive_id).height >= 1
     finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+TERMINATE = """mutation T($id: String!) { terminateRun(runId: $id) { __typename
+  ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
+
+RUN_EVENTS = """query E($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status
+  eventConnection { events { __typename } } } } }"""
+
+
+def test_terminating_a_run_in_the_ui_stops_the_beam_job(tmp_path):
+    """Terminate in the UI (GraphQL ``terminateRun``) while the curate job runs out of process: the run
+    ends CANCELED, the job process (launched through Pipes) is gone and the step is not retried."""
+    import psutil
+
+    from dagster_project.home import write_home
+    from fleetcore.simulate import simulate_fleet
+
+    landing, store = tmp_path / "landing", tmp_path / "store"
+    simulate_fleet(landing, vehicles=2, drives_per_vehicle=1, cameras=1, width=320, height=180, fps=10.0, duration_s=60.0, seed=11, workers=1)
+    home = tmp_path / "dagster_home"
+    write_home(home, decode_limit=1, max_concurrent_runs=1)
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FLEET_LANDING_ROOT": str(landing), "FLEET_STORE_ROOT": str(store),
+           "FLEET_DATASETS_ROOT": str(tmp_path / "datasets"), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    log = tmp_path / "dagster_dev.log"
+    procs: list[subprocess.Popen] = []
+    job = None
+    try:
+        with open(log, "wb") as lf:
+            procs.append(subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-m", "dagster_project.definitions",
+                                           "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env, stdout=lf, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True))
+        dev = procs[0]
+
+        def location():
+            ws = _gql(port, LOCATIONS)["workspaceOrError"]
+            for e in ws.get("locationEntries", []):
+                loc = e["locationOrLoadError"]
+                if loc and loc["__typename"] == "RepositoryLocation" and any(j["name"] == "curate_job" for j in loc["repositories"][0]["jobs"]):
+                    return e["name"], loc["repositories"][0]["name"]
+            return None
+
+        loc_name, repo_name = _wait("the code location", location, deadline_s=180, proc=dev, log=log)
+        added = _gql(port, ADD_PARTITION, {"r": {"repositoryLocationName": loc_name, "repositoryName": repo_name},
+                                           "n": "drive_dates", "k": DATE})["addDynamicPartition"]
+        assert added["__typename"] == "AddDynamicPartitionSuccess", added
+        params = {
+            "selector": {"repositoryLocationName": loc_name, "repositoryName": repo_name, "jobName": "curate_job"},
+            "runConfigData": {"ops": {"curate": {"config": {"labels": True, "privacy": True, "rate_hz": 10.0}}}},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DATE}]},
+        }
+        launched = _gql(port, LAUNCH, {"p": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+
+        def job_process():
+            try:
+                kids = psutil.Process(dev.pid).children(recursive=True)
+            except psutil.Error:
+                return None
+            for k in kids:
+                try:
+                    if "pipelines.curate" in " ".join(k.cmdline()):
+                        return k
+                except psutil.Error:
+                    continue
+            # the job starts in its own session: look for it anywhere, by our landing zone
+            for p in psutil.process_iter(["cmdline"]):
+                cmd = " ".join(p.info["cmdline"] or [])
+                if "pipelines.curate" in cmd and str(landing) in cmd:
+                    return p
+            return None
+
+        job = _wait("the curate job process", job_process, deadline_s=240, proc=dev, log=log)
+        time.sleep(2.0)  # into the Beam run
+        assert job.is_running(), "the job finished before it could be cancelled"
+        res = _gql(port, TERMINATE, {"id": run_id})["terminateRun"]
+        assert res["__typename"] == "TerminateRunSuccess", res
+
+        def finished():
+            st = _gql(port, STATUS, {"id": run_id})["runOrError"]["status"]
+            return st if st in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+        status = _wait(f"run {run_id} to stop", finished, deadline_s=120, proc=dev, log=log)
+        assert status == "CANCELED", log.read_text()[-4000:]
+        gone, alive = psutil.wait_procs([job], timeout=30)
+        assert not alive, f"the curate job {job.pid} outlived the cancelled run"
+        events = [e["__typename"] for e in _gql(port, RUN_EVENTS, {"id": run_id})["runOrError"]["eventConnection"]["events"]]
+        assert "ExecutionStepUpForRetryEvent" not in events and "ExecutionStepRestartEvent" not in events, events
+        assert not (store / "clips" / "manifest.json").exists()
+    finally:
+        if job is not None and job.is_running():
+            os.killpg(job.pid, signal.SIGKILL)
         for p in reversed(procs):
             _stop(p)
