@@ -19,6 +19,7 @@ import dagster as dg
 
 from dagster_project.assets import CLIP_CATALOG, RETRY
 from dagster_project.resources import BeamRunner, FleetPaths
+from dagster_project.beam_pipes import BeamPipesClient, run_job
 
 GROUP_LOOP = "loop"
 CLIP_VECTORS = dg.AssetKey(["loop", "clip_vectors"])
@@ -149,26 +150,33 @@ def new_clips(context: dg.AssetExecutionContext, trigger: dict[str, Any], paths:
 @dg.asset(key=NEXT_DATASET, ins={"base": dg.AssetIn(BASE_DATASET), "clips": dg.AssetIn(NEW_CLIPS)}, group_name=GROUP_LOOP,
           kinds={"beam", "webdataset"}, description="The next dataset version: the base dataset plus the new clips, with the diff.")
 def next_dataset(context: dg.AssetExecutionContext, base: dict[str, Any], clips: list[str], paths: FleetPaths, beam: BeamRunner,
-                 loop: LoopSettings) -> dict[str, Any]:
+                 loop: LoopSettings, pipes: BeamPipesClient) -> dict[str, Any]:
+    from types import SimpleNamespace
+
     from fleetcore.errors import FleetError
     from fleetcore.datasets.manifest import diff_datasets, read_manifest
     from fleetcore.loop.disagreement import next_dataset_spec, write_dataset_spec
-    from pipelines.build_dataset import run_build_dataset
 
     try:
         old = read_manifest(base["path"])
         doc = next_dataset_spec(old, clips, store=paths.store())
         spec = write_dataset_spec(doc, loop.work(paths) / f"{old['name']}.next.yaml")
-        res = run_build_dataset(str(spec), store=paths.store(), datasets_root=str(paths.datasets()), beam_args=beam.beam_args())
+    except FleetError as exc:
+        raise _failure(exc, "next dataset") from exc
+    # the build job in its own process, through Pipes (Dagster's process never imports Beam)
+    _, msg = run_job(context, pipes, beam, "pipelines.build_dataset",
+                     ["--spec", str(spec), "--store", paths.store(), "--datasets-root", str(paths.datasets())])
+    res = SimpleNamespace(**msg["result"])
+    try:
         new = read_manifest(res.path)
     except FleetError as exc:
         raise _failure(exc, "next dataset") from exc
     diff = diff_datasets(old, new)
-    context.add_output_metadata({"dataset": f"{res.name}@{res.version}", "samples": res.samples, "n_added": diff["n_added"],
-                                 "n_removed": diff["n_removed"], "n_common": diff["n_common"],
-                                 "added": dg.MetadataValue.json(diff["added"][:200]), "path": dg.MetadataValue.path(res.path)})
+    md = {"dataset": f"{res.name}@{res.version}", "samples": res.samples, "n_added": diff["n_added"],
+          "n_removed": diff["n_removed"], "n_common": diff["n_common"],
+          "added": dg.MetadataValue.json(diff["added"][:200]), "path": dg.MetadataValue.path(res.path)}
     (loop.work(paths) / f"{res.name}-{res.version}.diff.json").write_text(json.dumps(diff, indent=1))
-    return {"path": res.path, "name": res.name, "version": res.version, "diff": diff}
+    return dg.Output({"path": res.path, "name": res.name, "version": res.version, "diff": diff}, metadata=md)
 
 
 LOOP_ASSETS = [clip_vectors, base_dataset, model_predictions, disagreement_trigger, new_clips, next_dataset]

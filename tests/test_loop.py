@@ -384,7 +384,9 @@ def test_dagster_loop_round(loop_store, planner, tmp_path):
     paths = FleetPaths(store_root=str(store), datasets_root=str(datasets), reports_root=str(tmp_path / "reports"))
     loop = L.LoopSettings(base_dataset=f"turns@{base.version}", predictions_path=str(path), model="planner@2", metric="steering",
                           threshold=0.25, work_dir=str(tmp_path / "work"))
-    res = dg.materialize(L.LOOP_ASSETS, resources={"paths": paths, "beam": BeamRunner(), "loop": loop})
+    from dagster_project.beam_pipes import BeamPipesClient
+
+    res = dg.materialize(L.LOOP_ASSETS, resources={"paths": paths, "beam": BeamRunner(), "loop": loop, "pipes": BeamPipesClient()})
     assert res.success
     nxt = res.output_for_node("loop__next_dataset")
     diff = nxt["diff"]
