@@ -237,6 +237,8 @@ def test_errors(tmp_path: Path, recording: Path) -> None:
     strings = write_ros2_mcap(tmp_path / "s.mcap", extra_string_topic=True)
     with pytest.raises(SourceImportError, match=r"/chatter has an unsupported schema 'std_msgs/msg/String'"):
         import_mcap(strings, landing, vehicle_id="v", topics=["/chatter"])
+    with pytest.raises(SourceImportError, match="vehicle_id 'a b' is not a valid id"):
+        import_mcap(recording, landing, vehicle_id="a b")
     with pytest.raises(SourceImportError, match="topic '/nope' is not in the file"):
         import_mcap(recording, landing, vehicle_id="v", topics=["/nope"])
     vp9 = write_ros2_mcap(tmp_path / "vp9.mcap", video_format="vp9")

@@ -38,6 +38,7 @@ from fleetcore.errors import SourceImportError
 from fleetcore.ingest.importers.common import (
     DriveRef,
     Series,
+    check_ids,
     copy_into,
     default_drive_id,
     resample_all,
@@ -241,15 +242,15 @@ class VideoTrack:
             self._fh = None
 
 
-def count_frames(path: Path, fmt: str) -> int:
-    """Access units in a raw H.264 / HEVC stream (demuxed with PyAV, not decoded)."""
+def count_frames(path: Path, fmt: str, *, source: str, topic: str) -> int:
+    """Access units in a raw H.264 / HEVC stream (demuxed with PyAV, not decoded); errors name the MCAP file and topic."""
     import av
 
     try:
         with av.open(str(path), format=fmt) as c:
             return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
     except (av.error.FFmpegError, IndexError) as exc:
-        raise SourceImportError(str(path), f"expected a raw {fmt} stream: {exc}") from exc
+        raise SourceImportError(source, f"topic {topic}: the packets do not form a {fmt} stream FFmpeg can read: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------
@@ -441,6 +442,7 @@ def import_mcap(
         raise SourceImportError(src, "MCAP file not found")
     if path.stat().st_size == 0:
         raise SourceImportError(src, "expected an MCAP file; the file is empty")
+    check_ids(vehicle_id, drive_id or "drive", src)  # before reading the file
     source = _Source(path)
     chans = source.channels()
     by_topic = {c.topic: (c, s) for c, s in chans}
@@ -521,7 +523,7 @@ def import_mcap(
                 log.warning("%s: topic %s: %d packets before the first keyframe dropped", src, topic, tr.skipped)
             raw = tr.out.with_suffix(tr.suffix)
             tr.out.rename(raw)
-            n = count_frames(raw, tr.codec)
+            n = count_frames(raw, tr.codec, source=src, topic=topic)
             if n != len(tr.times):
                 raise SourceImportError(src, f"topic {topic}: {len(tr.times)} messages but the stream holds {n} frames "
                                              "(each message must carry one whole frame)")
