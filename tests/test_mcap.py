@@ -392,3 +392,73 @@ def test_truncated_recording_keeps_the_messages_before_the_cut(tmp_path: Path, c
     frames = vd.frame_index.group_by("camera").aggregate([("pts_ns", "count")]).to_pylist()
     assert {r["camera"] for r in frames} == {"cam_front", "cam_rear"} and all(0 < r["pts_ns_count"] < N for r in frames), frames
     assert set(n) == {"cam_front", "cam_rear"}
+
+
+def hevc_packets(codes: list[int], *, gop: int = 10) -> list[bytes]:
+    """One Annex-B HEVC access unit per frame (VPS/SPS/PPS in front of every keyframe), no B-frames."""
+    import av
+
+    ctx = av.CodecContext.create("libx265", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = W, H, "yuv420p"
+    ctx.time_base = Fraction(1, FPS)
+    ctx.framerate = Fraction(FPS, 1)
+    ctx.options = {"preset": "ultrafast",
+                   "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:repeat-headers=1:open-gop=0:log-level=error"}
+    out: list[bytes] = []
+    for i, code in enumerate(codes):
+        frame = av.VideoFrame.from_ndarray(coded_frame(code, W, H), format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out.extend(bytes(p) for p in ctx.encode(frame))
+    out.extend(bytes(p) for p in ctx.encode(None))
+    assert len(out) == len(codes)
+    return out
+
+
+ODOM_DEF = ("std_msgs/Header header\nstring child_frame_id\ngeometry_msgs/PoseWithCovariance pose\ngeometry_msgs/TwistWithCovariance twist\n"
+            + SEP + HEADER + SEP + TIME
+            + SEP + "MSG: geometry_msgs/PoseWithCovariance\ngeometry_msgs/Pose pose\nfloat64[36] covariance\n"
+            + SEP + "MSG: geometry_msgs/Pose\ngeometry_msgs/Point position\ngeometry_msgs/Quaternion orientation\n"
+            + SEP + "MSG: geometry_msgs/Point\nfloat64 x\nfloat64 y\nfloat64 z\n"
+            + SEP + "MSG: geometry_msgs/Quaternion\nfloat64 x\nfloat64 y\nfloat64 z\nfloat64 w\n"
+            + SEP + "MSG: geometry_msgs/TwistWithCovariance\ngeometry_msgs/Twist twist\nfloat64[36] covariance\n"
+            + SEP + "MSG: geometry_msgs/Twist\ngeometry_msgs/Vector3 linear\ngeometry_msgs/Vector3 angular\n"
+            + SEP + "MSG: geometry_msgs/Vector3\nfloat64 x\nfloat64 y\nfloat64 z\n")
+
+
+def test_hevc_video_and_odometry(tmp_path: Path) -> None:
+    """h265 CompressedVideo starting mid-GOP → a raw .hevc stream from its first keyframe; Odometry
+    (no stamps: header.stamp zero) → speed on the log-time clock."""
+    from mcap_ros2.writer import Writer
+
+    pkts = hevc_packets(list(range(30)))
+    path = tmp_path / "hevc.mcap"
+    with open(path, "wb") as f:
+        w = Writer(f)
+        video = w.register_msgdef("foxglove_msgs/msg/CompressedVideo", VIDEO_DEF)
+        odom = w.register_msgdef("nav_msgs/msg/Odometry", ODOM_DEF)
+        msgs = []
+        for k in range(4, 30):
+            t = T0 + k * PERIOD
+            msgs.append((t, "/camera/front/h265", video, {"timestamp": _stamp(t), "frame_id": "c", "data": pkts[k], "format": "h265"}))
+        for k in range(31):
+            t = T0 + k * PERIOD
+            v3 = {"x": 0.0, "y": 0.0, "z": 0.0}
+            msgs.append((t, "/odom", odom, {"header": {"stamp": {"sec": 0, "nanosec": 0}, "frame_id": "odom"}, "child_frame_id": "base_link",
+                                            "pose": {"pose": {"position": v3, "orientation": {**v3, "w": 1.0}}, "covariance": [0.0] * 36},
+                                            "twist": {"twist": {"linear": {**v3, "x": 3.0, "y": 4.0}, "angular": v3}, "covariance": [0.0] * 36}}))
+        for t, topic, schema, msg in sorted(msgs, key=lambda m: m[0]):
+            w.write_message(topic, schema, msg, log_time=t)
+        w.finish()
+    ref = import_mcap(path, tmp_path / "landing", vehicle_id="av-07")
+    m = json.loads((Path(ref.path) / "manifest.json").read_text())
+    (cam,) = m["cameras"]
+    assert cam["name"] == "front" and cam["codec"] == "hevc" and cam["files"][0]["path"] == "cameras/front/000.hevc"
+    assert np.load(Path(ref.path) / cam["files"][0]["frame_times"]).tolist() == [T0 + k * PERIOD for k in range(10, 30)]
+    tel = pq.read_table(Path(ref.path) / "telemetry.parquet")
+    assert tel.num_rows == 31 and np.allclose(tel.column("speed_mps").to_numpy(), 5.0)
+    vd = validate_drive(Path(ref.path))
+    from fleetcore.video import ClipExtractor
+
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, max_side=W) as ex:
+        clip = ex.extract(T0 + 20 * PERIOD, T0 + 24 * PERIOD, rate_hz=FPS)
+        assert [read_code(f) for f in clip.frames["front"]] == [20, 21, 22, 23]
