@@ -233,6 +233,20 @@ def import_csv_cmd(csv_file, landing, profile, vehicle, drive, video, as_json):
     _done(import_csv(csv_file, profile, landing, vehicle_id=vehicle, drive_id=drive, video=video), as_json)
 
 
+@import_.command("mcap")
+@click.argument("mcap_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@landing_opt
+@click.option("--vehicle", required=True)
+@click.option("--drive", default=None, help="drive id (default: <vehicle>_<UTC of the first message>)")
+@click.option("--topic", "topics", multiple=True, help="import only this topic (repeatable; default: every supported topic)")
+@json_opt
+def import_mcap_cmd(mcap_file, landing, vehicle, drive, topics, as_json):
+    """An MCAP recording (ROS 2 bag, Foxglove): CompressedVideo / CompressedImage cameras, NavSatFix, Imu, Twist / Odometry."""
+    from fleetcore.ingest.importers import import_mcap
+
+    _done(import_mcap(mcap_file, landing, vehicle_id=vehicle, drive_id=drive, topics=list(topics) or None), as_json)
+
+
 # --------------------------------------------------------------------------------------
 # validate
 # --------------------------------------------------------------------------------------
