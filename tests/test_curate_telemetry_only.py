@@ -84,6 +84,9 @@ def test_video_less_samples_hold_json_and_telemetry(store):
     s = decode_sample(members)
     assert s.cameras == [] and s.n_samples == c["n_samples"]
     assert np.nanmin(s.telemetry["speed_mps"]) < 14.0  # the brake is in the window
+    from fleetcore.store.verify import verify_clip_store
+
+    assert verify_clip_store(out) == []  # the store verifies, video-less samples decoded too
 
 
 def test_telemetry_labels_only(store):
