@@ -394,6 +394,8 @@ def print_curate_summary(s: dict[str, Any]) -> None:
     out.print(t)
     for q in s["quarantined"]:
         out.print(f"  quarantined {q.get('vehicle_id')}/{q.get('drive_id')}{'/' + q['clip_id'] if q.get('clip_id') else ''}: {q['code']} ({q.get('file') or '-'}): {q['message']}", highlight=False)
+    for drive, why in s.get("drives_without_clips", {}).items():
+        out.print(f"  no clips from {drive}: {why}", highlight=False)
 
 
 # --------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from fleetcore.clips import (
     extract_clips,
     find_drive_events,
     load_trigger_library,
+    no_clips_reason,
     pack_drive,
     remove_staged,
     stored_clips,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 NS = "curate"
 
-OK, QUARANTINE, CLIP, DRIVE, SKIP = "ok", "quarantine", "clip", "drive", "skip"
+OK, QUARANTINE, CLIP, DRIVE, SKIP, WHY = "ok", "quarantine", "clip", "drive", "skip", "why"
 
 
 def _tag(kind: str):
@@ -170,11 +171,11 @@ class _DriveTablesFn(beam.DoFn):
             self.bytes.inc(write_drive_tables(vd, events, self.layout, self.cfg))
             tasks = clip_tasks(vd, events, self.cfg)
         report_stage_times()
-        yield vd, tasks
+        yield vd, tasks, no_clips_reason(vd, events, tasks)
 
 
 class WriteDriveTables(beam.PTransform):
-    """ValidatedDrive -> (ValidatedDrive, [ClipTask]); writes telemetry, frame index and triggers."""
+    """ValidatedDrive -> (ValidatedDrive, [ClipTask], why no clip or None); writes telemetry, frame index and triggers."""
 
     def __init__(self, store: str, cfg: CurateConfig):
         super().__init__()
@@ -216,7 +217,7 @@ class _ExtractFn(beam.DoFn):
         release_opencv_threads()  # the in-process runners share the caller's OpenCV
 
     def process(self, item):
-        vd, tasks = item
+        vd, tasks, why = item
         if vd.source_uri is not None and not os.path.isdir(vd.path):  # validated on another worker
             vd = replace(vd, path=str(localize_drive(vd.source_uri, self.cache)))
         n = 0
@@ -237,11 +238,13 @@ class _ExtractFn(beam.DoFn):
             yield CLIP, res
         self.drives.inc()
         report_stage_times()
+        if n == 0:  # the run summary says why (drives_without_clips)
+            yield WHY, {"vehicle_id": vd.vehicle_id, "drive_id": vd.drive_id, "reason": why or f"all {len(tasks)} clip(s) quarantined"}
         yield DRIVE, vd.drive_index_row()
 
 
 class ExtractClips(beam.PTransform):
-    """(drive, tasks) -> tagged ("clip", ClipResult) | ("drive", drive row) | ("quarantine", record)."""
+    """(drive, tasks, why) -> tagged ("clip", ClipResult) | ("drive", drive row) | ("why", why it has no clip) | ("quarantine", record)."""
 
     def __init__(self, store: str, cfg: CurateConfig, fingerprints: dict[str, str]):
         super().__init__()
@@ -268,6 +271,7 @@ class _PackFn(beam.DoFn):
         _, items = kv
         clips = [v for k, v in items if k == CLIP]
         drives = [v for k, v in items if k == DRIVE]
+        why = {f'{v["vehicle_id"]}/{v["drive_id"]}': v["reason"] for k, v in items if k == WHY}
         if len(drives) != 1:  # a drive's clips always arrive with its one drive row
             raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
         drive = drives[0]
@@ -292,7 +296,7 @@ class _PackFn(beam.DoFn):
         self.bytes.inc(sum(s["bytes"] for s in gen.shards))
         self.shards.inc(len(gen.shards))
         yield {"generation": gen.to_json(), "staged": [(c.clip_id, c.fragment) for c in clips],
-               "reused": sum(c.reused for c in clips), "frames_decoded": sum(c.frames_decoded for c in clips)}
+               "reused": sum(c.reused for c in clips), "frames_decoded": sum(c.frames_decoded for c in clips), "without_clips": why}
 
 
 def _drive_of(kv: tuple[str, Any]) -> tuple[str, tuple[str, Any]]:
@@ -349,6 +353,8 @@ class _Finish(beam.DoFn):
             "dates": sorted({g.date for g in gens}),
             "drives_curated": len(gens),
             "clips": sum(g.clips for g in gens),
+            # "<vehicle>/<drive>": why a curated drive has no clip (no trigger fired, no telemetry...)
+            "drives_without_clips": dict(sorted(kv for r in results for kv in r.get("without_clips", {}).items())),
             "clips_reused": sum(r.get("reused", 0) for r in results),
             "clips_decoded": sum(g.clips for g in gens) - sum(r.get("reused", 0) for r in results),
             "frames_decoded": sum(r.get("frames_decoded", 0) for r in results),
@@ -395,7 +401,7 @@ class Curate(beam.PTransform):
         )
         packed = (
             extracted
-            | "ClipsAndDrives" >> beam.Filter(lambda kv: kv[0] in (CLIP, DRIVE))
+            | "ClipsAndDrives" >> beam.Filter(lambda kv: kv[0] in (CLIP, DRIVE, WHY))
             | "WriteClipStore" >> WriteClipStore(self.store, self.cfg, fingerprints)
         )
         return (

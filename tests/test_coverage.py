@@ -68,3 +68,21 @@ def test_cli_coverage(store, tmp_path):
     assert doc["dims"] == ["trigger", "vehicle_id"] and doc["empty"] >= 1 and cv2.imread(str(png)) is not None
     res = CliRunner().invoke(coverage_cmd, ["--store", str(store), "--dims", "bogus"])
     assert res.exit_code != 0 and "available dimensions" in res.output
+
+
+@pytest.mark.parametrize("rows", [
+    [("day", "straight", 1)],  # one clip: one value in each dimension
+    [("day", "straight", 3), ("day", "left_turn", 0)],  # one row value
+    [],  # no clips at all
+])
+def test_heatmap_png_of_a_small_store(tmp_path, rows):
+    """The README's `--dims time_of_day,manoeuvre --png` on a store with one clip or one value in a
+    dimension: the picture is at least as tall as its colour bar (was a numpy broadcast error)."""
+    from fleetcore.query.coverage import CoverageReport
+
+    t = pl.DataFrame(rows, schema={"time_of_day": pl.String, "manoeuvre": pl.String, "count": pl.Int64}, orient="row")
+    t = t.with_columns(pl.when(pl.col("count") == 0).then(pl.lit("empty")).otherwise(pl.lit("thin")).alias("status"))
+    rep = CoverageReport(["time_of_day", "manoeuvre"], 5, t, t.filter(pl.col("status") == "empty"), t.filter(pl.col("status") == "thin"),
+                         int(t["count"].sum()))
+    img = cv2.imread(str(render_heatmap(rep, tmp_path / "small.png")))
+    assert img is not None and img.shape[0] >= 200

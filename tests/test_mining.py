@@ -312,3 +312,64 @@ def test_save_dataset_builds(fleet, tmp_path):
     doc = json.loads(manifests[0].read_text())
     assert doc["n_samples"] == 2
     assert f"manifest {manifests[0]}" in res.output
+
+
+def _label_store(root: Path, parts: dict[str, list[dict]], *, pivot=None) -> None:
+    """A store whose drives (one per ``parts`` key) list only LABELS rows and their wide ``clip_labels``
+    (``pivot``: how each part is pivoted; default the curate job's)."""
+    from fleetcore.clips import clip_labels_table
+    from fleetcore.store.fs import write_parquet
+    from fleetcore.store.layout import StoreLayout, generation_id
+    from fleetcore.store.manifest import Generation, commit
+    from schemas import LABELS
+
+    layout = StoreLayout(str(root))
+    gen = generation_id("cfg-test")
+    gens = []
+    for drive, rows in parts.items():
+        name = layout.drive_name("veh", drive)
+        labels = LABELS.validate(LABELS.from_pylist(rows))
+        tables = {}
+        for t, data in (("labels", labels), ("clip_labels", (pivot or clip_labels_table)(labels))):
+            rel = layout.table_relpath(t, "2024-05-01", name, gen)
+            write_parquet(data, layout.resolve(rel))
+            tables[t] = rel
+        gens.append(Generation("veh", drive, "2024-05-01", "cfg-test", 1, tables=tuple(sorted(tables.items()))))
+    commit(layout, add=gens)
+
+
+def _tel_rows(clip_id: str, elevation: float | None) -> list[dict]:
+    return [{"clip_id": clip_id, "labeller": "telemetry", "labeller_version": "1", "label": "sun_elevation_deg", "value": None, "score": elevation},
+            {"clip_id": clip_id, "labeller": "telemetry", "labeller_version": "1", "label": "time_of_day",
+             "value": "day" if elevation is not None else "unknown", "score": None}]
+
+
+def test_clip_labels_of_drives_with_and_without_gps_have_one_dtype(tmp_path):
+    """A store mixing a drive with GPS (sun elevation known) and one without (every elevation NaN):
+    `SELECT * FROM clip_labels` reads one Float64 column (was String in one part, Float64 in the other)."""
+    _label_store(tmp_path / "s", {"gps": _tel_rows("c-gps", 41.5), "nogps": _tel_rows("c-nogps", None)})
+    cat = Catalog(str(tmp_path / "s"))
+    types = {pl.read_parquet(f).schema["sun_elevation_deg"] for f in cat.files("clip_labels")}
+    assert types == {pl.Float64}
+    out = run_query(tmp_path / "s", "SELECT clip_id, sun_elevation_deg, time_of_day FROM clip_labels ORDER BY clip_id")
+    assert out.schema["sun_elevation_deg"] == pl.Float64
+    assert out.rows() == [("c-gps", 41.5, "day"), ("c-nogps", None, "unknown")]
+    assert run_query(tmp_path / "s", "SELECT * FROM clip_labels").height == 2
+
+
+def test_clip_labels_written_with_mixed_dtypes_still_read(tmp_path):
+    """Stores written before the fix hold an always-unknown numeric label as a String column in some
+    parts: the reader takes the type of the parts where it has values (Float64)."""
+    from fleetcore.clips import clip_labels_table
+
+    def old_pivot(labels):  # what the curate job wrote before: an all-null label became a String column
+        t = clip_labels_table(labels)
+        i = t.schema.get_field_index("sun_elevation_deg")
+        return t.set_column(i, "sun_elevation_deg", t.column(i).cast("string")) if t.column(i).null_count == t.num_rows else t
+
+    _label_store(tmp_path / "s", {"gps": _tel_rows("c-gps", 41.5), "nogps": _tel_rows("c-nogps", None)}, pivot=old_pivot)
+    types = {pl.read_parquet(f).schema["sun_elevation_deg"] for f in Catalog(str(tmp_path / "s")).files("clip_labels")}
+    assert types == {pl.Float64, pl.String}
+    out = run_query(tmp_path / "s", "SELECT * FROM clip_labels ORDER BY clip_id")
+    assert out.schema["sun_elevation_deg"] == pl.Float64 and out["sun_elevation_deg"].to_list() == [41.5, None]
+    assert out["time_of_day"].to_list() == ["day", "unknown"]

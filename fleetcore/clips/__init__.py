@@ -22,11 +22,13 @@ from fleetcore.clips.extract import (
     find_drive_events,
     finish_clip,
     log,
+    no_clips_reason,
     relabel_clip,
     reuse_clip,
     sample_telemetry,
     staged_result,
     stored_clips,
+    telemetry_only_clip,
     telemetry_summary,
 )
 from fleetcore.clips.pack import (
@@ -41,4 +43,4 @@ from fleetcore.clips.pack import (
     write_quarantine,
 )
 
-__all__ = ["CONFIG_WHERE", "CurateConfig", "curate_stages", "load_trigger_library", "curate_fingerprints", "log", "SAMPLE_TELEMETRY", "clip_id_for", "find_drive_events", "ClipTask", "clip_tasks", "sample_telemetry", "telemetry_summary", "ClipResult", "ClipFailure", "staged_result", "extract_clips", "finish_clip", "clip_row", "StoredClip", "stored_clips", "reuse_clip", "relabel_clip", "already_curated", "curated_telemetry", "write_drive_tables", "pack_drive", "catalog_rows", "remove_staged", "clip_labels_table", "label_columns", "write_quarantine"]
+__all__ = ["CONFIG_WHERE", "CurateConfig", "curate_stages", "load_trigger_library", "curate_fingerprints", "log", "SAMPLE_TELEMETRY", "clip_id_for", "find_drive_events", "ClipTask", "clip_tasks", "no_clips_reason", "telemetry_only_clip", "sample_telemetry", "telemetry_summary", "ClipResult", "ClipFailure", "staged_result", "extract_clips", "finish_clip", "clip_row", "StoredClip", "stored_clips", "reuse_clip", "relabel_clip", "already_curated", "curated_telemetry", "write_drive_tables", "pack_drive", "catalog_rows", "remove_staged", "clip_labels_table", "label_columns", "write_quarantine"]

@@ -77,13 +77,15 @@ class ClipTask:
 
 
 def clip_tasks(vd: ValidatedDrive, events: pa.Table, cfg: CurateConfig) -> list[ClipTask]:
-    """Merge trigger windows into clip windows; clamp to the span the cameras cover."""
+    """Merge trigger windows into clip windows; clamp to the span the cameras cover (a drive without
+    cameras: the drive's span, its clips hold telemetry only)."""
     from fleetcore.triggers.library import merge_windows
 
-    if not vd.cameras:
-        return []
-    cam_start = min(c.start_ns for c in vd.cameras)
-    cam_end = max(c.end_ns for c in vd.cameras)
+    if vd.cameras:
+        cam_start = min(c.start_ns for c in vd.cameras)
+        cam_end = max(c.end_ns for c in vd.cameras)
+    else:  # telemetry only: video-less clips (catalog cameras [], shards with the JSON and telemetry members)
+        cam_start, cam_end = vd.start_ns, vd.end_ns
     version = cfg.version()
     out = []
     for w in merge_windows(events, max_clip_s=cfg.max_clip_s):
@@ -226,6 +228,10 @@ def extract_clips(
             todo.append(task)
     if not todo:
         return
+    if not vd.cameras:  # telemetry only: each clip is its sample times, no video opened
+        for task in todo:
+            yield finish_clip(vd, task, telemetry_only_clip(task, cfg.rate_hz), cfg, layout, stages)
+        return
     cams = [c.name for c in vd.cameras if cfg.cameras is None or c.name in cfg.cameras]
     workers = max(0, int(cfg.post_workers))
     pending: deque[Future[ClipResult | ClipFailure]] = deque()
@@ -251,6 +257,24 @@ def extract_clips(
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def telemetry_only_clip(task: ClipTask, rate_hz: float) -> Any:
+    """The clip of a drive without cameras: its sample times at ``rate_hz``, no camera, no frame."""
+    from fleetcore.video.extract import ClipFrames, sample_times
+
+    return ClipFrames(sample_times_ns=sample_times(task.start_ns, task.end_ns, rate_hz), cameras=[], frames={}, pts_ns={}, offset_ns={})
+
+
+def no_clips_reason(vd: ValidatedDrive, events: pa.Table, tasks: Sequence[ClipTask]) -> str | None:
+    """Why a drive gets no clip (the run summary's ``drives_without_clips``), None when it gets some."""
+    if tasks:
+        return None
+    kind = "" if vd.cameras else "telemetry only: "
+    if events.num_rows == 0:
+        return f"{kind}no trigger fired" + (" (the drive has no telemetry)" if vd.telemetry is None else "")
+    where = "the cameras' coverage" if vd.cameras else "the drive"
+    return f"{kind}{events.num_rows} trigger event(s), but no window of at least one sample period inside {where}"
 
 
 def finish_clip(vd: ValidatedDrive, task: ClipTask, clip: Any, cfg: CurateConfig, layout: StoreLayout,

@@ -10,6 +10,9 @@ to ``clip.sample_times_ns`` (NaN = unknown). A label value is a categorical ``st
 an ``int``, a ``bool``, ``None`` (unknown), a JSON-able ``list``/``dict`` (boxes, sequences), or a
 :class:`Scored` categorical value with a confidence.
 
+A labeller that reads only the telemetry says so with a class attribute ``reads_frames = False``;
+the others (the default) are skipped on a clip without cameras (a telemetry-only drive's).
+
 Adding a labeller is one class plus the ``@register_labeller`` decorator; the labels stage builds
 every registered labeller once per worker (heavy objects are made in ``__init__``).
 """
@@ -52,6 +55,11 @@ class Labeller(Protocol):
     version: str
 
     def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]: ...
+
+
+def reads_frames(labeller: Any) -> bool:
+    """Whether a labeller reads the clip's frames (its ``reads_frames`` attribute; default True)."""
+    return bool(getattr(labeller, "reads_frames", True))
 
 
 L = TypeVar("L", bound=type)

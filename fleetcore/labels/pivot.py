@@ -2,7 +2,11 @@
 or the score for a label with scores only; ``<label>_score`` the score beside a value). The curate
 job stores the pivot beside the long LABELS table (``clip_labels``); ``fleet mine`` pivots at query
 time when a store has no stored pivot. Where several labellers give one label, the alphabetically
-first labeller's value wins."""
+first labeller's value wins.
+
+Types: a label with values is a String column; one with scores only is Float64, and so is a label
+with neither (unknown on every clip), so that one store part where a numeric label is always
+unknown (``sun_elevation_deg`` of a drive without GPS) pivots to the type of the others."""
 
 from __future__ import annotations
 
@@ -42,12 +46,12 @@ def clip_labels_frame(labels: pl.LazyFrame, *, kinds_from: pl.LazyFrame | None =
     taken = {"clip_id"}
     for name, has_v, has_s, _ in kinds:
         is_l = pl.col("label") == name
-        if has_v or not has_s:
+        if has_v:
             aggs.append(pl.col("value").filter(is_l).first().alias(name))
             if has_s and f"{name}_score" not in taken and (only is None or f"{name}_score" in only):
                 aggs.append(pl.col("score").filter(is_l).first().alias(f"{name}_score"))
                 taken.add(f"{name}_score")
-        else:
+        else:  # scores only, or no value at all (a numeric label unknown on every clip: NaN sun elevation without GPS)
             aggs.append(pl.col("score").filter(is_l).first().alias(name))
         taken.add(name)
     return first.group_by("clip_id").agg(aggs)

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fleetcore.errors import ConfigError, FleetError
-from fleetcore.labels.base import LABELLERS, LabelError, Labeller, jsonable, labels_to_rows
+from fleetcore.labels.base import LABELLERS, LabelError, Labeller, jsonable, labels_to_rows, reads_frames
 from fleetcore.stages.options import LABELS_WHERE, LabelsOptions
 from fleetcore.stages.registry import register
 
@@ -115,17 +115,19 @@ class LabelsStage:
             except Exception as exc:  # a labeller bug or library error quarantines the clip, typed
                 raise LabelError(clip_id, f"{type(exc).__name__}: {exc}", labeller=lab.name) from exc
 
-        if self.threads > 1 and len(self.labellers) > 1:
+        # a clip without cameras (a telemetry-only drive's) is labelled by the labellers that do not read frames
+        labellers = self.labellers if list(clip.cameras) else [lab for lab in self.labellers if not reads_frames(lab)]
+        if self.threads > 1 and len(labellers) > 1:
             from concurrent.futures import wait
 
-            futures = [self._labeller_pool().submit(run, lab) for lab in self.labellers]
+            futures = [self._labeller_pool().submit(run, lab) for lab in labellers]
             wait(futures)  # all done before anything is raised: none still reads the frames after
             results = [f.result() for f in futures]
         else:
-            results = [run(lab) for lab in self.labellers]
+            results = [run(lab) for lab in labellers]
         rows: list[dict[str, Any]] = []
         rec: dict[str, Any] = {}
-        for lab, values in zip(self.labellers, results):
+        for lab, values in zip(labellers, results):
             rows.extend(labels_to_rows(clip_id, lab, values))
             rec[lab.name] = {"version": lab.version, "values": jsonable(values)}
         return rows, rec

@@ -313,6 +313,7 @@ def clip_sun(telemetry: Mapping[str, np.ndarray], sample_times_ns: np.ndarray, s
 class TelemetryLabeller:
     name = "telemetry"
     version = "1"
+    reads_frames = False  # labels telemetry-only clips too
 
     def label(self, clip: Any, telemetry: Mapping[str, np.ndarray], *, start_utc_ns: int) -> dict[str, LabelValue]:
         times = np.asarray(clip.sample_times_ns, dtype=np.int64)

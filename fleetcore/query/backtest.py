@@ -236,6 +236,8 @@ def _from_store(cat: Catalog, window: dict[str, Any], n: int, camera: str | None
         return None
     got = clip_frames(cat, clips, camera=camera, n=None)[0]
     row = clips.row(0, named=True)
+    if not got.frames:  # a video-less clip (telemetry-only drive)
+        return got.camera, [], True
     rate = float(row["sample_rate_hz"])
     i0 = int(round((window["start_ns"] - row["start_ns"]) * rate / NS_PER_S))
     i1 = int(round((window["end_ns"] - row["start_ns"]) * rate / NS_PER_S))
@@ -271,8 +273,14 @@ def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | No
     """Frames of a window decoded from the landing drive (downloaded first when it is on object storage)."""
     from fleetcore.video.extract import ClipExtractor
 
+    drv = (cat.scan("drives", missing_ok=True)
+           .filter((pl.col("vehicle_id") == window["vehicle_id"]) & (pl.col("drive_id") == window["drive_id"])).select("cameras").collect())
+    if drv.height and not drv["cameras"].to_list()[0]:  # a telemetry-only drive: nothing to decode (its landing folder is not needed)
+        return "", []
     location, manifest, frame_index = _landing_drive(cat, window)
     names = [c["name"] for c in manifest["cameras"]]
+    if not names:
+        return "", []
     cam = camera or ("front" if "front" in names else names[0])
     dur = max((window["end_ns"] - window["start_ns"]) / NS_PER_S, 1e-3)
     rate = max(n, 1) / dur
@@ -286,7 +294,8 @@ def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | No
 
 def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, Any]], *, n: int = 6, camera: str | None = None,
                       max_side: int = 320, privacy: Any = None) -> list[tuple[dict[str, Any], str, list[np.ndarray], str]]:
-    """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``.
+    """(window, camera, RGB frames, source) per window; source is ``store`` or ``landing``, or
+    ``telemetry only`` (camera "", no frames) for a window of a drive without cameras.
 
     No unblurred pixels leave: frames decoded from the landing zone, and stored frames of clips
     curated without the privacy stage, go through the privacy stage first (``privacy``: its
@@ -299,10 +308,16 @@ def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, A
     out = []
     for w in windows:
         got = _from_store(cat, w, n, camera)
+        if got is not None and not got[0]:
+            out.append((w, "", [], "telemetry only"))
+            continue
         if got is not None and got[2]:
             out.append((w, got[0], got[1], "store"))
             continue
         cam, frames, src = (got[0], got[1], "store") if got is not None else (*_from_landing(cat, w, n, camera, max_side), "landing")
+        if not cam:
+            out.append((w, "", [], "telemetry only"))
+            continue
         if stage is None:
             stage = PrivacyStage.from_options(privacy if privacy is not None else PrivacyOptions())
         where = f"{w['vehicle_id']}/{w['drive_id']} [{w['start_ns']}, {w['end_ns']}]"
@@ -323,5 +338,6 @@ def window_sheet(store: str | Path, windows: Sequence[dict[str, Any]], path: str
     if not rows:
         raise BacktestError(str(path), "no windows to preview")
     strips = [([f"{w['vehicle_id']} {w['drive_id']} [{w['start_ns'] / 1e9:.2f}s, {w['end_ns'] / 1e9:.2f}s]",
-                f"triggers: {', '.join(w['triggers'])}  ({cam}, from {src})"], frames) for w, cam, frames, src in rows]
+                f"triggers: {', '.join(w['triggers'])}  " + (f"({cam}, from {src})" if cam else "(no video: telemetry only)")], frames)
+              for w, cam, frames, src in rows]
     return render_sheet(strips, path, frames=n, thumb_width=thumb_width)

@@ -175,7 +175,6 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     """Write the report as a PNG heatmap (see the module docstring). Returns the path."""
     import cv2
 
-
     dims = report.dims
     t = report.table
     rdim = dims[0]
@@ -192,7 +191,9 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
     panel_w = label_w + cw * len(cvals) + 10
     panel_h = 24 + head_h + ch * len(rvals) + 10
     legend_w = 90
-    img = np.full((panel_h * len(fvals) + 30, panel_w + legend_w, 3), 255, np.uint8)
+    lx, ly, lh = panel_w + 15, 40, 160  # the colour bar beside the panels
+    # at least as tall as the colour bar: a store with one value per dimension draws one small cell
+    img = np.full((max(panel_h * len(fvals) + 30, ly + lh + 10), panel_w + legend_w, 3), 255, np.uint8)
     cv2.putText(img, f"clips by {' x '.join(dims)}  (min {report.min_count}; empty X, thin outlined)", (8, 18), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for fi, fv in enumerate(fvals):
         y0 = 30 + fi * panel_h
@@ -233,7 +234,6 @@ def render_heatmap(report: CoverageReport, path: str | Path, *, cell: tuple[int,
                 txt = (0, 0, 0) if lum > 128 else (255, 255, 255)
                 cv2.putText(img, str(int(grid[i, j])), (x + 6, y + ch // 2 + 5), font, 0.5, txt, 1, cv2.LINE_AA)
     # colour bar
-    lx, ly, lh = panel_w + 15, 40, 160
     ramp = np.linspace(vmax, 0, lh).round().astype(np.int64).reshape(-1, 1)
     bar = _colour(ramp, vmax)
     img[ly:ly + lh, lx:lx + 18] = np.repeat(bar, 18, axis=1)

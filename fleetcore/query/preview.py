@@ -96,13 +96,19 @@ def _decode(data: bytes, member: str) -> np.ndarray:
 
 def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6) -> list[ClipFrames]:
     """Frames of each clip of ``clips`` (needs columns clip_id, shard, member_key, sample_rate_hz):
-    ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera)."""
+    ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera).
+    A clip whose catalog ``cameras`` (when ``clips`` has the column) is empty, a telemetry-only
+    drive's, gives no frames (camera "")."""
     if clips.is_empty():
         return []
     cat = Catalog.of(store)
     members = _members(cat, clips)
     out = []
-    for cid, shard, key, rate in clips.select("clip_id", "shard", "member_key", "sample_rate_hz").iter_rows():
+    cams_of = clips["cameras"].to_list() if "cameras" in clips.columns else [None] * clips.height
+    for (cid, shard, key, rate), cams in zip(clips.select("clip_id", "shard", "member_key", "sample_rate_hz").iter_rows(), cams_of):
+        if cams is not None and not cams:  # video-less
+            out.append(ClipFrames(cid, "", [], [], float(rate or 10.0)))
+            continue
         cam, rows = _frame_rows(members.filter(pl.col("shard") == shard), key, camera)
         if n is not None and len(rows) > n:
             pick = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
@@ -122,7 +128,7 @@ def private_frames(got: Sequence[ClipFrames], rows: Mapping[str, Mapping[str, An
     stage: Any = None
     out = []
     for cf in got:
-        if bool(rows.get(cf.clip_id, {}).get("privacy", False)):
+        if bool(rows.get(cf.clip_id, {}).get("privacy", False)) or not cf.frames:
             out.append(cf)
             continue
         if stage is None:
@@ -206,8 +212,8 @@ def render_sheet(strips: Sequence[tuple[Sequence[str], Sequence[np.ndarray]]], p
     pad, line_h = 6, 16
     out = []
     for lines, imgs in strips:
-        thumbs = [_thumb(f, thumb_width) for f in imgs]
-        th = max((t.shape[0] for t in thumbs), default=thumb_width * 9 // 16)
+        thumbs = [_thumb(f, thumb_width) for f in imgs] or [no_video_tile(thumb_width)]
+        th = max(t.shape[0] for t in thumbs)
         strip = np.full((pad + len(lines) * line_h + pad + th + pad, pad + frames * (thumb_width + pad), 3), BG, np.uint8)
         for i, text in enumerate(lines):
             cv2.putText(strip, text[:120], (pad, pad + (i + 1) * line_h - 4), FONT, 0.42, ACCENT if i == 0 else FG, 1, cv2.LINE_AA)
@@ -221,6 +227,19 @@ def render_sheet(strips: Sequence[tuple[Sequence[str], Sequence[np.ndarray]]], p
     from fleetcore.query.images import write_png
 
     return write_png(path, sheet, compression=3)
+
+
+def no_video_tile(width: int, lines: Sequence[str] = ("no video", "(telemetry only)")) -> np.ndarray:
+    """The BGR placeholder drawn where a strip has no frames (a video-less clip or window)."""
+    import cv2
+
+    h = max(2, width * 9 // 16)
+    tile = np.full((h, width, 3), 48, np.uint8)
+    cv2.rectangle(tile, (0, 0), (width - 1, h - 1), FG, 1)
+    for i, text in enumerate(lines):
+        y = h // 2 - 6 * (len(lines) - 1) + 14 * i + 4
+        cv2.putText(tile, text[: max(1, width // 7)], (6, y), FONT, 0.38, FG, 1, cv2.LINE_AA)
+    return tile
 
 
 def _catalog_rows(cat: Catalog, clips: pl.DataFrame, max_clips: int) -> pl.DataFrame:
@@ -275,10 +294,13 @@ def html_preview(
     rows = {r["clip_id"]: r for r in sel.iter_rows(named=True)}
     cards = []
     for cf in private_frames(clip_frames(cat, sel, camera=camera, n=None), rows):
-        rel = f"clips/{cf.clip_id}.mp4"
-        encode_mp4(cf.frames, out / rel, fps=cf.rate_hz)
         cap = caption_lines(rows[cf.clip_id], labels.get(cf.clip_id, {}))
         text = "".join(f"<div>{html.escape(c)}</div>" for c in cap)
+        if not cf.frames:  # a telemetry-only clip: no video to play
+            cards.append(f"<figure><div>no video (telemetry only)</div><figcaption>{text}</figcaption></figure>")
+            continue
+        rel = f"clips/{cf.clip_id}.mp4"
+        encode_mp4(cf.frames, out / rel, fps=cf.rate_hz)
         cards.append(
             f'<figure><video src="{html.escape(rel)}" controls muted loop autoplay playsinline preload="metadata"></video>'
             f"<figcaption><b>{html.escape(cf.camera)}</b>{text}</figcaption></figure>"

@@ -100,6 +100,35 @@ def _contract_schema(table: str) -> pa.Schema | None:
     return None if c is None else _with_date(c.schema)
 
 
+def _holds_values(md: Any, field: pa.Field) -> bool:
+    """Whether a file's column may hold a non-null value (from its row groups' statistics; True
+    when they do not say, and for nested columns)."""
+    if pa.types.is_null(field.type) or md.num_rows == 0:
+        return False
+    if pa.types.is_nested(field.type):
+        return True
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        col = next((rg.column(k) for k in range(rg.num_columns) if rg.column(k).path_in_schema == field.name), None)
+        st = None if col is None else col.statistics
+        if st is None or st.null_count is None or st.null_count < rg.num_rows:
+            return True
+    return False
+
+
+def _common_type(seen: list[tuple[pa.DataType, bool]]) -> pa.DataType:
+    """The one type of a column whose files give ``seen`` (type, holds a value); see Catalog._union_schema."""
+    distinct = {t for t, _ in seen}
+    if len(distinct) == 1:
+        return seen[0][0]
+    deciding = {t for t, has in seen if has and not pa.types.is_null(t)} or {t for t, _ in seen if not pa.types.is_null(t)}
+    if len(deciding) == 1:
+        return deciding.pop()
+    if deciding and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in deciding):
+        return pa.float64()
+    return pa.string()
+
+
 @dataclass(frozen=True)
 class Catalog:
     """A clip store's tables. ``root`` is a local path or a URI."""
@@ -168,13 +197,23 @@ class Catalog:
             if missing_ok and schema is not None:
                 return pl.from_arrow(schema.empty_table()).lazy()  # type: ignore[union-attr]
             raise CatalogError(self.path(table), f"no {table} files yet (has the curate job run on this store?)")
+        mixed: list[str] = []
         if schema is None:  # clip_labels: one column per label, files may differ
-            schema = self._union_schema(files)
+            schema, mixed = self._union_schema(files)
         if is_local(self.root):
             want = polars_schema(schema)
+            if mixed:  # a column's type differs between files: each file is read as it is, then cast
+                return pl.concat([self._scan_cast(f, want) for f in files], how="vertical")
             return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.String}, schema=want,
                                    missing_columns="insert", extra_columns="ignore")
-        return pl.scan_pyarrow_dataset(self._dataset(table, files, schema))
+        return pl.scan_pyarrow_dataset(self._dataset(table, files, schema))  # the dataset casts each file to the schema
+
+    @staticmethod
+    def _scan_cast(file: str, want: pl.Schema) -> pl.LazyFrame:
+        """One local file in the columns and types of ``want`` (absent columns null)."""
+        lf = pl.scan_parquet(file, hive_partitioning=True, hive_schema={"date": pl.String})
+        have = lf.collect_schema()
+        return lf.select([(pl.col(c).cast(t) if c in have else pl.lit(None, t)).alias(c) for c, t in want.items()])
 
     def read(self, table: TableName) -> pl.DataFrame:
         return self.scan(table).collect()
@@ -193,17 +232,30 @@ class Catalog:
         return ds.dataset(paths, schema=schema, format="parquet", filesystem=self._filesystem(), partitioning=part,
                           partition_base_dir=resolve(self.layout.table_dir(table))[1])
 
-    def _union_schema(self, files: list[str]) -> pa.Schema:
-        """The union of the files' columns (Parquet footers only), with the ``date`` partition."""
+    def _union_schema(self, files: list[str]) -> tuple[pa.Schema, list[str]]:
+        """The union of the files' columns (Parquet footers only), with the ``date`` partition, and
+        the columns whose type differs between files.
+
+        A column has one type: the files' type where they agree; else the type of the files where the
+        column holds a value (a column null throughout a file does not decide: an older pivot wrote
+        an always-unknown numeric label as String); numeric types that still differ read as Float64,
+        anything else as String."""
         import pyarrow.parquet as pq
 
-        fields: dict[str, pa.Field] = {}
+        types: dict[str, list[tuple[pa.DataType, bool]]] = {}  # column -> (type, holds a value) per file
         fs = None if is_local(self.root) else self._filesystem()
         for f in files:
-            for fld in pq.read_schema(resolve(f)[1] if fs is not None else f, filesystem=fs):
-                fields.setdefault(fld.name, fld)
-        fields.pop("date", None)
-        return _with_date(pa.schema(list(fields.values())))
+            md = pq.read_metadata(resolve(f)[1] if fs is not None else f, filesystem=fs)
+            for fld in md.schema.to_arrow_schema():
+                types.setdefault(fld.name, []).append((fld.type, _holds_values(md, fld)))
+        types.pop("date", None)
+        fields, mixed = [], []
+        for name, seen in types.items():
+            distinct = {t for t, _ in seen}
+            if len(distinct) > 1:
+                mixed.append(name)
+            fields.append(pa.field(name, _common_type(seen)))
+        return _with_date(pa.schema(fields)), mixed
 
     def snapshot_id(self) -> str:
         """A stable id of the content read: a hash of the generations' shards and table files. The
