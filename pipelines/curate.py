@@ -284,6 +284,14 @@ class _PackFn(beam.DoFn):
                 seen[c.clip_id] = c
             with stage_time("pack"):
                 gen = pack_drive(self.layout, drive, clips, self.cfg, fingerprints=self.fingerprints)
+        except FileNotFoundError:
+            # A concurrent run on this store packed and committed the same drive, then removed the
+            # staged clips this run was about to pack: the drive is curated, nothing is lost.
+            current = read_manifest(self.layout).generation(drive["vehicle_id"], drive["drive_id"])
+            if current is None or current.config_version != self.cfg.version():
+                raise
+            log.info("drive %s: committed by a concurrent run meanwhile; not packed again", kv[0])
+            return
         except FleetError as exc:  # a key collision or a bad fragment: this drive is quarantined, the others go on
             err = exc if isinstance(exc, DriveError) else DriveError(None, str(exc), code=exc.code or "pack_failed")
             log.warning("drive %s not packed: %s", kv[0], err)
