@@ -31,6 +31,7 @@ import polars as pl
 
 from fleetcore.clips import clip_labels_table
 from fleetcore.query.mining import Filters, MiningSession
+from fleetcore.queryguard import QueryLimits
 
 log = logging.getLogger("bench.query")
 
@@ -182,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for q in queries(now):
             sql, filt = q["ours"]
-            ours, n_ours = _time(lambda: MiningSession.open(root, filt).query(sql).height, args.repeat)
+            # no row cap or time limit (`fleet mine` has them; raise --max-rows for big results): the engine is measured
+            unbounded = QueryLimits(max_rows=None, time_limit_s=None)
+            ours, n_ours = _time(lambda: MiningSession.open(root, filt, unbounded).query(sql).height, args.repeat)
             duck, n_duck = _time(lambda: len(con.sql(q["duck"]).to_arrow_table()), args.repeat)
             # goals: within 1.5x of DuckDB on the same files; a query that prunes partitions by date also under 1 s
             pruned = bool(q.get("pruned"))
