@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner

@@ -344,9 +344,9 @@ def test_builder_installs_the_project_and_the_source_tree_it_reads_at_run_time()
     needed = {p.rstrip("*") for p in packages} | {"triggers", "datasets"}
     assert needed <= copied, f"not copied into the image: {needed - copied}"
     # The build context keeps what the Dockerfile copies.
-    ignore = [l.strip() for l in DOCKERIGNORE.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    ignore = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     assert ignore[0] == "*", "Dockerfile.dockerignore is an allowlist"
-    kept = {l[1:].rstrip("/") for l in ignore if l.startswith("!")}
+    kept = {ln[1:].rstrip("/") for ln in ignore if ln.startswith("!")}
     sources = {a.split()[0].rstrip("/") for s in dockerfile_stages().values() for c, a in s.instructions
                if c == "COPY" and "--from" not in a and not a.startswith("pyproject")}
     sources |= {"pyproject.toml", "README.md"}

@@ -168,6 +168,21 @@ def _bool(path: str, d: Mapping[str, Any], key: str, default: bool) -> bool:
     return v
 
 
+def _sample_bounds(path: str, doc: Mapping[str, Any], cameras: int, res: Any) -> tuple[int, float]:
+    """(frames_per_clip, frame_rate_hz), checked against the bounds of one sample (its frames, its
+    length and its decoded pixels)."""
+    fpc = _int(path, doc, "frames_per_clip", minimum=1, required=True)
+    rate = _float(path, doc, "frame_rate_hz", lo=0.0, lo_open=True, hi=1000.0, required=True)
+    if fpc > MAX_FRAMES_PER_CLIP or fpc / rate > MAX_CLIP_S:
+        raise _err(path, "frames_per_clip", f"{fpc} frames at {rate:g} Hz span {fpc / rate:g} s; expected at most "
+                   f"{MAX_FRAMES_PER_CLIP} frames and {MAX_CLIP_S:g} s (the longest clip the store holds)")
+    pixels = fpc * cameras * int(res[0]) * int(res[1]) * 3
+    if pixels > MAX_SAMPLE_BYTES:
+        raise _err(path, "frames_per_clip", f"a sample of {fpc} frames x {cameras} cameras at {res[0]}x{res[1]} is "
+                   f"{pixels / 2**30:.1f} GiB of pixels; expected at most {MAX_SAMPLE_BYTES / 2**30:g} GiB")
+    return fpc, rate
+
+
 def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
     """Validate a spec mapping (as loaded from YAML). Raises ConfigError(path, problem, field=...)."""
     if not isinstance(doc, Mapping):
@@ -229,15 +244,7 @@ def parse_spec(doc: Any, *, path: str = "<spec>") -> DatasetSpec:
     for key, text in (("where", where), ("sql", sql)):
         if text is not None:
             check_spec_query(path, key, text if key == "sql" else f"SELECT * FROM clips WHERE {text}", limits)
-    fpc = _int(path, doc, "frames_per_clip", minimum=1, required=True)
-    rate = _float(path, doc, "frame_rate_hz", lo=0.0, lo_open=True, hi=1000.0, required=True)
-    if fpc > MAX_FRAMES_PER_CLIP or fpc / rate > MAX_CLIP_S:
-        raise _err(path, "frames_per_clip", f"{fpc} frames at {rate:g} Hz span {fpc / rate:g} s; expected at most "
-                   f"{MAX_FRAMES_PER_CLIP} frames and {MAX_CLIP_S:g} s (the longest clip the store holds)")
-    pixels = fpc * len(cams) * int(res[0]) * int(res[1]) * 3
-    if pixels > MAX_SAMPLE_BYTES:
-        raise _err(path, "frames_per_clip", f"a sample of {fpc} frames x {len(cams)} cameras at {res[0]}x{res[1]} is "
-                   f"{pixels / 2**30:.1f} GiB of pixels; expected at most {MAX_SAMPLE_BYTES / 2**30:g} GiB")
+    fpc, rate = _sample_bounds(path, doc, len(cams), res)
     return DatasetSpec(
         name=name,
         description=desc,

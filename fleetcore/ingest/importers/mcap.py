@@ -424,28 +424,8 @@ class _Source:
                 raise SourceImportError(self.src, f"the MCAP file is damaged: {exc}") from exc
 
 
-def import_mcap(
-    path: Path,
-    root: Path,
-    *,
-    vehicle_id: str,
-    drive_id: str | None = None,
-    topics: Iterable[str] | None = None,
-    overwrite: bool = False,
-) -> DriveRef:
-    """Land one MCAP file as one drive: a camera per video / image topic, telemetry from the fix, IMU and
-    velocity topics. ``topics``: only these (each must exist and have a supported schema); default: every
-    supported topic (others are logged and skipped)."""
-    path = Path(path)
-    src = str(path)
-    if not path.is_file():
-        raise SourceImportError(src, "MCAP file not found")
-    if path.stat().st_size == 0:
-        raise SourceImportError(src, "expected an MCAP file; the file is empty")
-    check_ids(vehicle_id, drive_id or "drive", src)  # before reading the file
-    source = _Source(path)
-    chans = source.channels()
-    by_topic = {c.topic: (c, s) for c, s in chans}
+def _wanted_topics(by_topic: dict[str, Any], topics: Iterable[str] | None, src: str, source: Any) -> dict[str, str]:
+    """topic -> kind of the topics to import (``topics``: these, each checked; else every supported one)."""
     described = ", ".join(f"{t} ({s.name if s else 'no schema'})" for t, (c, s) in sorted(by_topic.items())) or "none"
     wanted: dict[str, str] = {}
     if topics is not None:
@@ -468,77 +448,112 @@ def import_mcap(
     if not wanted:
         damaged = f" (the MCAP file is damaged: {source.damage})" if source.damage else ""
         raise SourceImportError(src, f"no supported topics (expected {', '.join(sorted(KINDS))}); the file has: {described}{damaged}")
+    return wanted
 
+
+def _read_messages(source: Any, wanted: dict[str, str], cams: dict[str, str], tmpd: Path, src: str
+                   ) -> tuple[dict[str, "VideoTrack"], dict[str, "ImageTrack"], dict[str, "_Telemetry"]]:
+    """One pass over the wanted topics' messages: video tracks, image tracks and telemetry records."""
+    videos: dict[str, VideoTrack] = {}
+    images: dict[str, ImageTrack] = {}
+    tel: dict[str, _Telemetry] = {t: _Telemetry() for t, k in wanted.items() if k in (FIX, IMU, TWIST)}
+    decoders: dict[int, Callable[[bytes], Any]] = {}
+    try:
+        for schema, channel, message in source.messages(list(wanted)):
+            dec = decoders.get(channel.id)
+            if dec is None:
+                dec = decoders[channel.id] = _decoder_for(schema, channel, src)
+            try:
+                msg = dec(message.data)
+            except Exception as exc:  # noqa: BLE001 - decoders raise anything on a bad payload
+                raise SourceImportError(src, f"topic {channel.topic}: cannot decode a message ({type(exc).__name__}: {exc})") from exc
+            kind = wanted[channel.topic]
+            stamp = _stamp(msg)
+            if kind == VIDEO:
+                tr = videos.get(channel.topic)
+                if tr is None:
+                    tr = videos[channel.topic] = VideoTrack(channel.topic, tmpd / cams[channel.topic] / "000")
+                tr.add(_bytes(_get(msg, "data") or b""), str(_get(msg, "format") or ""), message.log_time, stamp, src)
+            elif kind == IMAGE:
+                it = images.get(channel.topic)
+                if it is None:
+                    it = images[channel.topic] = ImageTrack(channel.topic, tmpd / cams[channel.topic])
+                it.add(_bytes(_get(msg, "data") or b""), message.log_time, stamp, src)
+            else:
+                vals = _tel_values(kind, msg)
+                if vals is not None:
+                    rec = tel[channel.topic]
+                    rec.log_times.append(message.log_time)
+                    rec.stamps.append(stamp)
+                    rec.values.append(vals)
+        for it in images.values():
+            it.flush(src)
+    finally:
+        for tr in videos.values():
+            tr.close()
+    return videos, images, tel
+
+
+def _camera_files(videos: dict[str, "VideoTrack"], images: dict[str, "ImageTrack"], cams: dict[str, str], src: str
+                  ) -> tuple[list[tuple[str, str, list[tuple[Path, np.ndarray, str]]]], list[int]]:
+    """(camera name, codec, [(file, frame times, suffix)]) per camera, and each camera's first time."""
+    camera_files: list[tuple[str, str, list[tuple[Path, np.ndarray, str]]]] = []
+    first_times: list[int] = []
+    for topic, tr in videos.items():
+        if not tr.times:
+            log.warning("%s: topic %s has no keyframe; camera skipped", src, topic)
+            continue
+        if tr.skipped:
+            log.warning("%s: topic %s: %d packets before the first keyframe dropped", src, topic, tr.skipped)
+        raw = tr.out.with_suffix(tr.suffix)
+        tr.out.rename(raw)
+        n = count_frames(raw, tr.codec, source=src, topic=topic)
+        if n != len(tr.times):
+            raise SourceImportError(src, f"topic {topic}: {len(tr.times)} messages but the stream holds {n} frames "
+                                         "(each message must carry one whole frame)")
+        ft = np.sort(_pick_times(tr.times, tr.stamps))
+        camera_files.append((cams[topic], tr.codec, [(raw, ft, tr.suffix)]))
+        first_times.append(int(ft[0]))
+    for topic, it in images.items():
+        files = []
+        for seg, lt, st in it.segments:
+            ft = _pick_times(lt, st)
+            files.append((seg, ft, ".h264"))
+            first_times.append(int(ft.min()))
+        if files:
+            camera_files.append((cams[topic], "h264", files))
+    return camera_files, first_times
+
+
+def import_mcap(
+    path: Path,
+    root: Path,
+    *,
+    vehicle_id: str,
+    drive_id: str | None = None,
+    topics: Iterable[str] | None = None,
+    overwrite: bool = False,
+) -> DriveRef:
+    """Land one MCAP file as one drive: a camera per video / image topic, telemetry from the fix, IMU and
+    velocity topics. ``topics``: only these (each must exist and have a supported schema); default: every
+    supported topic (others are logged and skipped)."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise SourceImportError(src, "MCAP file not found")
+    if path.stat().st_size == 0:
+        raise SourceImportError(src, "expected an MCAP file; the file is empty")
+    check_ids(vehicle_id, drive_id or "drive", src)  # before reading the file
+    source = _Source(path)
+    by_topic = {c.topic: (c, s) for c, s in source.channels()}
+    wanted = _wanted_topics(by_topic, topics, src, source)
     cams = camera_names([t for t, k in wanted.items() if k in (VIDEO, IMAGE)])
     with tempfile.TemporaryDirectory(prefix="fleet-mcap-") as tmp:
-        tmpd = Path(tmp)
-        videos: dict[str, VideoTrack] = {}
-        images: dict[str, ImageTrack] = {}
-        tel: dict[str, _Telemetry] = {t: _Telemetry() for t, k in wanted.items() if k in (FIX, IMU, TWIST)}
-        decoders: dict[int, Callable[[bytes], Any]] = {}
-        try:
-            for schema, channel, message in source.messages(list(wanted)):
-                dec = decoders.get(channel.id)
-                if dec is None:
-                    dec = decoders[channel.id] = _decoder_for(schema, channel, src)
-                try:
-                    msg = dec(message.data)
-                except Exception as exc:  # noqa: BLE001 - decoders raise anything on a bad payload
-                    raise SourceImportError(src, f"topic {channel.topic}: cannot decode a message ({type(exc).__name__}: {exc})") from exc
-                kind = wanted[channel.topic]
-                stamp = _stamp(msg)
-                if kind == VIDEO:
-                    tr = videos.get(channel.topic)
-                    if tr is None:
-                        tr = videos[channel.topic] = VideoTrack(channel.topic, tmpd / cams[channel.topic] / "000")
-                    tr.add(_bytes(_get(msg, "data") or b""), str(_get(msg, "format") or ""), message.log_time, stamp, src)
-                elif kind == IMAGE:
-                    it = images.get(channel.topic)
-                    if it is None:
-                        it = images[channel.topic] = ImageTrack(channel.topic, tmpd / cams[channel.topic])
-                    it.add(_bytes(_get(msg, "data") or b""), message.log_time, stamp, src)
-                else:
-                    vals = _tel_values(kind, msg)
-                    if vals is not None:
-                        rec = tel[channel.topic]
-                        rec.log_times.append(message.log_time)
-                        rec.stamps.append(stamp)
-                        rec.values.append(vals)
-            for it in images.values():
-                it.flush(src)
-        finally:
-            for tr in videos.values():
-                tr.close()
-
+        videos, images, tel = _read_messages(source, wanted, cams, Path(tmp), src)
         if source.damage is not None:
             log.warning("%s: the file is damaged (%s); imported the messages before the damage "
                         "(`mcap recover` may save more)", src, source.damage)
-        camera_files: list[tuple[str, str, list[tuple[Path, np.ndarray, str]]]] = []
-        first_times: list[int] = []
-        for topic, tr in videos.items():
-            if not tr.times:
-                log.warning("%s: topic %s has no keyframe; camera skipped", src, topic)
-                continue
-            if tr.skipped:
-                log.warning("%s: topic %s: %d packets before the first keyframe dropped", src, topic, tr.skipped)
-            raw = tr.out.with_suffix(tr.suffix)
-            tr.out.rename(raw)
-            n = count_frames(raw, tr.codec, source=src, topic=topic)
-            if n != len(tr.times):
-                raise SourceImportError(src, f"topic {topic}: {len(tr.times)} messages but the stream holds {n} frames "
-                                             "(each message must carry one whole frame)")
-            ft = np.sort(_pick_times(tr.times, tr.stamps))
-            camera_files.append((cams[topic], tr.codec, [(raw, ft, tr.suffix)]))
-            first_times.append(int(ft[0]))
-        for topic, it in images.items():
-            files = []
-            for seg, lt, st in it.segments:
-                ft = _pick_times(lt, st)
-                files.append((seg, ft, ".h264"))
-                first_times.append(int(ft.min()))
-            if files:
-                camera_files.append((cams[topic], "h264", files))
-
+        camera_files, first_times = _camera_files(videos, images, cams, src)
         table, tel_notes = _telemetry(tel, wanted, src)
         if table is not None:
             first_times.append(int(table.column("t_ns")[0].as_py()))
@@ -563,9 +578,7 @@ def import_mcap(
                 out.append({"name": name, "codec": codec, "files": entries})
             return out
 
-        notes = f"mcap {path.name}: " + ", ".join(
-            [f"{t} -> camera {cams[t]}" for t in wanted if t in cams] + tel_notes
-        )
+        notes = f"mcap {path.name}: " + ", ".join([f"{t} -> camera {cams[t]}" for t in wanted if t in cams] + tel_notes)
         return write_drive(
             Path(root), vehicle_id, drive_id, source_path=src, source="mcap",
             utc_offset_ns=0, telemetry=table, place_cameras=place, overwrite=overwrite, notes=notes,
