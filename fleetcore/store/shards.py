@@ -61,6 +61,7 @@ from fleetcore.store.sample import (
 from fleetcore.store.tario import (
     MemberEntry,
     ShardError,
+    TarScan,
     index_rows,
     read_member,
     scan_tar,
@@ -445,49 +446,63 @@ def store_shard_paths(out_dir: str | os.PathLike[str]) -> list[str]:
     return [join(out_dir, s["name"]) for s in doc["shards"]]
 
 
-def _verify_shard(out: str, entry: Mapping[str, Any]) -> list[Problem]:
-    name = entry["name"]
-    path = join(out, name)
+def check_shard_file(name: str, path: str, entry: Mapping[str, Any]) -> tuple[list[Problem], int | None, str | None]:
+    """(problems, size, sha256) of shard ``path`` against its manifest ``entry``: missing, wrong
+    size, wrong sha256. ``size`` is None when the file is missing."""
     size = file_size(path)
     if size is None:
-        return [Problem(name, "missing_shard", f"shard file {path} is missing")]
+        return [Problem(name, "missing_shard", f"shard file {path} is missing")], None, None
     problems: list[Problem] = []
     if size != entry["bytes"]:
         problems.append(Problem(name, "size_mismatch", f"expected {entry['bytes']} bytes, found {size} (truncated or overwritten)"))
     sha = sha256_file(path)
     if sha != entry["sha256"]:
         problems.append(Problem(name, "sha256_mismatch", f"expected sha256 {entry['sha256']}, found {sha}"))
+    return problems, size, sha
+
+
+def shard_samples(name: str, scan: TarScan) -> tuple[list[str], list[tuple[int, int]], Problem | None]:
+    """Sample keys in archive order and each sample's byte range (first header .. next sample), or the
+    problem that stops grouping the members (WebDataset needs each key's members contiguous)."""
+    order: list[str] = []
+    starts: list[int] = []
+    for m in scan.members:
+        split = split_member_name(m.name)
+        if split is None:
+            return order, [], Problem(name, "unsafe_member", "member name has no extension, so no WebDataset key", member=m.name)
+        if not order or order[-1] != split[0]:
+            if split[0] in order:
+                return order, [], Problem(name, "key_not_contiguous", "members of this sample are not contiguous; WebDataset would split it",
+                                          member=m.name, key=split[0])
+            order.append(split[0])
+            starts.append(m.header_offset)
+    return order, list(zip(starts, starts[1:] + [scan.records_end])), None
+
+
+def _verify_shard(out: str, entry: Mapping[str, Any]) -> list[Problem]:
+    name = entry["name"]
+    path = join(out, name)
+    problems, size, sha = check_shard_file(name, path, entry)
+    if size is None:
+        return problems
     try:
         scan = scan_tar(path)
     except ShardError as exc:
         problems.append(Problem(name, exc.code, exc.problem, member=exc.member))
         return problems
-    # group members into samples; WebDataset needs each key's members contiguous
-    order: list[str] = []
-    starts: dict[str, int] = {}
-    for m in scan.members:
-        split = split_member_name(m.name)
-        if split is None:
-            problems.append(Problem(name, "unsafe_member", "member name has no extension, so no WebDataset key", member=m.name))
-            return problems
-        k = split[0]
-        if not order or order[-1] != k:
-            if k in starts:
-                problems.append(Problem(name, "key_not_contiguous", "members of this sample are not contiguous; WebDataset would split it", member=m.name, key=k))
-                return problems
-            order.append(k)
-            starts[k] = m.header_offset
+    order, bounds, bad = shard_samples(name, scan)
+    if bad is not None:
+        problems.append(bad)
+        return problems
     if order != list(entry["keys"]):
         problems.append(Problem(name, "keys_mismatch", f"expected samples {entry['keys']}, found {order}"))
         return problems
     if sha != entry["sha256"]:
-        bounds = [starts[k] for k in order] + [scan.records_end]
         with open_file(path, "rb") as f:
-            for j, k in enumerate(order):
-                f.seek(bounds[j])
-                h = hashlib.sha256(f.read(bounds[j + 1] - bounds[j])).hexdigest()
-                if h != entry["sample_sha256"][j]:
-                    members = [m.name for m in scan.members if bounds[j] <= m.header_offset < bounds[j + 1]]
+            for j, (k, (start, end)) in enumerate(zip(order, bounds)):
+                f.seek(start)
+                if hashlib.sha256(f.read(end - start)).hexdigest() != entry["sample_sha256"][j]:
+                    members = [m.name for m in scan.members if start <= m.header_offset < end]
                     problems.append(
                         Problem(name, "sample_corrupt", f"sample bytes differ from the manifest (members {members[0]} .. {members[-1]})", key=k)
                     )

@@ -22,11 +22,11 @@ import hashlib
 import os
 from typing import Any, Iterable
 
-from fleetcore.store.fs import file_size, read_parquet, read_range, sha256_file
+from fleetcore.store.fs import read_parquet, read_range
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, read_manifest
 from fleetcore.store.sample import SampleError, decode_sample
-from fleetcore.store.shards import Problem, StoreError
+from fleetcore.store.shards import Problem, StoreError, check_shard_file, shard_samples
 from fleetcore.store.tario import ShardError, TarScan, scan_tar, split_member_name
 
 __all__ = ["verify_clip_store", "verify_generation"]
@@ -103,15 +103,9 @@ def _check_clips(g: Generation, clips: list[dict[str, Any]], key_shard: dict[str
 def _verify_shard(layout: StoreLayout, entry: dict[str, Any], rows: list[dict[str, Any]] | None, *, decode: bool) -> list[Problem]:
     name = entry["name"]
     path = layout.shard_path(name)
-    size = file_size(path)
+    problems, size, sha = check_shard_file(name, path, entry)
     if size is None:
-        return [Problem(name, "missing_shard", f"shard file {path} is missing")]
-    problems: list[Problem] = []
-    if size != entry["bytes"]:
-        problems.append(Problem(name, "size_mismatch", f"expected {entry['bytes']} bytes, found {size} (truncated or overwritten)"))
-    sha = sha256_file(path)
-    if sha != entry["sha256"]:
-        problems.append(Problem(name, "sha256_mismatch", f"expected sha256 {entry['sha256']}, found {sha}"))
+        return problems
     for r in rows or ():
         if r["data_offset"] + r["size"] > size or r["header_offset"] < 0:
             problems.append(Problem(name, "catalog_past_end", f"index row points at bytes {r['data_offset']}..{r['data_offset'] + r['size']}, "
@@ -121,7 +115,7 @@ def _verify_shard(layout: StoreLayout, entry: dict[str, Any], rows: list[dict[st
     except ShardError as exc:
         problems.append(Problem(name, exc.code or "tar_invalid", exc.problem, member=exc.member))
         return problems
-    order, bounds, bad = _samples(name, scan)
+    order, bounds, bad = shard_samples(name, scan)
     if bad is not None:
         problems.append(bad)
         return problems
@@ -145,22 +139,6 @@ def _verify_shard(layout: StoreLayout, entry: dict[str, Any], rows: list[dict[st
             except (KeyError, TypeError, ValueError) as exc:  # metadata JSON parses but lacks what it should hold
                 problems.append(Problem(name, "member_undecodable", f"metadata is incomplete ({exc!r})", member=f"{k}.json", key=k))
     return problems
-
-
-def _samples(name: str, scan: TarScan) -> tuple[list[str], list[tuple[int, int]], Problem | None]:
-    """Sample keys in archive order and each sample's byte range (first header .. next sample)."""
-    order: list[str] = []
-    starts: list[int] = []
-    for m in scan.members:
-        split = split_member_name(m.name)
-        if split is None:
-            return order, [], Problem(name, "unsafe_member", "member name has no extension, so no WebDataset key", member=m.name)
-        if not order or order[-1] != split[0]:
-            if split[0] in order:
-                return order, [], Problem(name, "key_not_contiguous", "members of this sample are not contiguous", member=m.name, key=split[0])
-            order.append(split[0])
-            starts.append(m.header_offset)
-    return order, list(zip(starts, starts[1:] + [scan.records_end])), None
 
 
 def _check_index(name: str, scan: TarScan, rows: list[dict[str, Any]]) -> Iterable[Problem]:
