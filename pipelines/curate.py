@@ -275,13 +275,7 @@ class _PackFn(beam.DoFn):
         if len(drives) != 1:  # a drive's clips always arrive with its one drive row
             raise RuntimeError(f"drive {kv[0]}: expected one drive row with its clips, got {len(drives)}")
         drive = drives[0]
-        try:
-            seen: dict[str, ClipResult] = {}
-            for c in clips:
-                if c.clip_id in seen:
-                    raise DriveError(None, f"sample key {c.clip_id!r} appears twice ({seen[c.clip_id].fragment}, {c.fragment}); "
-                                           "the drive is not packed", code="duplicate_key")
-                seen[c.clip_id] = c
+        try:  # a repeated sample key is pack_shards' StoreError (duplicate_key): quarantined below
             with stage_time("pack"):
                 gen = pack_drive(self.layout, drive, clips, self.cfg, fingerprints=self.fingerprints)
         except FileNotFoundError:

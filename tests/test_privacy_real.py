@@ -60,7 +60,7 @@ def test_plate_recall_floor(privacy_set, stage):
 def test_haar_fallback_is_what_it_was(privacy_set):
     """The fallback stays selectable, and the learned default is far better on the same faces."""
     s = score(load_annotated(privacy_set / "faces"), blurred(PrivacyStage(backend="haar")))
-    assert s.recall(24, INF) < 0.5
+    assert 0.05 < s.recall(24, INF) < 0.5  # it still runs and finds some, far fewer than the learned default
 
 
 def test_real_faces_moving_across_frames_stay_blurred_between_detections(privacy_set, real_data, stage):

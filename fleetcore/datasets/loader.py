@@ -223,6 +223,7 @@ class DatasetLoader:
         #: (key, reason) of every sample skipped as corrupt (``on_corrupt="skip"``)
         self.skipped: list[tuple[str, str]] = []
         self._digests: dict[str, dict[str, Any]] | None = None
+        self._idents: dict[int, tuple[str, int, int]] = {}  # shard index -> (path, size, mtime_ns) when opened
         self.max_open_shards = max_open_shards
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
@@ -347,6 +348,7 @@ class DatasetLoader:
         if sh is None:
             p = self.path / self._shards[si]["name"]
             sh = _TarShard(p) if self.format == "webdataset" else _ArrowShard(p)
+            self._idents.pop(si, None)  # taken again: the file may have changed since
             while len(self._open) >= self.max_open_shards:
                 self._open.pop(next(iter(self._open))).close()
         self._open[si] = sh  # most recently used last
@@ -379,25 +381,15 @@ class DatasetLoader:
             self._digests = out
         return self._digests.get(name, {})
 
-    def _checked_once(self, name: str, key: str) -> bool:
-        """Whether sample ``key`` of shard ``name`` was already checked in this process (and marks it)."""
-        p = self.path / name
-        try:
+    def _checked(self, si: int) -> set[str]:
+        """The keys of shard ``si`` this process has already checked (the shard file's identity,
+        path, size and modification time, is taken when the shard is opened, not per sample)."""
+        ident = self._idents.get(si)
+        if ident is None:
+            p = self.path / self._shards[si]["name"]
             st = p.stat()
-        except OSError:
-            return False
-        seen = _CHECKED.setdefault((str(p), st.st_size, st.st_mtime_ns), set())
-        if key in seen:
-            return True
-        return False
-
-    def _mark_checked(self, name: str, key: str) -> None:
-        p = self.path / name
-        try:
-            st = p.stat()
-        except OSError:
-            return
-        _CHECKED.setdefault((str(p), st.st_size, st.st_mtime_ns), set()).add(key)
+            ident = self._idents[si] = (str(p), st.st_size, st.st_mtime_ns)
+        return _CHECKED.setdefault(ident, set())
 
     def _check_tar(self, name: str, key: str, members: dict[str, memoryview]) -> None:
         want = dict(self._shard_digests(name).get(key, {}))
@@ -459,10 +451,11 @@ class DatasetLoader:
         if isinstance(sh, _ArrowShard):
             b, row = sh.locate(pos)
             cols = sh.batch(b)
-            name = self._shards[si]["name"]
-            if self.verify and not self._checked_once(name, key):
-                self._check_arrow(name, key, cols["frames"][row], cols["telemetry"][row])
-                self._mark_checked(name, key)
+            if self.verify:
+                done = self._checked(si)
+                if key not in done:
+                    self._check_arrow(self._shards[si]["name"], key, cols["frames"][row], cols["telemetry"][row])
+                    done.add(key)
             return {
                 "__key__": cols["key"][row],
                 "clip_id": cols["clip_id"][row],
@@ -476,10 +469,11 @@ class DatasetLoader:
             }
         data, ts = sh.read(key)
         members = {ext: data[off : off + size] for ext, off, size in ts.members}
-        name = self._shards[si]["name"]
-        if self.verify and not self._checked_once(name, key):
-            self._check_tar(name, key, members)
-            self._mark_checked(name, key)
+        if self.verify:
+            done = self._checked(si)
+            if key not in done:
+                self._check_tar(self._shards[si]["name"], key, members)
+                done.add(key)
         if not self.decode:
             return {"__key__": key, "members": {ext: bytes(v) for ext, v in members.items()}}
         return self._decode_tar(key, members, out)

@@ -300,11 +300,10 @@ def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, A
     No unblurred pixels leave: frames decoded from the landing zone, and stored frames of clips
     curated without the privacy stage, go through the privacy stage first (``privacy``: its
     ``PrivacyOptions``, default the defaults) — source ``landing+privacy`` / ``store+privacy``."""
-    from fleetcore.stages.options import PrivacyOptions
-    from fleetcore.stages.privacy import PrivacyError, PrivacyStage
+    from fleetcore.query.preview import PreviewError, PreviewPrivacy
 
     cat = Catalog.of(store)
-    stage: Any = None
+    blur = PreviewPrivacy(privacy)
     out = []
     for w in windows:
         got = _from_store(cat, w, n, camera)
@@ -318,13 +317,11 @@ def window_thumbnails(store: str | Path | Catalog, windows: Sequence[dict[str, A
         if not cam:
             out.append((w, "", [], "telemetry only"))
             continue
-        if stage is None:
-            stage = PrivacyStage.from_options(privacy if privacy is not None else PrivacyOptions())
         where = f"{w['vehicle_id']}/{w['drive_id']} [{w['start_ns']}, {w['end_ns']}]"
         try:
-            frames = stage.anonymised(frames, what=where)
-        except PrivacyError as exc:
-            raise BacktestError(where, f"the preview needs the privacy stage, which failed: {exc.reason}") from exc
+            frames = blur.blur(frames, what=where)
+        except PreviewError as exc:
+            raise BacktestError(where, exc.problem) from exc
         out.append((w, cam, frames, f"{src}+privacy"))
     return out
 

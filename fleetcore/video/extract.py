@@ -49,6 +49,7 @@ from fleetcore.video.convert import frame_to_rgb
 from fleetcore.video.geometry import output_size
 from fleetcore.video.rawseek import SplicedFile, parameter_sets
 from fleetcore.video.probe import (
+    codec_name,
     decode_packet,
     frame_time,
     is_dts_timed,
@@ -231,7 +232,7 @@ class _FileDecoder:
             self.container = open_input(self.path)
         self.fmt = self.container.format.name
         self.stream = select_video_stream(self.container, self.path)
-        self.codec = self.stream.codec_context.name
+        self.codec = codec_name(self.stream)
         self.raw = is_raw_stream(self.container)
         self.dts_timed = self._index_dts and is_dts_timed(self.container)  # AVI: frames timed in output order from the first packet's DTS
         self.stream.thread_type = "AUTO"

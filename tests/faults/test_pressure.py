@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetcore.store.shards import verify_store
+from fleetcore.store.verify import verify_clip_store
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +74,9 @@ def test_full_disk_is_one_line_and_a_rerun_with_space_succeeds(landing, small_di
     assert grow.returncode == 0, grow.stderr
     res = subprocess.run(_curate(landing, store), capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    report = verify_store(str(store))
-    ledger.record("pressure/full_disk_rerun", "handled" if res.returncode == 0 else "lost")
-    assert report is None or getattr(report, "ok", True)
+    problems = verify_clip_store(str(store))
+    ledger.record("pressure/full_disk_rerun", "handled" if res.returncode == 0 and not problems else "lost")
+    assert problems == [], problems
 
 
 def test_two_concurrent_runs_on_one_store(landing, tmp_path, ledger):
@@ -91,11 +91,12 @@ def test_two_concurrent_runs_on_one_store(landing, tmp_path, ledger):
     outs = [p.communicate(timeout=600) for p in procs]
     codes = [p.returncode for p in procs]
     tracebacks = ["Traceback" in e for _, e in outs]
-    verify_store(str(store))
+    problems = verify_clip_store(str(store))
     clips = Catalog(str(store)).read("clips")
-    ok = codes == [0, 0] and not any(tracebacks) and clips.height > 0 and clips["clip_id"].n_unique() == clips.height
+    ok = codes == [0, 0] and not any(tracebacks) and not problems and clips.height > 0 and clips["clip_id"].n_unique() == clips.height
     ledger.record("pressure/two_concurrent_curate_runs", "handled" if ok else ("traceback" if any(tracebacks) else "wrong"))
     assert codes == [0, 0], [e[-2000:] for _, e in outs]
+    assert problems == [], problems
     assert clips["clip_id"].n_unique() == clips.height
     assert clips.filter(pl.col("clip_id").is_duplicated()).is_empty()
 

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from fleetcore.errors import SourceImportError
+from fleetcore.video.probe import codec_name
 from fleetcore.landing.drives import CAMERA_RE, ID_RE, DriveRef, DriveWriter
 from schemas import TELEMETRY, SchemaValidationError
 
@@ -256,7 +257,7 @@ def probe_video(path: Path) -> VideoInfo:
             ctx = streams[0].codec_context
             if ctx is None:
                 raise SourceImportError(str(path), "the video stream uses a codec the bundled FFmpeg cannot decode")
-            codec = str(getattr(ctx.codec, "canonical_name", None) or ctx.name)  # "av1", not the decoder "libdav1d"
+            codec = codec_name(streams[0])  # "av1", not the decoder "libdav1d"
             created = c.metadata.get("creation_time") or streams[0].metadata.get("creation_time")
             duration = c.duration * 1000 if c.duration is not None else None  # AV_TIME_BASE (µs) → ns
     except FileNotFoundError as exc:

@@ -217,10 +217,10 @@ class VideoTrack:
         if not (data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")):
             raise SourceImportError(path, f"topic {self.topic}: expected Annex-B {fmt} packets (start codes); "
                                           "length-prefixed (AVCC/HVCC) packets are not supported")
-        hevc = codec == "hevc"
-        nals = _nals(data)
-        types = [_nal_type(data[s], hevc) for s, e in nals if e > s]
-        if not self.started:
+        if not self.started:  # only until the first keyframe: later packets are written as they come
+            hevc = codec == "hevc"
+            nals = _nals(data)
+            types = [_nal_type(data[s], hevc) for s, e in nals if e > s]
             for (s, e), t in zip(((s, e) for s, e in nals if e > s), types):
                 if t in _parameter_set_types(hevc):
                     self.params[t] = b"\x00\x00\x00\x01" + data[s:e]
