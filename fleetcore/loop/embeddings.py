@@ -254,8 +254,8 @@ def image_embeddings(store: str | Path | Catalog, model: ImageModel, clips: pl.D
         clips = cat.scan("clips", missing_ok=True).collect()
     embedder = ImageEmbedder(model)
     rows: list[dict[str, Any]] = []
-    for r in clips.iter_rows(named=True):
-        one = clips.filter(pl.col("clip_id") == r["clip_id"])
+    for i, r in enumerate(clips.iter_rows(named=True)):
+        one = clips.slice(i, 1)
         for cam in model.cameras or tuple(r["cameras"] or ()):
             if cam not in (r["cameras"] or ()):
                 continue
