@@ -565,6 +565,26 @@ def test_time_of_day_from_frames_without_gps(udacity_frames, vehicle_frame):
     assert (v["time_of_day"], v["time_of_day_source"]) == ("night", "frames")
     v = lab.label(make_clip({"front": [night_scene()] * 6}), {}, start_utc_ns=0)
     assert v["time_of_day"] == "night"
+
+    def city_night(f: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The same real road as a dashcam with auto gain sees it in a city at night: a grey,
+        noisy sky glow, lamps and headlights, the dashcam's white date overlay at the top."""
+        g = (f.astype(np.float32) / 255.0) ** 1.6 * 255.0 / 2.5
+        top = int(f.shape[0] * 0.45)
+        g[:top] = g[:top] * 0.3 + 45 + rng.normal(0, 8, g[:top].shape)
+        n = g.clip(0, 255).astype(np.uint8)
+        for x, y in ((60, 90), (160, 110), (300, 100), (460, 95), (600, 120), (250, 250), (390, 250), (200, 170), (420, 170)):
+            cv2.circle(n, (x, y), 5, (255, 245, 220), -1)
+            cv2.circle(n, (x, y), 12, (140, 120, 90), 3)
+        cv2.putText(n, "2019/03/02 22:14:05  057 km/h", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+        return n
+
+    rng = np.random.default_rng(0)
+    v = lab.label(make_clip({"front": [city_night(f, rng) for f in udacity_frames]}), {}, start_utc_ns=0)
+    assert (v["time_of_day"], v["time_of_day_source"]) == ("night", "frames")
+    # the same road at dusk (all of it darker, the sky still the brightest part, no lamps yet)
+    v = lab.label(make_clip({"front": [(f * 0.45).astype(np.uint8) for f in udacity_frames]}), {}, start_utc_ns=0)
+    assert v["time_of_day"] == "dusk_dawn"
     # with a GPS fix the sun decides, whatever the frames look like
     n = 6
     tel = _telemetry(np.full(n, 10.0), np.zeros(n), np.zeros(n))
@@ -574,7 +594,7 @@ def test_time_of_day_from_frames_without_gps(udacity_frames, vehicle_frame):
     from fleetcore.clips.pack import label_columns
 
     rows = [{"labeller": "telemetry", "label": "time_of_day", "value": "unknown", "score": None, "labeller_version": "1"},
-            {"labeller": "vision", "label": "time_of_day", "value": "night", "score": None, "labeller_version": "3"}]
+            {"labeller": "vision", "label": "time_of_day", "value": "night", "score": None, "labeller_version": "4"}]
     assert label_columns(rows, privacy=True)["time_of_day"] == "night"
 
 

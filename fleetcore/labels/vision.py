@@ -201,24 +201,37 @@ def scene_light(brightness: float) -> str:
 
 #: the upper share of a road frame that is mostly sky (frames_time_of_day)
 SKY_SHARE = 0.4
-#: frames_time_of_day: night when the sky part is darker than this and the whole frame darker than
-#: NIGHT_FRAME (street lights and headlights light the road, not the sky); day when the sky part is
-#: at least DAY_SKY or the whole frame at least BRIGHT
-NIGHT_SKY, NIGHT_FRAME, DAY_SKY = 50.0, 70.0, 100.0
+#: frames_time_of_day thresholds on grey levels (0..255): see its docstring
+NIGHT_SKY, NIGHT_FRAME, DAY_SKY = 50.0, 80.0, 100.0
+#: a lit night: the sky glows (light pollution, a camera's gain) up to LIT_NIGHT_SKY, the frame's median is
+#: below LIT_NIGHT_FRAME, and at least LIGHTS_SHARE of the pixels are lights (luma >= LIGHT_LEVEL)
+LIT_NIGHT_SKY, LIT_NIGHT_FRAME, LIGHT_LEVEL, LIGHTS_SHARE = 70.0, 60.0, 235, 0.002
 
 
 def frames_time_of_day(greys: list[np.ndarray]) -> str:
     """``day`` / ``dusk_dawn`` / ``night`` from grey frames of a forward camera, for clips without a
-    GPS fix (no solar elevation): the median over the frames of the mean luma of the upper
-    ``SKY_SHARE`` (mostly sky: bright by day, black at night even under street lights) and of the
-    whole frame. ``unknown`` without frames."""
+    GPS fix (no solar elevation). Per frame: the median luma of the upper ``SKY_SHARE`` (mostly sky:
+    bright by day, dark at night; a median, so street lamps and a dashcam's text overlay up there
+    do not lift it), the mean and median luma of the whole frame, and the share of pixels that are
+    lights (saturated points: lamps, headlights); then the median of each over the frames.
+
+    ``night`` when the sky is darker than ``NIGHT_SKY`` and the frame's mean below ``NIGHT_FRAME``
+    (headlights light the road, not the sky), or when the sky glows no brighter than
+    ``LIT_NIGHT_SKY``, the frame's median is below ``LIT_NIGHT_FRAME`` and lights make up at least
+    ``LIGHTS_SHARE`` of it (a city at night: a dusk scene is dark without lamps, or has a bright
+    sky); ``day`` when the sky is at least ``DAY_SKY`` or the frame's mean at least ``BRIGHT``;
+    else ``dusk_dawn``. ``unknown`` without frames."""
     if not greys:
         return "unknown"
-    sky = float(np.median([g[: max(1, int(g.shape[0] * SKY_SHARE))].mean() for g in greys]))
-    whole = float(np.median([g.mean() for g in greys]))
-    if sky < NIGHT_SKY and whole < NIGHT_FRAME:
+    sky = float(np.median([np.median(g[: max(1, int(g.shape[0] * SKY_SHARE))]) for g in greys]))
+    mean = float(np.median([g.mean() for g in greys]))
+    med = float(np.median([np.median(g) for g in greys]))
+    lights = float(np.median([np.count_nonzero(g >= LIGHT_LEVEL) / g.size for g in greys]))
+    if sky < NIGHT_SKY and mean < NIGHT_FRAME:
         return "night"
-    if sky >= DAY_SKY or whole >= BRIGHT:
+    if sky <= LIT_NIGHT_SKY and med < LIT_NIGHT_FRAME and lights >= LIGHTS_SHARE:
+        return "night"
+    if sky >= DAY_SKY or mean >= BRIGHT:
         return "day"
     return "dusk_dawn"
 
@@ -240,7 +253,7 @@ def _majority(values: list[Any]) -> Any:
 @register_labeller
 class VisionLabeller:
     name = "vision"
-    version = "3"
+    version = "4"
 
     def __init__(self, frames_per_camera: int = FRAMES_PER_CAMERA) -> None:
         self.frames_per_camera = frames_per_camera
