@@ -149,8 +149,8 @@ def _tiny_onnx(path: Path) -> Path:
     return path
 
 
-def test_image_embeddings_span_cameras(loop_store, tmp_path):
-    _, store = loop_store
+def test_image_embeddings_span_cameras(indexed, tmp_path):
+    store = indexed  # its telemetry index is built first: an image-only rebuild keeps it
     _tiny_onnx(tmp_path / "colours.onnx")
     cfg = tmp_path / "loop.yaml"
     cfg.write_text("image:\n  path: colours.onnx\n  input_size: [16, 16]\n  window_s: 4.0\n  frames_per_window: 2\n")
