@@ -459,12 +459,12 @@ def test_fast_conversion_matches_reference(tmp_path: Path, real_data: Path) -> N
 
 def _strip_repeated_parameter_sets(data: bytes, codec: str) -> bytes:
     """Annex-B stream with parameter sets kept only before the first frame (like many camera streams)."""
-    from fleetcore.video.rawseek import _nal_units
+    from fleetcore.video.rawseek import nal_units
 
     params = {7, 8} if codec == "h264" else {32, 33, 34}
     out = bytearray()
     seen_slice = False
-    for s, e in _nal_units(data):
+    for s, e in nal_units(data):
         t = data[s] & 0x1F if codec == "h264" else (data[s] >> 1) & 0x3F
         is_slice = t in (1, 5) if codec == "h264" else t < 32
         if t in params and seen_slice:
@@ -476,12 +476,12 @@ def _strip_repeated_parameter_sets(data: bytes, codec: str) -> bytes:
 
 @pytest.mark.parametrize("codec, encoder", [("h264", "libx264"), ("hevc", "libx265")])
 def test_raw_byte_seek_with_headers_only_at_start(tmp_path: Path, codec: str, encoder: str) -> None:
-    from fleetcore.video.rawseek import _nal_units
+    from fleetcore.video.rawseek import nal_units
 
     src = make_video(tmp_path / f"src.{codec}", 0, 40, encoder=encoder, bframes=0)
     bare = _strip_repeated_parameter_sets(src.read_bytes(), codec)
     params = {7, 8} if codec == "h264" else {32, 33, 34}
-    types = [bare[s] & 0x1F if codec == "h264" else (bare[s] >> 1) & 0x3F for s, _ in _nal_units(bare)]
+    types = [bare[s] & 0x1F if codec == "h264" else (bare[s] >> 1) & 0x3F for s, _ in nal_units(bare)]
     assert sum(t in params for t in types) == len(params)  # only the leading set is left
 
     def write(p: Path) -> None:

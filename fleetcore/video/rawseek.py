@@ -20,8 +20,10 @@ from typing import Literal
 _H264_PARAM_NALS = {7, 8}  # SPS, PPS
 _HEVC_PARAM_NALS = {32, 33, 34}  # VPS, SPS, PPS
 
+Codec = Literal["h264", "hevc"]
 
-def _nal_units(data: bytes) -> list[tuple[int, int]]:
+
+def nal_units(data: bytes) -> list[tuple[int, int]]:
     """(start, end) of each NAL payload (after its start code) in an Annex-B byte string."""
     starts: list[int] = []
     i = 0
@@ -42,24 +44,39 @@ def _nal_units(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def parameter_sets(data: bytes, codec: Literal["h264", "hevc"]) -> bytes:
+def nal_type(first_byte: int, codec: Codec) -> int:
+    """The NAL unit type in the first byte of a NAL payload."""
+    return first_byte & 0x1F if codec == "h264" else (first_byte >> 1) & 0x3F
+
+
+def parameter_set_types(codec: Codec) -> set[int]:
+    """NAL types of the parameter sets: SPS, PPS (and VPS for HEVC)."""
+    return _H264_PARAM_NALS if codec == "h264" else _HEVC_PARAM_NALS
+
+
+def starts_decoding(types: list[int], codec: Codec) -> bool:
+    """True when an access unit with these NAL types is one a decoder can start at: an IDR picture
+    for H.264, an IRAP picture (types 16..21) for HEVC."""
+    return any(16 <= t <= 21 for t in types) if codec == "hevc" else 5 in types
+
+
+def parameter_sets(data: bytes, codec: Codec) -> bytes:
     """The parameter-set NAL units found in ``data``, each with a 4-byte start code."""
-    wanted = _H264_PARAM_NALS if codec == "h264" else _HEVC_PARAM_NALS
+    wanted = parameter_set_types(codec)
     out = bytearray()
-    for s, e in _nal_units(data):
+    for s, e in nal_units(data):
         if s >= e:
             continue
-        nal_type = data[s] & 0x1F if codec == "h264" else (data[s] >> 1) & 0x3F
-        if nal_type in wanted:
+        if nal_type(data[s], codec) in wanted:
             out += b"\x00\x00\x00\x01" + data[s:e]
     return bytes(out)
 
 
-def leading_pictures(data: bytes, codec: Literal["h264", "hevc"], *, keyframe: bool) -> bool:
+def leading_pictures(data: bytes, codec: Codec, *, keyframe: bool) -> bool:
     """True when one access unit shows that the stream has open GOPs, i.e. frames that a decoder
     starting at a keyframe drops: an HEVC RASL picture (NAL types 8, 9), or an H.264 keyframe that
     is no IDR picture (a recovery-point I frame, NAL type 1 instead of 5)."""
-    for s, e in _nal_units(data):
+    for s, e in nal_units(data):
         if s >= e:
             continue
         if codec == "hevc":

@@ -49,6 +49,7 @@ from fleetcore.ingest.importers.common import (
     write_drive,
 )
 from fleetcore.landing.drives import CAMERA_RE
+from fleetcore.video.rawseek import nal_type, nal_units, parameter_set_types, starts_decoding
 
 log = logging.getLogger(__name__)
 
@@ -160,35 +161,8 @@ def _decoder_for(schema: Any, channel: Any, path: str) -> Callable[[bytes], Any]
 
 
 # --------------------------------------------------------------------------------------
-# Annex-B streams
+# Annex-B streams (NAL parsing: fleetcore.video.rawseek)
 # --------------------------------------------------------------------------------------
-_START = re.compile(b"\x00\x00\x01")
-
-
-def _nals(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each NAL unit's payload in an Annex-B buffer."""
-    starts = [m.end() for m in _START.finditer(data)]
-    out = []
-    for i, s in enumerate(starts):
-        e = starts[i + 1] - 3 if i + 1 < len(starts) else len(data)
-        while i + 1 < len(starts) and e > s and data[e - 1] == 0:  # zero byte of a 4-byte start code
-            e -= 1
-        out.append((s, e))
-    return out
-
-
-def _nal_type(b: int, hevc: bool) -> int:
-    return (b >> 1) & 0x3F if hevc else b & 0x1F
-
-
-def _is_keyframe(types: Sequence[int], hevc: bool) -> bool:
-    return any(16 <= t <= 21 for t in types) if hevc else 5 in types
-
-
-def _parameter_set_types(hevc: bool) -> set[int]:
-    return {32, 33, 34} if hevc else {7, 8}
-
-
 @dataclass
 class VideoTrack:
     """Packets of one CompressedVideo topic, appended to a raw stream file as they arrive."""
@@ -218,13 +192,12 @@ class VideoTrack:
             raise SourceImportError(path, f"topic {self.topic}: expected Annex-B {fmt} packets (start codes); "
                                           "length-prefixed (AVCC/HVCC) packets are not supported")
         if not self.started:  # only until the first keyframe: later packets are written as they come
-            hevc = codec == "hevc"
-            nals = _nals(data)
-            types = [_nal_type(data[s], hevc) for s, e in nals if e > s]
-            for (s, e), t in zip(((s, e) for s, e in nals if e > s), types):
-                if t in _parameter_set_types(hevc):
+            nals = [(s, e) for s, e in nal_units(data) if e > s]
+            types = [nal_type(data[s], codec) for s, _ in nals]
+            for (s, e), t in zip(nals, types):
+                if t in parameter_set_types(codec):
                     self.params[t] = b"\x00\x00\x00\x01" + data[s:e]
-            if not _is_keyframe(types, hevc):
+            if not starts_decoding(types, codec):
                 self.skipped += 1  # a decoder cannot start here
                 return
             missing = [self.params[t] for t in sorted(self.params) if t not in types]
