@@ -18,6 +18,7 @@ Two kinds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -244,6 +245,11 @@ def _camera_windows(indices: Sequence[int], rate_hz: float, window_s: float, per
         yield w, g
 
 
+def _window_positions(indices: list[int], *, rate_hz: float, model: ImageModel) -> list[int]:
+    """Positions into ``indices`` of every frame some window of :func:`_camera_windows` uses."""
+    return sorted(p for _, g in _camera_windows(indices, rate_hz, model.window_s, model.frames_per_window) for p in g)
+
+
 def image_embeddings(store: str | Path | Catalog, model: ImageModel, clips: pl.DataFrame | None = None) -> pl.DataFrame:
     """One vector per (clip, camera, window): clip_id, vehicle_id, drive_id, date, camera, window,
     start_ns, end_ns, vector (list of float32)."""
@@ -255,16 +261,17 @@ def image_embeddings(store: str | Path | Catalog, model: ImageModel, clips: pl.D
     embedder = ImageEmbedder(model)
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(clips.iter_rows(named=True)):
+        rate = float(r["sample_rate_hz"] or 10.0)
         one = clips.slice(i, 1)
         for cam in model.cameras or tuple(r["cameras"] or ()):
             if cam not in (r["cameras"] or ()):
                 continue
             try:
-                got = clip_frames(cat, one, camera=cam, n=None)[0]
+                # only the frames the windows use are read and decoded
+                got = clip_frames(cat, one, camera=cam, pick=functools.partial(_window_positions, rate_hz=rate, model=model))[0]
             except PreviewError as exc:
                 log.info("%s: no frames of camera %s (%s)", r["clip_id"], cam, exc)
                 continue
-            rate = got.rate_hz
             for w, pos in _camera_windows(got.indices, rate, model.window_s, model.frames_per_window):
                 feats = embedder.embed([got.frames[p] for p in pos])
                 if feats.size == 0:

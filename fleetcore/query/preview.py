@@ -16,7 +16,7 @@ import html
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Mapping, Sequence
+from typing import Any, Callable, Final, Mapping, Sequence
 
 import ffmpeg
 import numpy as np
@@ -94,11 +94,13 @@ def _decode(data: bytes, member: str) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1])
 
 
-def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6) -> list[ClipFrames]:
+def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str | None = None, n: int | None = 6,
+                pick: Callable[[list[int]], Sequence[int]] | None = None) -> list[ClipFrames]:
     """Frames of each clip of ``clips`` (needs columns clip_id, shard, member_key, sample_rate_hz):
-    ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera).
-    A clip whose catalog ``cameras`` (when ``clips`` has the column) is empty, a telemetry-only
-    drive's, gives no frames (camera "")."""
+    ``n`` evenly spaced frames (None: all) of ``camera`` (default: front, else the first camera), or
+    with ``pick`` the frames at the positions it returns given the clip's stored sample indices
+    (only those are read and decoded). A clip whose catalog ``cameras`` (when ``clips`` has the
+    column) is empty, a telemetry-only drive's, gives no frames (camera "")."""
     if clips.is_empty():
         return []
     cat = Catalog.of(store)
@@ -110,7 +112,9 @@ def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str
             out.append(ClipFrames(cid, "", [], [], float(rate or 10.0)))
             continue
         cam, rows = _frame_rows(members.filter(pl.col("shard") == shard), key, camera)
-        if n is not None and len(rows) > n:
+        if pick is not None:
+            rows = [rows[i] for i in pick([r[0] for r in rows])]
+        elif n is not None and len(rows) > n:
             pick = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
             rows = [rows[i] for i in pick]
         frames = [_decode(cat.read_member(shard, off, size), m) for _, off, size, m in rows]
