@@ -18,10 +18,7 @@ import argparse
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -48,7 +45,7 @@ from fleetcore.clips import (
 )
 from fleetcore.errors import ConfigError, DriveError, DriveIncomplete, FleetError
 from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
-from fleetcore.landing.drives import list_drives, localize_drive
+from fleetcore.landing.drives import list_drives
 from fleetcore.stages.options import LabelsOptions, PrivacyOptions
 from fleetcore.store.fs import is_local
 from fleetcore.store.layout import StoreLayout
@@ -107,10 +104,6 @@ class _ValidateFn(beam.DoFn):
 
     def setup(self):
         self.manifest = read_manifest(StoreLayout(self.store))  # read once per worker
-        self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")  # local copies of remote drives
-
-    def teardown(self):
-        shutil.rmtree(self.cache, ignore_errors=True)
 
     def process(self, location: str) -> Iterable[tuple[str, Any]]:
         vehicle_id, drive_id = location.rstrip("/").split("/")[-2:]
@@ -119,7 +112,7 @@ class _ValidateFn(beam.DoFn):
             return
         try:
             with stage_time("validate"):
-                vd = validate_drive(localize_drive(location, self.cache))
+                vd = validate_drive(location)  # an object-store drive is read in place, by byte ranges
         except DriveIncomplete as exc:
             log.info("%s", exc)
             self.skipped.inc()
@@ -132,8 +125,6 @@ class _ValidateFn(beam.DoFn):
             report_stage_times()
         for w in vd.warnings:  # accepted, but worth a look (fleetcore.ingest.validate.drive_warnings)
             log.warning("%s/%s: %s", vehicle_id, drive_id, w)
-        if not is_local(location):
-            vd.source_uri = location
         if self.dates is not None and vd.date not in self.dates:
             return
         self.curated.inc()
@@ -202,7 +193,6 @@ class _ExtractFn(beam.DoFn):
 
         self.layout = StoreLayout(self.store)
         self.manifest = read_manifest(self.layout)  # the drives' stored generations, read once per worker
-        self.cache = tempfile.mkdtemp(prefix="fleet-drive-cache-")
         hold_opencv_threads(self.cfg.opencv_threads)
         # Heavy objects (detectors, models) are built once per worker here, and the frame arenas
         # are kept from drive to drive (fresh memory costs more page faults than the decoding).
@@ -212,14 +202,11 @@ class _ExtractFn(beam.DoFn):
     def teardown(self):
         from fleetcore.video import release_opencv_threads
 
-        shutil.rmtree(self.cache, ignore_errors=True)
         self.arena_pool.clear()
         release_opencv_threads()  # the in-process runners share the caller's OpenCV
 
     def process(self, item):
-        vd, tasks, why = item
-        if vd.source_uri is not None and not os.path.isdir(vd.path):  # validated on another worker
-            vd = replace(vd, path=str(localize_drive(vd.source_uri, self.cache)))
+        vd, tasks, why = item  # vd.path: a local folder or an object-store URI, decoded in place by byte ranges
         n = 0
         stored = None
         old = self.manifest.generation(vd.vehicle_id, vd.drive_id)
@@ -228,7 +215,7 @@ class _ExtractFn(beam.DoFn):
         for res in extract_clips(vd, tasks, self.cfg, self.layout, stages=self.stages, arena_pool=self.arena_pool, stored=stored):
             if isinstance(res, ClipFailure):
                 self.bad.inc()
-                yield QUARANTINE, quarantine_record(vd.source_uri or vd.path, res.error, stage="extract", vehicle_id=vd.vehicle_id,
+                yield QUARANTINE, quarantine_record(vd.path, res.error, stage="extract", vehicle_id=vd.vehicle_id,
                                                     drive_id=vd.drive_id, clip_id=res.clip_id)
                 continue
             n += 1

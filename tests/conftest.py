@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import logging
 import shutil
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import ffmpeg
 import numpy as np
@@ -12,6 +18,8 @@ import pytest
 
 from fleetcore.landing.drives import DriveWriter
 from fleetcore.video.ffmpeg import run
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
@@ -182,3 +190,96 @@ def start_empty_moto(endpoint: str) -> None:
     import urllib.request
 
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).close()
+
+
+# --------------------------------------------------------------------------------------
+# a counting reverse proxy in front of moto: every request and byte fetched, as seen at the wire
+# --------------------------------------------------------------------------------------
+_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "content-length"}
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One request the proxy forwarded: method, object key (bucket/key), Range header, body bytes returned."""
+
+    method: str
+    key: str
+    range: str | None
+    nbytes: int
+    status: int
+
+
+def _read_chunked(f) -> bytes:
+    out = bytearray()
+    while True:
+        size = int(f.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            while f.readline() not in (b"\r\n", b"\n", b""):
+                continue
+            return bytes(out)
+        out += f.read(size)
+        f.readline()
+
+
+def _handler(upstream: int, fetches: list[Fetch], lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+            log.debug("proxy: " + format, *args)
+
+        def forward(self) -> None:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                body = _read_chunked(self.rfile)
+            else:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            headers["Content-Length"] = str(len(body))
+            conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=120)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                conn.close()
+            self.send_response_only(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in _HOP:
+                    self.send_header(k, v)
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+            self.send_header("Content-Length", length or "0")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            with lock:
+                fetches.append(Fetch(self.command, unquote(urlsplit(self.path).path).lstrip("/"), self.headers.get("Range"),
+                                     len(data), resp.status))
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+    return Forward
+
+
+class CountingProxy:
+    """A threaded HTTP reverse proxy on 127.0.0.1 in front of ``upstream``, recording every request."""
+
+    def __init__(self, upstream: int) -> None:
+        self.fetches: list[Fetch] = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, self.fetches, self._lock))
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.fetches)
+
+    def since(self, mark: int) -> list[Fetch]:
+        with self._lock:
+            return list(self.fetches[mark:])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

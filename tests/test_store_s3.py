@@ -9,20 +9,16 @@ sizes."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import threading
-from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import polars as pl
 import pytest
 
-from conftest import free_port, start_empty_moto
+from conftest import CountingProxy, Fetch, free_port, start_empty_moto
 import yaml
 from click.testing import CliRunner
 
@@ -31,95 +27,6 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
 S3_STORE = "s3://fleet/store"
-_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "expect", "content-length"}
-
-
-@dataclass(frozen=True)
-class Fetch:
-    """One request the proxy forwarded: method, object key (bucket/key), Range header, body bytes returned."""
-
-    method: str
-    key: str
-    range: str | None
-    nbytes: int
-    status: int
-
-
-def _read_chunked(f) -> bytes:
-    out = bytearray()
-    while True:
-        size = int(f.readline().split(b";")[0].strip(), 16)
-        if size == 0:
-            while f.readline() not in (b"\r\n", b"\n", b""):
-                continue
-            return bytes(out)
-        out += f.read(size)
-        f.readline()
-
-
-def _handler(upstream: int, fetches: list[Fetch], lock: threading.Lock) -> type[BaseHTTPRequestHandler]:
-    class Forward(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
-            log.debug("proxy: " + format, *args)
-
-        def forward(self) -> None:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                body = _read_chunked(self.rfile)
-            else:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-            headers["Content-Length"] = str(len(body))
-            conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=120)
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            finally:
-                conn.close()
-            self.send_response_only(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() not in _HOP:
-                    self.send_header(k, v)
-            length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-            self.send_header("Content-Length", length or "0")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-            with lock:
-                fetches.append(Fetch(self.command, unquote(urlsplit(self.path).path).lstrip("/"), self.headers.get("Range"),
-                                     len(data), resp.status))
-
-        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
-
-    return Forward
-
-
-class CountingProxy:
-    """A threaded HTTP reverse proxy on 127.0.0.1 in front of ``upstream``, recording every request."""
-
-    def __init__(self, upstream: int) -> None:
-        self.fetches: list[Fetch] = []
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(upstream, self.fetches, self._lock))
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.fetches)
-
-    def since(self, mark: int) -> list[Fetch]:
-        with self._lock:
-            return list(self.fetches[mark:])
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 
 @pytest.fixture(scope="module")
@@ -350,3 +257,51 @@ def test_dataset_build_and_loader_on_s3_equal_local(s3_fleet, tmp_path):
     sa, sb = (list(DatasetLoader(r["path"], shuffle_buffer=0)) for r in built)
     assert [s["__key__"] for s in sa] == [s["__key__"] for s in sb] and len(sa) == len(pick)
     assert all(np.array_equal(x["frames"], y["frames"]) and x["frames"].std() > 5 for x, y in zip(sa, sb))
+
+
+def test_curate_reads_landing_video_by_range(s3_fleet, tmp_path, monkeypatch):
+    """The curate job's readers take an object-store drive in place: validation demuxes each video in one
+    ranged pass that also yields its sha256 (no download, no second read for the digest), and extraction
+    fetches only the byte ranges around the window it decodes, giving the frames a local copy gives."""
+    import hashlib
+
+    import fleetcore.store.fs as fsio
+    from fleetcore.ingest.validate import validate_drive
+    from fleetcore.simulate import simulate_fleet
+    from fleetcore.video.extract import ClipExtractor
+
+    proxy, _, fs = s3_fleet
+    local = tmp_path / "landing"
+    simulate_fleet(local, vehicles=1, drives_per_vehicle=1, cameras=1, width=640, height=360, fps=10.0, duration_s=60.0, seed=5, workers=1)
+    drive = next(p for p in (local / "veh-000").iterdir() if p.is_dir())
+    fs.put(str(local), "fleet/long", recursive=True)
+    monkeypatch.setattr(fsio, "RANGE_BLOCK", 64 << 10)  # small blocks, so a few-MB test video shows what is fetched
+    rel = "cameras/front/000.mp4"
+    size = (drive / rel).stat().st_size
+    key = f"fleet/long/veh-000/{drive.name}/{rel}"
+
+    def video_gets(mark: int) -> list[Fetch]:
+        got = [f for f in proxy.since(mark) if f.method == "GET" and f.key == key]
+        assert got and all(f.range and f.status == 206 for f in got), got[:3]
+        return got
+
+    mark = proxy.mark()
+    vd = validate_drive(f"s3://fleet/long/veh-000/{drive.name}")
+    read = sum(f.nbytes for f in video_gets(mark))
+    assert vd.path == f"s3://fleet/long/veh-000/{drive.name}"
+    assert vd.source_digests[rel] == hashlib.sha256((drive / rel).read_bytes()).hexdigest()
+    assert size <= read < 1.5 * size, (read, size)  # one pass (plus the first and last frames proved to decode)
+    ref = validate_drive(drive)
+    assert ref.frame_index.equals(vd.frame_index) and ref.source_digests == vd.source_digests
+
+    t0 = vd.start_ns + 30_000_000_000
+    mark = proxy.mark()
+    with ClipExtractor(vd.path, vd.manifest, vd.frame_index, max_side=320) as ex:
+        remote = ex.extract(t0, t0 + 2_000_000_000, rate_hz=5.0)
+    read = sum(f.nbytes for f in video_gets(mark))
+    # the container's index and the window's GOPs, a few blocks: not the file (2 s of 60 s)
+    assert read <= 4 * fsio.RANGE_BLOCK and read < size / 4, (read, size)
+    with ClipExtractor(drive, ref.manifest, ref.frame_index, max_side=320) as ex:
+        here = ex.extract(t0, t0 + 2_000_000_000, rate_hz=5.0)
+    assert len(remote.frames["front"]) == len(here.frames["front"]) == 10
+    assert all(a is not None and np.array_equal(a, b) for a, b in zip(remote.frames["front"], here.frames["front"]))

@@ -37,10 +37,11 @@ from fleetcore.landing.drives import (
     MANIFEST,
     UPLOAD_COMPLETE,
     drive_date,
+    drive_file,
     read_manifest,
-    resolve_in_drive,
 )
-from fleetcore.store.fs import sha256_file
+from fleetcore.store.layout import sha256_hex
+from fleetcore.store.fs import basename, file_size, is_dir, is_local, open_input_file, read_bytes, resolve, sha256_file
 from fleetcore.timing import stage_time
 from fleetcore.video.index import index_camera
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan
@@ -80,7 +81,6 @@ class ValidatedDrive:
     date: str
     source_digests: dict[str, str]
     telemetry_max_gap_s: float = 0.0
-    source_uri: str | None = None  # where the drive lives when ``path`` is a local copy of a remote folder
     telemetry_gaps: int = 0
     duplicates_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -107,7 +107,7 @@ class ValidatedDrive:
             "telemetry_max_gap_s": self.telemetry_max_gap_s,
             "source": self.manifest.get("source"),
             "source_digests": sorted(self.source_digests.items()),
-            "path": self.source_uri or self.path,
+            "path": self.path,
         }
 
 
@@ -128,31 +128,32 @@ def quarantine_record(path: str, err: DriveError, *, stage: str = "validate", ve
     return row
 
 
-def _check_frame_times(d: Path, cam: dict[str, Any], f: dict[str, Any], info: VideoInfo) -> Path:
+def _check_frame_times(d: str, cam: dict[str, Any], f: dict[str, Any], info: VideoInfo) -> str:
     """The camera file's frame-times array (one vehicle time per frame); returns its path."""
     ft_rel, rel = f["frame_times"], f["path"]
-    ftp = resolve_in_drive(d, ft_rel)
-    if not ftp.is_file():
+    ftp = drive_file(d, ft_rel)
+    if file_size(ftp) is None:
         raise DriveError(ft_rel, f"camera {cam['name']!r}: frame-times file does not exist", code="frame_times_missing")
     try:
-        ft = np.load(ftp, allow_pickle=False)
-    except (ValueError, OSError) as exc:
+        with open_input_file(ftp) as fh:
+            ft = np.load(fh, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
         raise DriveError(ft_rel, f"not a .npy array: {exc}", code="frame_times_invalid") from exc
     if ft.ndim != 1 or len(ft) != info.frame_count:
         raise DriveError(ft_rel, f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}", code="frame_times_invalid")
     return ftp
 
 
-def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[str, str] | None) -> tuple[CameraCheck, pa.Table]:
+def _check_camera(d: str, cam: dict[str, Any], drive_id: str, digest_map: dict[str, str] | None) -> tuple[CameraCheck, pa.Table]:
     """Probe every file of one camera, check its frame times, index its frames; adds the files'
-    sha256 to ``digest_map`` (when given)."""
+    sha256 to ``digest_map`` (when given), taken by the probe's pass over each file."""
     infos: list[VideoInfo] = []
     probes: list[tuple[VideoInfo, PacketScan]] = []
     rels: list[str] = []
     for f in cam["files"]:
         rel = f["path"]
-        p = resolve_in_drive(d, rel)
-        if not p.is_file():
+        p = drive_file(d, rel)
+        if file_size(p) is None:
             raise DriveError(rel, f"camera {cam['name']!r}: file listed in the manifest does not exist", code="camera_file_missing")
         try:
             info, scan = probe_with_scan(p)
@@ -167,12 +168,12 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
         probes.append((info, scan))
         rels.append(rel)
         if digest_map is not None:
-            digest_map[rel] = sha256_file(p)
+            digest_map[rel] = scan.sha256 or sha256_file(p)
     try:
         with stage_time("index"):
             idx = index_camera(d, cam, drive_id=drive_id, probes=probes)
     except VideoError as exc:
-        raise DriveError(Path(exc.path).name, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
+        raise DriveError(basename(exc.path or rels[0]), f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
     if idx.num_rows == 0:
         raise DriveError(rels[0], f"camera {cam['name']!r} has no frames", code="video_no_frames")
     pts = idx.column("pts_ns")
@@ -181,15 +182,16 @@ def _check_camera(d: Path, cam: dict[str, Any], drive_id: str, digest_map: dict[
     return check, idx
 
 
-def _check_telemetry(d: Path, ref: dict[str, Any], digest_map: dict[str, str] | None) -> tuple[pa.Table, int, float, int]:
+def _check_telemetry(d: str, ref: dict[str, Any], digest_map: dict[str, str] | None) -> tuple[pa.Table, int, float, int]:
     """(telemetry, duplicate rows dropped, longest gap in s, gaps over GAP_REPORT_S)."""
     rel = ref["path"]
-    p = resolve_in_drive(d, rel)
-    if not p.is_file():
+    p = drive_file(d, rel)
+    if file_size(p) is None:
         raise DriveError(rel, "telemetry file listed in the manifest does not exist", code="telemetry_missing")
-    telemetry, dups = read_telemetry(p, fmt=ref["format"], rel=rel)
+    data = read_bytes(p)  # telemetry files are small: one read, then parsed and hashed from memory
+    telemetry, dups = read_telemetry(pa.BufferReader(data), fmt=ref["format"], rel=rel)
     if digest_map is not None:
-        digest_map[rel] = sha256_file(p)
+        digest_map[rel] = sha256_hex(data)
     t = telemetry.column("t_ns").to_numpy()
     if len(t) < 2:
         raise DriveError(rel, f"expected at least 2 telemetry rows, found {len(t)}", code="telemetry_empty")
@@ -211,21 +213,26 @@ def _time_span(cameras: list[CameraCheck], telemetry: pa.Table | None, telemetry
     return min(s for s, _ in spans), max(e for _, e in spans)
 
 
-def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedDrive:
-    """Validate one landing drive folder. See the module docstring."""
-    d = Path(drive_dir)
-    for folder in (d, d.parent):  # the drive folder or its vehicle folder linked in from elsewhere
-        if folder.is_symlink():
-            raise DriveError(None, f"{'drive' if folder == d else 'vehicle'} folder {folder} is a symbolic link (to "
-                                   f"{os.readlink(folder)!r}); links are not allowed", code="path_escape")
-    if not d.is_dir():
+def validate_drive(drive_dir: str | os.PathLike[str], *, digests: bool = True) -> ValidatedDrive:
+    """Validate one landing drive folder (a local path, or a URI read in place by byte ranges:
+    nothing is downloaded whole). See the module docstring."""
+    d = os.fspath(drive_dir)
+    d = d.rstrip("/") or d
+    if is_local(d):
+        d = resolve(d)[1]
+        for folder in (Path(d), Path(d).parent):  # the drive folder or its vehicle folder linked in from elsewhere
+            if folder.is_symlink():
+                raise DriveError(None, f"{'drive' if str(folder) == d else 'vehicle'} folder {folder} is a symbolic link (to "
+                                       f"{os.readlink(folder)!r}); links are not allowed", code="path_escape")
+    if not is_dir(d):
         raise DriveError(None, f"drive folder {d} does not exist", code="drive_missing")
-    if not (d / UPLOAD_COMPLETE).is_file():
-        raise DriveIncomplete(str(d), f"upload not complete ({UPLOAD_COMPLETE} missing); skipped until it is")
+    if file_size(drive_file(d, UPLOAD_COMPLETE)) is None:
+        raise DriveIncomplete(d, f"upload not complete ({UPLOAD_COMPLETE} missing); skipped until it is")
     m = read_manifest(d)
     drive_label = f"{m['vehicle_id']}/{m['drive_id']}"
-    if d.name != m["drive_id"] or d.parent.name != m["vehicle_id"]:
-        raise DriveError(MANIFEST, f"manifest names {drive_label} but the folder is {d.parent.name}/{d.name}", code="manifest_invalid")
+    folder = d.rstrip("/").replace("\\", "/").split("/")[-2:]
+    if folder != [m["vehicle_id"], m["drive_id"]]:
+        raise DriveError(MANIFEST, f"manifest names {drive_label} but the folder is {'/'.join(folder)}", code="manifest_invalid")
     digest_map: dict[str, str] | None = {} if digests else None
     cameras: list[CameraCheck] = []
     index_parts: list[pa.Table] = []
@@ -241,7 +248,7 @@ def validate_drive(drive_dir: str | Path, *, digests: bool = True) -> ValidatedD
         raise DriveError(MANIFEST, "the drive has neither cameras nor telemetry", code="drive_empty")
     start_ns, end_ns = _time_span(cameras, telemetry, m["telemetry"]["path"] if m["telemetry"] else None)
     vd = ValidatedDrive(
-        path=str(d),
+        path=d,
         vehicle_id=m["vehicle_id"],
         drive_id=m["drive_id"],
         manifest=m,
@@ -379,7 +386,7 @@ _CODE_BY_EXPECTED = (
 )
 
 
-def read_telemetry(path: Path, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
+def read_telemetry(path: Any, *, fmt: str, rel: str) -> tuple[pa.Table, int]:
     """Read a landing telemetry file into the canonical schema.
 
     Returns the table and the number of exact duplicate rows dropped. Raises DriveError.

@@ -22,12 +22,13 @@ import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
 from fleetcore.store.fs import (
-    download_tree,
     exists,
+    file_size,
     is_dir,
     is_local,
     join,
     list_dir,
+    read_bytes,
     resolve,
 )
 from schemas import DRIVE_MANIFEST, TELEMETRY, SchemaValidationError
@@ -110,25 +111,6 @@ def _list_remote_drives(root: str, *, vehicles: list[str] | None, include_incomp
     return out
 
 
-def localize_drive(location: str, cache_dir: str | os.PathLike[str]) -> Path:
-    """A local copy of a drive folder: the folder itself when local, else a download of the remote
-    folder into ``cache_dir/<vehicle>/<drive>`` (reused when already there and complete)."""
-    if is_local(location):
-        return Path(resolve(location)[1])
-    parts = location.rstrip("/").split("/")
-    local = Path(cache_dir) / parts[-2] / parts[-1]
-    if not local.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{parts[-1]}.", dir=_mkdir(local.parent)))
-        download_tree(location, tmp)
-        os.replace(tmp, local)  # complete copies only
-    return local
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:
     """Resolve a manifest path inside the drive folder, refusing escapes.
 
@@ -136,12 +118,7 @@ def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:
     that lead outside the drive folder.
     """
     base = Path(drive_dir).resolve()
-    if not isinstance(rel, str) or not rel:
-        raise DriveError(MANIFEST, f"expected a non-empty relative path, found {rel!r}", code="manifest_invalid")
-    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
-        raise DriveError(rel, f"path {rel!r} is absolute; expected a path inside the drive folder", code="path_escape")
-    if ".." in Path(rel).parts:
-        raise DriveError(rel, f"path {rel!r} contains '..'; expected a path inside the drive folder", code="path_escape")
+    _check_relative(rel)
     full = base / rel
     # Refuse any symlink on the way (a link inside the drive could still point out of it later).
     cur = base
@@ -156,16 +133,36 @@ def resolve_in_drive(drive_dir: str | os.PathLike[str], rel: str) -> Path:
     return full
 
 
+def _check_relative(rel: Any) -> None:
+    """A manifest path must be a non-empty relative path without ``..`` (DriveError path_escape)."""
+    if not isinstance(rel, str) or not rel:
+        raise DriveError(MANIFEST, f"expected a non-empty relative path, found {rel!r}", code="manifest_invalid")
+    if os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+        raise DriveError(rel, f"path {rel!r} is absolute; expected a path inside the drive folder", code="path_escape")
+    if ".." in Path(rel).parts or ".." in rel.split("/"):
+        raise DriveError(rel, f"path {rel!r} contains '..'; expected a path inside the drive folder", code="path_escape")
+
+
+def drive_file(drive: str | os.PathLike[str], rel: str) -> str:
+    """A manifest path inside the drive folder as a local path or URI: :func:`resolve_in_drive` for a
+    local drive (links refused); inside an object-store drive (which has no links) the same
+    checks of the relative path, then ``drive/rel``."""
+    if is_local(drive):
+        return str(resolve_in_drive(resolve(drive)[1], rel))
+    _check_relative(rel)
+    return join(drive, rel)
+
+
 def read_manifest(drive_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate ``manifest.json`` against the DRIVE_MANIFEST contract.
 
     Raises DriveError with code ``manifest_missing`` / ``manifest_invalid``.
     """
-    p = Path(drive_dir) / MANIFEST
-    if not p.is_file():
+    p = join(drive_dir, MANIFEST)
+    if file_size(p) is None:
         raise DriveError(MANIFEST, "manifest.json is missing", code="manifest_missing")
     try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
+        raw = json.loads(read_bytes(p).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DriveError(MANIFEST, f"not valid JSON: {exc}", code="manifest_invalid") from exc
     return validate_manifest(raw)

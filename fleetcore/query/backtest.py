@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from fleetcore.errors import FleetError
-from fleetcore.landing.drives import MANIFEST, localize_drive
+from fleetcore.landing.drives import MANIFEST
 from fleetcore.query.mining import Filters
 from fleetcore.store.catalog import Catalog
 from fleetcore.store.fs import file_size, join, read_bytes
@@ -270,7 +269,7 @@ def _landing_drive(cat: Catalog, window: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | None, max_side: int) -> tuple[str, list[np.ndarray]]:
-    """Frames of a window decoded from the landing drive (downloaded first when it is on object storage)."""
+    """Frames of a window decoded from the landing drive (read by byte ranges when it is on object storage)."""
     from fleetcore.video.extract import ClipExtractor
 
     drv = (cat.scan("drives", missing_ok=True)
@@ -284,11 +283,9 @@ def _from_landing(cat: Catalog, window: dict[str, Any], n: int, camera: str | No
     cam = camera or ("front" if "front" in names else names[0])
     dur = max((window["end_ns"] - window["start_ns"]) / NS_PER_S, 1e-3)
     rate = max(n, 1) / dur
-    with tempfile.TemporaryDirectory(prefix="fleet-backtest-") as cache:
-        path = localize_drive(location, cache)
-        with ClipExtractor(path, manifest, frame_index, cameras=[cam], max_side=max_side, threads=1) as ex:
-            clip = ex.extract(int(window["start_ns"]), int(window["end_ns"]), rate_hz=rate)
-            frames = [f.copy() for f in clip.frames[cam] if f is not None]
+    with ClipExtractor(location, manifest, frame_index, cameras=[cam], max_side=max_side, threads=1) as ex:
+        clip = ex.extract(int(window["start_ns"]), int(window["end_ns"]), rate_hz=rate)
+        frames = [f.copy() for f in clip.frames[cam] if f is not None]
     return cam, frames[:n]
 
 

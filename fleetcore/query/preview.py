@@ -115,8 +115,8 @@ def clip_frames(store: str | Path | Catalog, clips: pl.DataFrame, *, camera: str
         if pick is not None:
             rows = [rows[i] for i in pick([r[0] for r in rows])]
         elif n is not None and len(rows) > n:
-            pick = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
-            rows = [rows[i] for i in pick]
+            even = np.linspace(0, len(rows) - 1, n).round().astype(int).tolist()
+            rows = [rows[i] for i in even]
         frames = [_decode(cat.read_member(shard, off, size), m) for _, off, size, m in rows]
         out.append(ClipFrames(cid, cam, [r[0] for r in rows], frames, float(rate or 10.0)))
     return out

@@ -8,6 +8,7 @@ object store.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
@@ -51,6 +52,92 @@ def open_file(path: str | os.PathLike[str], mode: str = "rb") -> IO[bytes]:
     if fs is None:
         return open(p, mode)  # noqa: SIM115 - caller closes
     return fs.open(p, mode)  # type: ignore[no-any-return]
+
+
+#: bytes fetched per request when a remote file is read through :func:`open_input_file` (a decoder
+#: reading on fetches the next block; a seek outside it starts a new ranged GET)
+RANGE_BLOCK = 1 << 21
+
+
+def open_input_file(path: str | os.PathLike[str]) -> IO[bytes]:
+    """A seekable read-only binary file: locally the file itself, on object stores a view that
+    fetches :data:`RANGE_BLOCK`-sized byte ranges as it is read (never the whole object at once)."""
+    fs, p = resolve(path)
+    if fs is None:
+        return open(p, "rb")  # noqa: SIM115 - caller closes
+    return fs.open(p, "rb", block_size=RANGE_BLOCK, cache_type="readahead")  # type: ignore[no-any-return]
+
+
+class DigestReader(io.RawIOBase):
+    """A seekable read-only view of the file ``f`` (``size`` bytes) that computes the sha256 of the
+    file's bytes while a reader takes them in order: one pass that demuxes every packet of a video
+    also yields its digest. Reads out of order (a demuxer jumping to an index at the end) are not
+    hashed until :meth:`hexdigest`, which reads whatever the hashed prefix has not reached yet."""
+
+    def __init__(self, f: IO[bytes], size: int, *, name: str) -> None:
+        super().__init__()
+        import hashlib
+
+        self._f = f
+        self._size = int(size)
+        self._pos = 0
+        self._done = 0  # bytes [0, _done) are hashed
+        self._h = hashlib.sha256()
+        self.name = name  # demuxers take the name's extension as a hint
+        self.nbytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence {whence}")
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n is None or n < 0:
+            n = self._size - self._pos
+        if n <= 0 or self._pos >= self._size:
+            return b""
+        self._f.seek(self._pos)
+        data = self._f.read(n)
+        end = self._pos + len(data)
+        if self._pos <= self._done < end:
+            self._h.update(memoryview(data)[self._done - self._pos :])
+            self._done = end
+        self._pos = end
+        self.nbytes_read += len(data)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        memoryview(b).cast("B")[: len(data)] = data
+        return len(data)
+
+    def hexdigest(self) -> str:
+        """The file's sha256 (reading, in order, the bytes the hashed prefix has not reached)."""
+        while self._done < self._size:
+            self._f.seek(self._done)
+            chunk = self._f.read(min(1 << 20, self._size - self._done))
+            if not chunk:
+                raise OSError(f"{self.name}: file ends at byte {self._done}, expected {self._size} bytes")
+            self._h.update(chunk)
+            self._done += len(chunk)
+            self.nbytes_read += len(chunk)
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()
 
 
 def file_size(path: str | os.PathLike[str]) -> int | None:
@@ -164,19 +251,6 @@ def glob(pattern: str) -> list[str]:
         return sorted(_glob.glob(p))
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     return sorted(f"{proto}://{m}" for m in fs.glob(p))
-
-
-def download_tree(src: str, dst: str | os.PathLike[str]) -> None:
-    """Copy a remote folder to a local folder (used to localise a landing drive for decoding)."""
-    fs, p = resolve(src)
-    if fs is None:
-        raise ValueError(f"{src}: expected a remote URI")
-    os.makedirs(dst, exist_ok=True)
-    for f in fs.find(p):
-        rel = posixpath.relpath(f, p)
-        local = os.path.join(os.fspath(dst), *rel.split("/"))
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        fs.get(f, local)
 
 
 def iter_files(path: str) -> Iterator[str]:

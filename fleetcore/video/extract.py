@@ -44,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fleetcore.errors import VideoError
-from fleetcore.landing.drives import resolve_in_drive
+from fleetcore.landing.drives import drive_file
+from fleetcore.store.fs import open_input_file
 from fleetcore.video.convert import frame_to_rgb
 from fleetcore.video.geometry import output_size
 from fleetcore.video.rawseek import SplicedFile, parameter_sets
@@ -208,7 +209,7 @@ class _FileDecoder:
         if self._header is None:
             assert self.file_pos is not None
             end = int(self.file_pos[1]) if len(self.file_pos) > 1 and self.file_pos[1] > 0 else 1 << 20
-            with open(self.path, "rb") as f:
+            with open_input_file(self.path) as f:
                 head = f.read(min(end, 1 << 22))
             self._header = parameter_sets(head, "hevc" if self.codec == "hevc" else "h264")
         return self._header
@@ -519,7 +520,7 @@ class ClipExtractor:
             self._open.move_to_end(key)
             return dec
         entry = self._cams[camera]["files"][file_index]
-        path = str(resolve_in_drive(self.drive_dir, entry["path"]))
+        path = drive_file(self.drive_dir, entry["path"])
         idx = self._index[camera]
         dec = _FileDecoder(
             path, start_ns=entry.get("start_ns"), file_times=idx.file_times.get(file_index),

@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from fleetcore.errors import VideoError
-from fleetcore.landing.drives import resolve_in_drive
+from fleetcore.landing.drives import drive_file
+from fleetcore.store.fs import file_size, open_input_file
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan, pts_to_ns
 from schemas import FRAME_INDEX
 
@@ -19,11 +20,11 @@ log = logging.getLogger(__name__)
 
 def load_frame_times(drive_dir: str | os.PathLike[str], rel: str, *, video_path: str, expected: int) -> np.ndarray:
     """Load a raw stream's per-frame vehicle-clock times (.npy int64, decode order) and check the count."""
-    p = resolve_in_drive(drive_dir, rel)
-    if not p.is_file():
+    p = drive_file(drive_dir, rel)
+    if file_size(p) is None:
         raise VideoError(video_path, f"frame_times file {rel!r} does not exist", code="video_frame_times_missing")
     try:
-        with open(p, "rb") as f:
+        with open_input_file(p) as f:
             arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise VideoError(video_path, f"frame_times file {rel!r} is not a readable .npy array ({exc})", code="video_frame_times_invalid") from exc
@@ -91,7 +92,7 @@ def index_camera(
         if probes is not None:
             info, scan = probes[fi]
         else:
-            path = resolve_in_drive(drive_dir, entry["path"])
+            path = drive_file(drive_dir, entry["path"])
             info, scan_or_none = probe_with_scan(path, count_frames=True)
             assert scan_or_none is not None
             scan = scan_or_none

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import av
@@ -23,6 +22,7 @@ import av.error
 import numpy as np
 
 from fleetcore.errors import VideoError
+from fleetcore.store.fs import DigestReader, file_size, is_local, open_input_file, resolve
 from fleetcore.video.rawseek import SplicedFile, leading_pictures, parameter_sets
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class PacketScan:
     size: np.ndarray  # int32
     time_base: Fraction | None
     open_gop: bool = False  # raw H.264/HEVC: frames a decoder starting at a keyframe drops (see rawseek.leading_pictures)
+    sha256: str | None = None  # the file's digest, taken by the same pass that demuxed it
 
 
 def pts_to_ns(pts: int, time_base: Fraction) -> int:
@@ -117,8 +118,8 @@ def ns_to_pts(ns: int, time_base: Fraction) -> int:
     return (2 * num + den) // (2 * den)
 
 
-def _looks_like_container(path: Path) -> str | None:
-    with open(path, "rb") as f:
+def _looks_like_container(path: str) -> str | None:
+    with open_input_file(path) as f:
         head = f.read(64)
     if len(head) >= 8 and head[4:8] in _MP4_BOXES:
         return "MP4/QuickTime"
@@ -129,21 +130,54 @@ def _looks_like_container(path: Path) -> str | None:
     return None
 
 
-def open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    """Open a media file with PyAV, turning failures into VideoError (missing/empty/not media/truncated)."""
-    p = Path(path)
-    if not p.is_file():
-        raise VideoError(str(p), "file does not exist; expected a video file", code="video_missing")
-    if p.stat().st_size == 0:
-        raise VideoError(str(p), "file is empty (0 bytes); expected a video file", code="video_empty")
+class _RemoteInput:
+    """A container opened over a ranged object-store file: closing it closes the file too."""
+
+    def __init__(self, container: av.container.InputContainer, f: Any) -> None:
+        self._c, self._f = container, f
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
+
+    def close(self) -> None:
+        try:
+            self._c.close()
+        finally:
+            self._f.close()
+
+    def __enter__(self) -> "_RemoteInput":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_input(path: str | os.PathLike[str], *, source: Any = None) -> av.container.InputContainer:
+    """Open a media file (a local path, or a URI read by byte ranges: :func:`fleetcore.store.fs.open_input_file`)
+    with PyAV, turning failures into VideoError (missing/empty/not media/truncated). ``source``: a
+    file object over the same bytes to read through instead (the caller closes it)."""
+    spath = os.fspath(path)
+    size = file_size(spath)
+    if size is None:
+        raise VideoError(spath, "file does not exist; expected a video file", code="video_missing")
+    if size == 0:
+        raise VideoError(spath, "file is empty (0 bytes); expected a video file", code="video_empty")
+    f = None
     try:
-        return av.open(str(p), mode="r")
+        if source is not None:
+            return av.open(source, mode="r")
+        if is_local(spath):
+            return av.open(resolve(spath)[1], mode="r")
+        f = open_input_file(spath)
+        return _RemoteInput(av.open(f, mode="r"), f)  # type: ignore[return-value]
     except av.error.FFmpegError as exc:
-        kind = _looks_like_container(p)
+        if f is not None:
+            f.close()
+        kind = _looks_like_container(spath)
         if kind is not None:
-            raise VideoError(str(p), f"starts like {kind} but cannot be opened ({exc.strerror or exc}); the file is probably truncated "
+            raise VideoError(spath, f"starts like {kind} but cannot be opened ({exc.strerror or exc}); the file is probably truncated "
                 "(e.g. an interrupted upload that lost the MP4 'moov' index)", code="video_truncated") from exc
-        raise VideoError(str(p), f"not a media file FFmpeg recognises ({exc.strerror or exc}); expected a video file", code="video_not_media") from exc
+        raise VideoError(spath, f"not a media file FFmpeg recognises ({exc.strerror or exc}); expected a video file", code="video_not_media") from exc
 
 
 def codec_name(stream: av.video.stream.VideoStream) -> str:
@@ -320,7 +354,7 @@ def _last_frames_by_index(path: str, key_pts: int, end_pts: int, expected: int) 
 
 def _last_frames_by_byte(path: str, fmt: str, codec: str, offset: int, expected: int) -> bool:
     """Re-open a raw stream at the last keyframe's byte offset; True when the frames from there decode."""
-    with open(path, "rb") as f:
+    with open_input_file(path) as f:
         head = f.read(min(offset, 1 << 22)) if offset > 0 else b""
     header = parameter_sets(head, "hevc" if codec == "hevc" else "h264") if head else b""
     if offset > 0 and not header:
@@ -389,8 +423,24 @@ def _prove_decodes(path: str, raw: bool, fmt: str, codec: str, scan: PacketScan)
 
 def probe_with_scan(path: str | os.PathLike[str], *, count_frames: bool = True) -> tuple[VideoInfo, PacketScan | None]:
     """Like :func:`probe_video`, also returning the packet scan (None with ``count_frames=False``)."""
-    spath = str(path)
-    with open_input(spath) as c:
+    spath = os.fspath(path)
+    reader = None
+    if count_frames:  # the pass that demuxes every packet also takes the file's digest
+        size = file_size(spath)
+        if size:
+            reader = DigestReader(open_input_file(spath), size, name=spath)
+    try:
+        info, scan = _probe(spath, count_frames=count_frames, reader=reader)
+        if scan is not None and reader is not None:
+            scan = replace(scan, sha256=reader.hexdigest())
+        return info, scan
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _probe(spath: str, *, count_frames: bool, reader: DigestReader | None) -> tuple[VideoInfo, PacketScan | None]:
+    with open_input(spath, source=reader) as c:
         stream = select_video_stream(c, spath)
         raw = is_raw_stream(c)
         codec = codec_name(stream)

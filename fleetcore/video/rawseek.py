@@ -17,6 +17,8 @@ import io
 import os
 from typing import Literal
 
+from fleetcore.store.fs import file_size, open_input_file
+
 _H264_PARAM_NALS = {7, 8}  # SPS, PPS
 _HEVC_PARAM_NALS = {32, 33, 34}  # VPS, SPS, PPS
 
@@ -96,10 +98,10 @@ class SplicedFile(io.RawIOBase):
 
     def __init__(self, path: str | os.PathLike[str], offset: int, prefix: bytes) -> None:
         super().__init__()
-        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._f = open_input_file(path)  # closed in close(); a URI is read by byte ranges
         self._prefix = prefix
         self._offset = int(offset)
-        self._size = len(prefix) + max(0, os.fstat(self._f.fileno()).st_size - self._offset)
+        self._size = len(prefix) + max(0, (file_size(path) or 0) - self._offset)
         self._pos = 0
 
     def readable(self) -> bool:
