@@ -373,3 +373,16 @@ def test_clip_labels_written_with_mixed_dtypes_still_read(tmp_path):
     out = run_query(tmp_path / "s", "SELECT * FROM clip_labels ORDER BY clip_id")
     assert out.schema["sun_elevation_deg"] == pl.Float64 and out["sun_elevation_deg"].to_list() == [41.5, None]
     assert out["time_of_day"].to_list() == ["day", "unknown"]
+
+
+def test_clip_frames_evenly_spaced_over_several_clips(sim_store):
+    """``n`` evenly spaced frames from each of several clips (each clip picks its own positions)."""
+    from fleetcore.query.preview import clip_frames
+
+    store, _ = sim_store
+    clips = Catalog(store).scan("clips").sort("clip_id").head(3).collect()
+    got = clip_frames(store, clips, n=4)
+    assert [c.clip_id for c in got] == clips["clip_id"].to_list()
+    for c in got:
+        assert len(c.frames) == 4 and c.indices[0] == 0 and c.indices == sorted(set(c.indices))
+        assert all(f.ndim == 3 and f.shape[2] == 3 for f in c.frames)
