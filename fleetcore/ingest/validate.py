@@ -41,9 +41,9 @@ from fleetcore.landing.drives import (
     read_manifest,
 )
 from fleetcore.store.layout import sha256_hex
-from fleetcore.store.fs import basename, file_size, is_dir, is_local, open_input_file, read_bytes, resolve, sha256_file
+from fleetcore.store.fs import basename, file_size, is_dir, is_local, read_bytes, resolve, sha256_file
 from fleetcore.timing import stage_time
-from fleetcore.video.index import index_camera
+from fleetcore.video.index import index_camera, read_drive_npy
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan
 from schemas import FRAME_INDEX, QUARANTINE, TELEMETRY, SchemaValidationError
 
@@ -131,17 +131,15 @@ def quarantine_record(path: str, err: DriveError, *, stage: str = "validate", ve
 def _check_frame_times(d: str, cam: dict[str, Any], f: dict[str, Any], info: VideoInfo) -> str:
     """The camera file's frame-times array (one vehicle time per frame); returns its path."""
     ft_rel, rel = f["frame_times"], f["path"]
-    ftp = drive_file(d, ft_rel)
-    if file_size(ftp) is None:
-        raise DriveError(ft_rel, f"camera {cam['name']!r}: frame-times file does not exist", code="frame_times_missing")
     try:
-        with open_input_file(ftp) as fh:
-            ft = np.load(fh, allow_pickle=False)
+        ft = read_drive_npy(d, ft_rel)
     except (ValueError, OSError, EOFError) as exc:
         raise DriveError(ft_rel, f"not a .npy array: {exc}", code="frame_times_invalid") from exc
+    if ft is None:
+        raise DriveError(ft_rel, f"camera {cam['name']!r}: frame-times file does not exist", code="frame_times_missing")
     if ft.ndim != 1 or len(ft) != info.frame_count:
         raise DriveError(ft_rel, f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}", code="frame_times_invalid")
-    return ftp
+    return drive_file(d, ft_rel)
 
 
 def _check_camera(d: str, cam: dict[str, Any], drive_id: str, digest_map: dict[str, str] | None) -> tuple[CameraCheck, pa.Table]:

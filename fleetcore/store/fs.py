@@ -68,23 +68,11 @@ def open_input_file(path: str | os.PathLike[str]) -> IO[bytes]:
     return fs.open(p, "rb", block_size=RANGE_BLOCK, cache_type="readahead")  # type: ignore[no-any-return]
 
 
-class DigestReader(io.RawIOBase):
-    """A seekable read-only view of the file ``f`` (``size`` bytes) that computes the sha256 of the
-    file's bytes while a reader takes them in order: one pass that demuxes every packet of a video
-    also yields its digest. Reads out of order (a demuxer jumping to an index at the end) are not
-    hashed until :meth:`hexdigest`, which reads whatever the hashed prefix has not reached yet."""
+class SizedReader(io.RawIOBase):
+    """Base of the read-only seekable file views here: ``_size`` bytes, position ``_pos``."""
 
-    def __init__(self, f: IO[bytes], size: int, *, name: str) -> None:
-        super().__init__()
-        import hashlib
-
-        self._f = f
-        self._size = int(size)
-        self._pos = 0
-        self._done = 0  # bytes [0, _done) are hashed
-        self._h = hashlib.sha256()
-        self.name = name  # demuxers take the name's extension as a hint
-        self.nbytes_read = 0
+    _size = 0
+    _pos = 0
 
     def readable(self) -> bool:
         return True
@@ -101,6 +89,25 @@ class DigestReader(io.RawIOBase):
             raise ValueError(f"invalid whence {whence}")
         self._pos = max(0, base + pos)
         return self._pos
+
+
+class DigestReader(SizedReader):
+    """A seekable read-only view of the file ``f`` (``size`` bytes) that computes the sha256 of the
+    file's bytes while a reader takes them in order: one pass that demuxes every packet of a video
+    also yields its digest. Reads out of order (a demuxer jumping to an index at the end) are not
+    hashed until :meth:`hexdigest`, which reads whatever the hashed prefix has not reached yet."""
+
+    def __init__(self, f: IO[bytes], size: int, *, name: str) -> None:
+        super().__init__()
+        import hashlib
+
+        self._f = f
+        self._size = int(size)
+        self._pos = 0
+        self._done = 0  # bytes [0, _done) are hashed
+        self._h = hashlib.sha256()
+        self.name = name  # demuxers take the name's extension as a hint
+        self.nbytes_read = 0
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if n is None or n < 0:

@@ -18,16 +18,24 @@ from schemas import FRAME_INDEX
 log = logging.getLogger(__name__)
 
 
-def load_frame_times(drive_dir: str | os.PathLike[str], rel: str, *, video_path: str, expected: int) -> np.ndarray:
-    """Load a raw stream's per-frame vehicle-clock times (.npy int64, decode order) and check the count."""
+def read_drive_npy(drive_dir: str | os.PathLike[str], rel: str) -> np.ndarray | None:
+    """The .npy array at ``rel`` in a drive folder (local or object store); None when there is no such
+    file. Raises ValueError / OSError / EOFError when the file is not a readable array."""
     p = drive_file(drive_dir, rel)
     if file_size(p) is None:
-        raise VideoError(video_path, f"frame_times file {rel!r} does not exist", code="video_frame_times_missing")
+        return None
+    with open_input_file(p) as f:
+        return np.load(f, allow_pickle=False)  # type: ignore[no-any-return]
+
+
+def load_frame_times(drive_dir: str | os.PathLike[str], rel: str, *, video_path: str, expected: int) -> np.ndarray:
+    """Load a raw stream's per-frame vehicle-clock times (.npy int64, decode order) and check the count."""
     try:
-        with open_input_file(p) as f:
-            arr = np.load(f, allow_pickle=False)
+        arr = read_drive_npy(drive_dir, rel)
     except (ValueError, OSError, EOFError) as exc:
         raise VideoError(video_path, f"frame_times file {rel!r} is not a readable .npy array ({exc})", code="video_frame_times_invalid") from exc
+    if arr is None:
+        raise VideoError(video_path, f"frame_times file {rel!r} does not exist", code="video_frame_times_missing")
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer)):
         raise VideoError(video_path, f"frame_times {rel!r} is {arr.dtype} with shape {arr.shape}; expected a 1-D int64 array of ns", code="video_frame_times_invalid")
     if len(arr) != expected:

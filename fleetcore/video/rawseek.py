@@ -13,11 +13,10 @@ decoded from its start instead (frame index ``seek == "decode"``).
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Literal
 
-from fleetcore.store.fs import file_size, open_input_file
+from fleetcore.store.fs import SizedReader, file_size, open_input_file
 
 _H264_PARAM_NALS = {7, 8}  # SPS, PPS
 _HEVC_PARAM_NALS = {32, 33, 34}  # VPS, SPS, PPS
@@ -93,7 +92,7 @@ def leading_pictures(data: bytes, codec: Codec, *, keyframe: bool) -> bool:
     return False
 
 
-class SplicedFile(io.RawIOBase):
+class SplicedFile(SizedReader):
     """Read-only file object: ``prefix`` bytes followed by ``path`` from byte ``offset`` on."""
 
     def __init__(self, path: str | os.PathLike[str], offset: int, prefix: bytes) -> None:
@@ -103,27 +102,6 @@ class SplicedFile(io.RawIOBase):
         self._offset = int(offset)
         self._size = len(prefix) + max(0, (file_size(path) or 0) - self._offset)
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            new = pos
-        elif whence == io.SEEK_CUR:
-            new = self._pos + pos
-        elif whence == io.SEEK_END:
-            new = self._size + pos
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        self._pos = max(0, new)
-        return self._pos
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
         mv = memoryview(b).cast("B")
