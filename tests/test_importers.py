@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from fleetcore.errors import SourceImportError
+from fleetcore.errors import ConfigError, SourceImportError
 from fleetcore.ingest.importers import (
     import_candump,
     import_comma2k19,
@@ -557,6 +557,6 @@ def test_candump_tiny_dbc_kmh_and_discrete(tmp_path: Path) -> None:
     assert set(d["gear"]) == {1, 2} and d["gear"][:19] == [1] * 19 and d["gear"][-20:] == [2] * 20
     assert d["driver_assist_engaged"][:29] == [False] * 29 and d["driver_assist_engaged"][-10:] == [True] * 10
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(SourceImportError, match="not found") as e:
+    with pytest.raises(ConfigError, match="cannot read CAN mapping file: No such file") as e:
         import_candump(log, dbc, missing, tmp_path / "landing2", vehicle_id="car-9", start_utc=start)
     assert e.value.path == str(missing)

@@ -479,24 +479,31 @@ def shard_samples(name: str, scan: TarScan) -> tuple[list[str], list[tuple[int, 
     return order, list(zip(starts, starts[1:] + [scan.records_end])), None
 
 
+def scan_shard_samples(name: str, path: str, entry: Mapping[str, Any]) -> tuple[TarScan | None, list[str], list[tuple[int, int]], list[Problem]]:
+    """(tar scan, sample keys in order, their byte bounds, problems) of a shard the manifest lists as
+    ``entry``: the scan is None when its tar headers do not read or its members do not group into
+    samples; a ``keys_mismatch`` problem when the samples are not the manifest's keys."""
+    try:
+        scan = scan_tar(path)
+    except ShardError as exc:
+        return None, [], [], [Problem(name, exc.code or "tar_invalid", exc.problem, member=exc.member)]
+    order, bounds, bad = shard_samples(name, scan)
+    if bad is not None:
+        return None, order, [], [bad]
+    if order != list(entry["keys"]):
+        return scan, order, bounds, [Problem(name, "keys_mismatch", f"expected samples {entry['keys']}, found {order}")]
+    return scan, order, bounds, []
+
+
 def _verify_shard(out: str, entry: Mapping[str, Any]) -> list[Problem]:
     name = entry["name"]
     path = join(out, name)
     problems, size, sha = check_shard_file(name, path, entry)
     if size is None:
         return problems
-    try:
-        scan = scan_tar(path)
-    except ShardError as exc:
-        problems.append(Problem(name, exc.code, exc.problem, member=exc.member))
-        return problems
-    order, bounds, bad = shard_samples(name, scan)
-    if bad is not None:
-        problems.append(bad)
-        return problems
-    if order != list(entry["keys"]):
-        problems.append(Problem(name, "keys_mismatch", f"expected samples {entry['keys']}, found {order}"))
-        return problems
+    scan, order, bounds, bad = scan_shard_samples(name, path, entry)
+    if bad or scan is None:
+        return problems + bad
     if sha != entry["sha256"]:
         with open_file(path, "rb") as f:
             for j, (k, (start, end)) in enumerate(zip(order, bounds)):

@@ -26,8 +26,8 @@ from fleetcore.store.fs import read_parquet, read_range
 from fleetcore.store.layout import StoreLayout
 from fleetcore.store.manifest import Generation, read_manifest
 from fleetcore.store.sample import SampleError, decode_sample
-from fleetcore.store.shards import Problem, StoreError, check_shard_file, shard_samples
-from fleetcore.store.tario import ShardError, TarScan, scan_tar, split_member_name
+from fleetcore.store.shards import Problem, StoreError, check_shard_file, scan_shard_samples
+from fleetcore.store.tario import TarScan, split_member_name
 
 __all__ = ["verify_clip_store", "verify_generation"]
 
@@ -110,17 +110,10 @@ def _verify_shard(layout: StoreLayout, entry: dict[str, Any], rows: list[dict[st
         if r["data_offset"] + r["size"] > size or r["header_offset"] < 0:
             problems.append(Problem(name, "catalog_past_end", f"index row points at bytes {r['data_offset']}..{r['data_offset'] + r['size']}, "
                                                               f"the shard has {size}", member=r["member"], key=r["key"]))
-    try:
-        scan = scan_tar(path)
-    except ShardError as exc:
-        problems.append(Problem(name, exc.code or "tar_invalid", exc.problem, member=exc.member))
+    scan, order, bounds, bad = scan_shard_samples(name, path, entry)
+    problems.extend(bad)
+    if scan is None:
         return problems
-    order, bounds, bad = shard_samples(name, scan)
-    if bad is not None:
-        problems.append(bad)
-        return problems
-    if order != list(entry["keys"]):
-        problems.append(Problem(name, "keys_mismatch", f"expected samples {entry['keys']}, found {order}"))
     if rows is not None:
         problems.extend(_check_index(name, scan, rows))
     want = dict(zip(entry["keys"], entry["sample_sha256"]))

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError, SourceImportError
 from fleetcore.ingest.importers.common import (
     SIGNALS,
@@ -148,13 +148,7 @@ def _zone(name: Any, path: str) -> dt.tzinfo:
 
 
 def load_profile(path: Path) -> Profile:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(str(path), "profile file not found") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"expected a YAML profile: {exc}") from exc
-    return Profile(raw, str(path))
+    return Profile(read_config_file(path, what="CSV profile"), str(path))
 
 
 def _num(v: str) -> float:

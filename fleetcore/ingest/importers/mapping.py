@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from fleetcore.configfile import read_config_file
 from fleetcore.errors import ConfigError, SourceImportError
 from fleetcore.ingest.importers.common import SIGNALS, Series, resample
 from schemas import TELEMETRY
@@ -184,13 +184,7 @@ def parse_mapping(raw: Any, path: str, *, require_speed: bool = True) -> list[Co
 
 
 def load_mapping(path: Path) -> list[ColumnMap]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SourceImportError(str(path), "mapping file not found") from exc
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SourceImportError(str(path), f"expected a YAML mapping file: {exc}") from exc
-    return parse_mapping(raw, str(path))
+    return parse_mapping(read_config_file(path, what="CAN mapping file"), str(path))
 
 
 def resolve_against_dbc(mapping: Sequence[ColumnMap], db: Any, dbc_path: str, mapping_path: str) -> dict[str, set[str]]:
