@@ -15,13 +15,12 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import ffmpeg
 import numpy as np
 
-from fleetcore.video.ffmpeg import FfmpegPipe
+from fleetcore.video.ffmpeg import CloseOrAbort, FfmpegPipe
 
 __all__ = ["H264Writer", "h264_stream"]
 
@@ -44,7 +43,7 @@ def h264_stream(
     )  # fmt: skip
 
 
-class H264Writer:
+class H264Writer(CloseOrAbort):
     """Context manager: ``write(frame)`` BGR uint8 frames of the given size; the MP4 lands on close."""
 
     def __init__(
@@ -91,11 +90,3 @@ class H264Writer:
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
 
-    def __enter__(self) -> "H264Writer":
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if et is None:
-            self.close()
-        else:
-            self.abort()

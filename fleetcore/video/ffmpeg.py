@@ -126,7 +126,26 @@ def run(
         raise FfmpegError(str(path), f"ffmpeg exited with status {proc.returncode}", cmd=cmd, stderr=_text(err))
 
 
-class FfmpegPipe:
+class CloseOrAbort:
+    """A writer used in ``with``: :meth:`close` when the block ends normally, :meth:`abort` when it raises."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class FfmpegPipe(CloseOrAbort):
     """Stream bytes to ffmpeg's stdin: ``write(data)`` ..., then ``close()`` (or ``abort()``).
 
     ``stream`` reads ``pipe:0`` (e.g. ``ffmpeg.input("pipe:0", f="rawvideo", ...)``) and writes a
@@ -206,14 +225,6 @@ class FfmpegPipe:
         self._discard_stdin()
         self._reap()
 
-    def __enter__(self) -> "FfmpegPipe":
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if et is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def encoder_options(
