@@ -32,6 +32,7 @@ import numpy as np
 from fleetcore.errors import FleetError
 
 __all__ = [
+    "CloseOrAbort",
     "DEFAULT_TIMEOUT_S",
     "GLOBAL_ARGS",
     "Encoder",
