@@ -80,7 +80,7 @@ TELEMETRY = Contract(
     schema=pa.schema(
         [
             pa.field("t_ns", NS, nullable=False),
-            pa.field("speed_mps", pa.float64(), nullable=False),
+            pa.field("speed_mps", pa.float64(), nullable=True),  # null: the source has no speed (a steering-only log)
             pa.field("accel_lon_mps2", pa.float64(), nullable=True),
             pa.field("accel_lat_mps2", pa.float64(), nullable=True),
             pa.field("yaw_rate_radps", pa.float64(), nullable=True),

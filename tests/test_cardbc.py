@@ -264,8 +264,12 @@ def test_csv_profile_speed_from_positions_and_steering_only(tmp_path: Path) -> N
     steer.write_text("t_us,wheel\n" + "".join(f"{1_700_000_000_000_000 + 10_000 * i},{-5 + i}\n" for i in range(10)))
     sp = tmp_path / "s.yaml"
     sp.write_text("time: {column: t_us, unit: us}\ncolumns: {wheel: {to: steering_angle_rad, unit: deg}}\n")
-    with pytest.raises(SourceImportError, match="assume_speed_mps"):
-        import_csv(steer, sp, tmp_path / "landing", vehicle_id="rig")
+    # a steering-only log lands with its speed unknown (null), validates, and curates
+    ref = import_csv(steer, sp, tmp_path / "nospeed", vehicle_id="rig")
+    vd = validate_drive(ref.path)
+    assert vd.telemetry.column("speed_mps").null_count == vd.telemetry.num_rows == 10
+    assert vd.telemetry.column("steering_angle_rad")[9].as_py() == pytest.approx(math.radians(4))
+    assert "no speed in the log" in vd.manifest["notes"] and any("null on every row" in w for w in vd.warnings)
     sp.write_text("time: {column: t_us, unit: us}\ncolumns: {wheel: {to: steering_angle_rad, unit: deg}}\nassume_speed_mps: 0\n")
     from fleet_cli.main import cli
 

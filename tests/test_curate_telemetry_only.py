@@ -165,3 +165,24 @@ def test_no_clips_reason(make_drive, tmp_path):
     vid = validate_drive(make_drive(tmp_path, "veh", "vid", telemetry=None))
     assert no_clips_reason(tel, none, []) == "telemetry only: no trigger fired"
     assert no_clips_reason(vid, none, []) == "no trigger fired (the drive has no telemetry)"
+
+
+def test_steering_only_drive_curates_with_unknown_speed(clip_3s, tmp_path):
+    """A log with no speed at all (a steering-only CSV lands so, speed null) curates: its random-sample
+    windows become clips whose speed columns are null, labelled by the telemetry labeller."""
+    from conftest import build_drive
+    from fleetcore.clips import CurateConfig
+    from pipelines.curate import DEFAULT_RUNNER, run_curate
+
+    n = 130 * 50
+    t = T0 + np.arange(n, dtype=np.int64) * 20_000_000
+    steer = pa.table({"t_ns": pa.array(t, pa.int64()), "speed_mps": pa.nulls(n, pa.float64()),
+                      "steering_angle_rad": np.radians(5 * np.sin(np.arange(n) / 200.0))})
+    build_drive(clip_3s, tmp_path / "landing", "rig", "steer", cameras=(), telemetry=steer)
+    summary = run_curate(str(tmp_path / "landing"), str(tmp_path / "store"), CurateConfig(**SIM_CURATE), beam_args=[f"--runner={DEFAULT_RUNNER}"])
+    assert summary["quarantined"] == [] and summary["clips"] >= 2
+    cat = Catalog(str(tmp_path / "store"))
+    clips = cat.read("clips")
+    assert clips["speed_mean_mps"].null_count() == clips.height and set(clips["primary_trigger"]) == {"random_sample"}
+    labels = cat.read("clip_labels")
+    assert labels.height == clips.height and set(labels["speed_band"]) == {"unknown"}

@@ -49,12 +49,12 @@ def test_valid_telemetry_passes():
         ({"t_ns": pa.array([0, 40, 20], pa.int64())}, "t_ns", 2, "out-of-order"),
         ({"t_ns": pa.array([0, 20, 20], pa.int64())}, "t_ns", 2, "duplicate"),
         ({"brake": pa.array([0.0, 1.5, None])}, "brake", 1, "<= 1.0"),
-        ({"speed_mps": pa.array([10.0, None, 11.0])}, "speed_mps", 1, "non-null"),
+        ({"t_ns": pa.array([0, None, 40], pa.int64())}, "t_ns", 1, "non-null"),
     ],
 )
 def test_bad_telemetry_error_names_column_row_and_expectation(cols, column, row, expected):
-    t = _telemetry(**cols) if "speed_mps" not in cols or cols["speed_mps"].null_count == 0 else pa.table(
-        {"t_ns": pa.array([0, 20, 40], pa.int64()), **cols}
+    t = _telemetry(**cols) if "t_ns" not in cols or cols["t_ns"].null_count == 0 else pa.table(
+        {**cols, "speed_mps": pa.array([10.0, 10.0, 10.0])}
     )
     with pytest.raises(SchemaValidationError) as ei:
         schemas.TELEMETRY.validate(t)
@@ -65,10 +65,16 @@ def test_bad_telemetry_error_names_column_row_and_expectation(cols, column, row,
 
 
 def test_missing_required_column_and_wrong_type():
-    with pytest.raises(SchemaValidationError, match="'speed_mps'.*missing"):
-        schemas.TELEMETRY.validate(pa.table({"t_ns": pa.array([1], pa.int64())}))
+    with pytest.raises(SchemaValidationError, match="'t_ns'.*missing"):
+        schemas.TELEMETRY.validate(pa.table({"speed_mps": pa.array([1.0])}))
     with pytest.raises(SchemaValidationError, match="type int64"):
         schemas.TELEMETRY.validate(pa.table({"t_ns": pa.array([1.0]), "speed_mps": [1.0]}))
+
+
+def test_speed_may_be_unknown():
+    """A log without speed (steering only) conforms with a null speed; a null speed validates."""
+    t = schemas.TELEMETRY.conform(pa.table({"t_ns": pa.array([0, 20], pa.int64()), "steering_angle_rad": [0.1, 0.2]}))
+    assert schemas.TELEMETRY.validate(t).column("speed_mps").null_count == 2
 
 
 def test_conform_casts_and_fills_optional_columns():

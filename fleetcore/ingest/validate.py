@@ -332,7 +332,8 @@ JUMP_MPS = 120.0
 
 def telemetry_warnings(telemetry: pa.Table, rel: str) -> list[str]:
     """Implausible jumps in the telemetry, with the time (s from its first row) and the signal:
-    speed changing faster than SPEED_JUMP_MPS2, positions jumping faster than JUMP_MPS."""
+    speed changing faster than SPEED_JUMP_MPS2, positions jumping faster than JUMP_MPS; a speed that
+    is null on every row (a log without one)."""
     out: list[str] = []
     t = telemetry.column("t_ns").to_numpy().astype(np.int64)
     if len(t) < 2:
@@ -347,7 +348,9 @@ def telemetry_warnings(telemetry: pa.Table, rel: str) -> list[str]:
             out.append(f"{rel}: {what} at {(t[i + 1] - t[0]) / 1e9:.2f} s" + (f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""))
 
     names = telemetry.column_names
-    if "speed_mps" in names:
+    if "speed_mps" in names and telemetry.column("speed_mps").null_count == telemetry.num_rows:
+        out.append(f"{rel}: speed_mps is null on every row (no speed in the log): speed triggers and labels see none")
+    elif "speed_mps" in names:
         v = telemetry.column("speed_mps").to_numpy(zero_copy_only=False).astype(np.float64)
         rate = np.abs(np.diff(v)) / dt
         with np.errstate(invalid="ignore"):

@@ -146,8 +146,9 @@ def resample_all(
     return {c: resample(s, grid, kind=kind_of(c), max_gap_s=max_gap_s) for c, s in signals.items()}
 
 
-def telemetry_table(t_ns: np.ndarray, columns: Mapping[str, np.ndarray]) -> pa.Table:
-    """Canonical TELEMETRY table (plus extra ``x_*`` columns) from float arrays (NaN → null). Rows without speed are dropped;
+def telemetry_table(t_ns: np.ndarray, columns: Mapping[str, np.ndarray], *, speed_required: bool = True) -> pa.Table:
+    """Canonical TELEMETRY table (plus extra ``x_*`` columns) from float arrays (NaN → null). Rows without speed are dropped
+    (kept, speed null, with ``speed_required=False``: a log that has no speed at all);
     rows are sorted by time and duplicate times removed (first wins). Angles are wrapped into [0, 2pi)."""
     t = np.asarray(t_ns, dtype=np.int64)
     cols = {k: np.asarray(v, dtype=np.float64) for k, v in columns.items()}
@@ -156,7 +157,7 @@ def telemetry_table(t_ns: np.ndarray, columns: Mapping[str, np.ndarray]) -> pa.T
             raise ValueError(f"{k!r} is not a canonical telemetry column; expected one of {SIGNALS} or an extra {TELEMETRY.extra_prefix}<name>")
     if "speed_mps" not in cols:
         raise ValueError("no speed_mps column")
-    keep = np.isfinite(cols["speed_mps"])
+    keep = np.isfinite(cols["speed_mps"]) if speed_required else np.ones(t.shape, dtype=bool)
     order = np.argsort(t[keep], kind="stable")
     t = t[keep][order]
     cols = {k: v[keep][order] for k, v in cols.items()}

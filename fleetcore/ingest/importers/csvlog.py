@@ -3,8 +3,8 @@
 The profile names the time column and how to read it, renames columns onto canonical (or extra
 ``x_*``) columns and converts their units. Video is optional: without it the drive is telemetry-only
 (``"cameras": []``). Speed missing in a row is computed from successive positions (haversine / dt)
-where there are positions; a log without speed or positions (e.g. steering only) needs
-``assume_speed_mps`` (the telemetry contract requires a speed on every row).
+where there are positions; a log without speed or positions (e.g. steering only) lands with a null
+speed (unknown: speed triggers and labels see none), or with ``assume_speed_mps`` when the profile sets it.
 
 Profile (YAML)::
 
@@ -47,6 +47,7 @@ from fleetcore.ingest.importers.common import (
     default_drive_id,
     place_videos,
     plan_videos,
+    telemetry_table,
     write_drive,
 )
 from fleetcore.ingest.importers.mapping import unit_factor
@@ -229,19 +230,23 @@ def import_csv(
     nan = np.full(t.shape, np.nan)
     speed = cols.get("speed_mps", nan)
     has_pos = "lat_deg" in cols and "lon_deg" in cols
-    if not np.isfinite(speed).any() and not has_pos:
-        if p.assume_speed_mps is None:
-            raise SourceImportError(
-                str(csv_path), f"no speed and no positions: the telemetry contract needs a speed; map a speed or lat/lon column, "
-                f"or set assume_speed_mps in the profile {p.path} (e.g. for a steering-only log)")
-        log.warning("%s: no speed in the log; assuming %.3f m/s (profile %s)", csv_path, p.assume_speed_mps, p.path)
-        speed = np.full(t.shape, p.assume_speed_mps)
     offset = int(t.min())
-    extra = {k: v for k, v in cols.items() if k not in ("speed_mps", "lat_deg", "lon_deg", "heading_rad")}
-    table = _fixes_table(csv_path, t, cols.get("lat_deg", nan), cols.get("lon_deg", nan), speed, cols.get("heading_rad", nan), offset, extra)
+    notes = f"csv {csv_path.name} (profile {Path(p.path).name})"
+    if not np.isfinite(speed).any() and not has_pos:
+        if p.assume_speed_mps is None:  # e.g. a steering-only log: its speed stays unknown (null)
+            log.warning("%s: no speed and no positions: speed is null (speed triggers and labels see none); "
+                        "set assume_speed_mps in the profile %s to assume one", csv_path, p.path)
+            table = telemetry_table(t - offset, {**cols, "speed_mps": nan}, speed_required=False)
+            notes += "; no speed in the log"
+        else:
+            log.warning("%s: no speed in the log; assuming %.3f m/s (profile %s)", csv_path, p.assume_speed_mps, p.path)
+            table = telemetry_table(t - offset, {**cols, "speed_mps": np.full(t.shape, p.assume_speed_mps)})
+            notes += f"; speed assumed {p.assume_speed_mps:g} m/s"
+    else:
+        extra = {k: v for k, v in cols.items() if k not in ("speed_mps", "lat_deg", "lon_deg", "heading_rad")}
+        table = _fixes_table(csv_path, t, cols.get("lat_deg", nan), cols.get("lon_deg", nan), speed, cols.get("heading_rad", nan), offset, extra)
     drive_id = drive_id or default_drive_id(vehicle_id, offset, [csv_path])
     planned = plan_videos(video)
-    notes = f"csv {csv_path.name} (profile {Path(p.path).name})"
     return write_drive(
         Path(root), vehicle_id, drive_id, source_path=str(csv_path), source="csv", utc_offset_ns=offset,
         telemetry=table, place_cameras=lambda w: place_videos(w, planned, start_ns=0), overwrite=overwrite, notes=notes,
