@@ -128,8 +128,10 @@ def run_curate_partition(context: Any, date: str, config: CurateRunConfig, paths
     the job's run summary. A bad option or a domain error in the job fails the run without a retry."""
     from fleetcore.errors import FleetError
 
+    from fleetcore.store.fs import is_dir
+
     landing, store = paths.landing(), paths.store()
-    if not landing.is_dir():
+    if not is_dir(landing):
         raise dg.Failure(description=f"{landing}: landing root is not a directory (set FleetPaths.landing_root or $FLEET_LANDING_ROOT)", allow_retries=False)
     try:
         config.to_curate_config()  # a bad option (or option file) fails here, before a process starts

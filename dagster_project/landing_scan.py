@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from fleetcore.errors import DriveError
-from fleetcore.landing.drives import DriveRef, drive_date, list_drives, read_manifest, resolve_in_drive
+from fleetcore.landing.drives import DriveRef, drive_date, drive_file, list_drives, read_manifest
+from fleetcore.store.fs import is_dir, open_input_file, resolve
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,9 @@ class LandedDrive:
     problem: str | None = None
 
 
-def _telemetry_min_t(drive_dir: Path, rel: str) -> int | None:
-    meta = pq.read_metadata(resolve_in_drive(drive_dir, rel))
+def _telemetry_min_t(drive_dir: str, rel: str) -> int | None:
+    fs, path = resolve(drive_file(drive_dir, rel))
+    meta = pq.read_metadata(path, filesystem=fs)  # the footer only (a ranged read on object stores)
     idx = meta.schema.to_arrow_schema().get_field_index("t_ns")
     if idx < 0:
         return None
@@ -49,15 +51,17 @@ def _telemetry_min_t(drive_dir: Path, rel: str) -> int | None:
 
 
 def drive_start_ns(drive_dir: str | Path, manifest: dict[str, Any]) -> int | None:
-    """The earliest vehicle-clock ns the manifest's cameras and telemetry statistics name."""
-    d = Path(drive_dir)
+    """The earliest vehicle-clock ns the manifest's cameras and telemetry statistics name (a drive
+    folder on a local disk or behind a URI)."""
+    d = str(drive_dir)
     starts: list[int] = []
     for cam in manifest["cameras"]:
         for f in cam["files"]:
             if f["start_ns"] is not None:
                 starts.append(int(f["start_ns"]))
             elif f["frame_times"] is not None:
-                arr = np.load(resolve_in_drive(d, f["frame_times"]), mmap_mode="r", allow_pickle=False)
+                with open_input_file(drive_file(d, f["frame_times"])) as fh:
+                    arr = np.load(fh, allow_pickle=False)
                 if arr.size:
                     starts.append(int(arr.min()))
     tel = manifest.get("telemetry")
@@ -72,8 +76,8 @@ def landed_drive(ref: DriveRef) -> LandedDrive:
     """Date one complete drive; a bad manifest gives ``date=None`` and the problem (the curate job
     quarantines such drives; the sensor requests nothing for them)."""
     try:
-        m = read_manifest(ref.path)
-        start = drive_start_ns(ref.path, m)
+        m = read_manifest(ref.location)
+        start = drive_start_ns(ref.location, m)
     except (DriveError, OSError, ValueError) as exc:
         return LandedDrive(ref.key, ref.vehicle_id, ref.drive_id, None, f"{type(exc).__name__}: {exc}")
     if start is None:
@@ -82,8 +86,9 @@ def landed_drive(ref: DriveRef) -> LandedDrive:
 
 
 def scan_landing(root: str | Path) -> tuple[list[DriveRef], list[DriveRef]]:
-    """(complete, incomplete) drive folders under the landing root; empty when the root is missing."""
-    if not Path(root).is_dir():
+    """(complete, incomplete) drive folders under the landing root (a local folder or a URI such as
+    ``s3://bucket/landing``); empty when the root is missing."""
+    if not is_dir(root):
         return [], []
     refs = list_drives(root, include_incomplete=True)
     return [r for r in refs if r.complete], [r for r in refs if not r.complete]

@@ -49,8 +49,9 @@ class FleetPaths(dg.ConfigurableResource):
     datasets_root: str = ""
     reports_root: str = ""
 
-    def landing(self) -> Path:
-        return _pick(self.landing_root, ENV_LANDING, PROJECT_ROOT / "demo_out" / "landing")
+    def landing(self) -> str:
+        """The landing zone root: a local path or a URI (``s3://bucket/landing``), as given."""
+        return self.landing_root or os.environ.get(ENV_LANDING) or str(PROJECT_ROOT / "demo_out" / "landing")
 
     def store(self) -> str:
         """The clip store root: a local path or a URI (``s3://bucket/store``), as given."""

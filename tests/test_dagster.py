@@ -81,9 +81,10 @@ def test_fleet_paths_resolve_at_run_time(monkeypatch, tmp_path):
     monkeypatch.setenv("FLEET_LANDING_ROOT", str(tmp_path / "L"))
     monkeypatch.delenv("FLEET_STORE_ROOT", raising=False)
     p = FleetPaths()
-    assert p.landing() == tmp_path / "L"
+    assert p.landing() == str(tmp_path / "L")
     assert Path(p.store()).parts[-2:] == ("demo_out", "store")
-    assert FleetPaths(landing_root="/x").landing() == Path("/x")
+    assert FleetPaths(landing_root="/x").landing() == "/x"
+    assert FleetPaths(landing_root="s3://fleet/landing").landing() == "s3://fleet/landing"  # a URI stays a URI
     # a store on object storage is kept as a URI; the pictures then go to a local folder
     s3 = FleetPaths(store_root="s3://fleet/store")
     assert s3.store() == "s3://fleet/store" and s3.reports().parts[-2:] == ("demo_out", "reports")
@@ -154,6 +155,28 @@ def test_sensor_requests_each_new_drive_once_and_waits_for_complete_uploads(tmp_
     assert len({r.run_key for r in res.run_requests}) == 2
     res = _tick(sensor, landing, res.cursor)
     assert res.run_requests == []
+
+
+def test_sensor_reads_a_landing_zone_behind_a_uri(tmp_path, make_drive):
+    """A landing zone in object storage (fsspec's memory filesystem stands in for S3) is scanned and
+    dated like a local one: manifest and telemetry statistics are read in place."""
+    import fsspec
+
+    local = tmp_path / "landing"
+    make_drive(local, "veh-a", "drive-1")
+    make_drive(local, "veh-c", "drive-3", t0_ns=5 * 10**9 + DAY_NS)
+    make_drive(local, "veh-d", "drive-4", finish=False)  # still uploading
+    fs = fsspec.filesystem("memory")
+    fs.put(str(local), "sensor-landing", recursive=True)
+    try:
+        uri = "memory://sensor-landing"
+        res, ref = _tick(_sensor(uri), uri, None), _tick(_sensor(local), local, None)
+        want = [("2025-11-20", "1"), ("2025-11-21", "1")]
+        assert sorted((r.partition_key, r.tags["fleet/new_drives"]) for r in res.run_requests) == want
+        assert sorted((r.partition_key, r.tags["fleet/new_drives"]) for r in ref.run_requests) == want
+        assert res.cursor == ref.cursor
+    finally:
+        fs.rm("sensor-landing", recursive=True)
 
 
 def test_sensor_dates_drives_from_manifest_and_telemetry_statistics(tmp_path, make_drive):
