@@ -270,12 +270,17 @@ def print_landing_summary(s: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.argument("landing", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("landing")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--strict", is_flag=True, help="exit 2 when any drive is quarantined")
-def validate(landing: Path, as_json: bool, strict: bool) -> None:
-    """Validate every drive of a landing zone; bad drives are listed with their reason."""
+def validate(landing: str, as_json: bool, strict: bool) -> None:
+    """Validate every drive of a landing zone (a folder or a URI such as s3://bucket/landing); bad drives
+    are listed with their reason."""
     from fleetcore.ingest.report import validate_landing
+    from fleetcore.store.fs import is_dir
+
+    if not is_dir(landing):
+        raise click.BadParameter(f"{landing}: not a folder; expected the landing zone's root", param_hint="LANDING")
 
     with progress_bar("validating drives") as step:
         rep = validate_landing(landing, progress=step)

@@ -75,3 +75,31 @@ def test_curate_from_s3_landing_to_s3_store(tmp_path, s3):
     # a second run over S3 is a no-op
     again = run_curate("s3://fleet/landing", "s3://fleet/store", cfg, beam_args=[f"--runner={DEFAULT_RUNNER}"])
     assert again["drives_curated"] == 0 and again["clips"] == 0
+
+
+def test_fleet_validate_on_an_s3_landing_zone(tmp_path, s3):
+    """`fleet validate s3://...` reads the drives in place and reports what it reports for a local copy,
+    a broken upload quarantined with its reason."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fleet_cli.main import cli
+    from fleetcore.simulate import simulate_fleet
+
+    local = tmp_path / "landing"
+    simulate_fleet(local, vehicles=1, drives_per_vehicle=2, cameras=1, width=160, height=96, fps=10.0, duration_s=6.0, seed=4)
+    bad = sorted((local / "veh-000").iterdir())[1]
+    video = next((bad / "cameras").rglob("*.mp4"))
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 3])  # an interrupted upload
+    s3.put(str(local), "fleet/vlanding", recursive=True)
+    runner = CliRunner()
+    remote = runner.invoke(cli, ["validate", "s3://fleet/vlanding", "--json"])
+    here = runner.invoke(cli, ["validate", str(local), "--json"])
+    assert remote.exit_code == here.exit_code == 0, remote.output
+    r, h = json.loads(remote.output), json.loads(here.output)
+    assert r["drives_valid"] == h["drives_valid"] == 1 and r["video_frames"] == h["video_frames"] > 0
+    assert [(q["drive"], q["code"]) for q in r["quarantine"]] == [(q["drive"], q["code"]) for q in h["quarantine"]]
+    assert r["quarantine"][0]["code"].startswith("video_")
+    missing = runner.invoke(cli, ["validate", "s3://fleet/nowhere"])
+    assert missing.exit_code == 2 and "not a folder" in missing.output

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fleetcore.errors import DriveError, DriveIncomplete
+from fleetcore.store.fs import file_size, join, read_bytes
 from fleetcore.landing.drives import GROUND_TRUTH, list_drives
 from fleetcore.ingest.validate import ValidatedDrive, quarantine_record, validate_drive
 
@@ -54,15 +55,15 @@ def validate_landing(root: str | Path, *, progress: Callable[[int, int], None] |
             rep.incomplete.append(ref.key)
         else:
             try:
-                rep.valid.append(validate_drive(ref.path))
+                rep.valid.append(validate_drive(ref.location))
             except DriveIncomplete:
                 rep.incomplete.append(ref.key)
             except DriveError as exc:
                 log.warning("quarantined %s: %s", ref.key, exc)
-                rep.quarantined.append(quarantine_record(str(ref.path), exc, vehicle_id=ref.vehicle_id, drive_id=ref.drive_id))
-            gt = ref.path / GROUND_TRUTH
-            if gt.is_file():
-                for ev in json.loads(gt.read_text()).get("events", []):
+                rep.quarantined.append(quarantine_record(ref.location, exc, vehicle_id=ref.vehicle_id, drive_id=ref.drive_id))
+            gt = join(ref.location, GROUND_TRUTH)
+            if file_size(gt) is not None:
+                for ev in json.loads(read_bytes(gt)).get("events", []):
                     rep.ground_truth_events[ev["type"]] += 1
         if progress:
             progress(i + 1, len(refs))
