@@ -125,7 +125,10 @@ def simulate_fleet(
             if progress is not None:
                 progress(k + 1, n)
     else:
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        # never fork this process: a caller with threads (a test runner, onnxruntime, a Dask client) can
+        # hold a lock at the fork that no thread of the child ever releases, and the pool hangs
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
             futs = {pool.submit(_simulate_job, job): k for k, job in enumerate(jobs)}
             done = 0
