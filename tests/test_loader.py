@@ -211,7 +211,10 @@ def test_torch_dataloader_with_workers(datasets):
 
     p = datasets["webdataset"]
     n = len(read_manifest(p)["samples"])
-    dl = torch.utils.data.DataLoader(torch_dataset(p, batch_size=2, shuffle_buffer=2, policy="truncate"), batch_size=None, num_workers=2)
+    # workers from a fork server: forking this test process (threads of polars, onnxruntime, Dask from
+    # earlier tests) can leave a lock held in the children; the dataset must pickle for it
+    dl = torch.utils.data.DataLoader(torch_dataset(p, batch_size=2, shuffle_buffer=2, policy="truncate"), batch_size=None, num_workers=2,
+                                     multiprocessing_context="forkserver")
     keys = [k for b in dl for k in b["__key__"]]
     assert len(keys) == len(set(keys)) == (n // 2) * 2
 

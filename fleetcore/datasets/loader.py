@@ -47,6 +47,7 @@ labels, privacy). With ``decode=False`` a tar sample is ``{"__key__", "members":
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -654,33 +655,52 @@ def torch_dataset(path: str | os.PathLike[str], *, batch_size: int | None = None
     DataLoader worker becomes one loader slot (``worker``/``num_workers`` from
     ``torch.utils.data.get_worker_info()``). With ``batch_size`` it yields collated batches
     (use ``DataLoader(ds, batch_size=None)``); ``collate`` defaults to :func:`collate_torch`
-    without pinning (let the DataLoader pin)."""
-    import torch
-    from torch.utils.data import IterableDataset, get_worker_info
-
+    without pinning (let the DataLoader pin). The dataset pickles (a module-level class), so workers
+    may start by fork, forkserver or spawn."""
     opts = dict(loader_options)
-    col = collate or (lambda b: collate_torch(b, pin_memory=False))
+    epoch = int(opts.pop("epoch", 0))
+    return _torch_dataset_class()(os.fspath(path), batch_size, collate or functools.partial(collate_torch, pin_memory=False), opts, epoch)
 
-    class _Dataset(IterableDataset):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.epoch = int(opts.pop("epoch", 0))
 
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
+_TORCH_DATASET: type | None = None
 
-        def __iter__(self):
-            info = get_worker_info()
-            w, nw = (0, 1) if info is None else (info.id, info.num_workers)
-            loader = DatasetLoader(path, worker=w, num_workers=nw, epoch=self.epoch, **opts)
-            try:
-                if batch_size is None:
-                    for s in loader:
-                        yield {k: (torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
-                else:
-                    for b in loader.batches(batch_size):
-                        yield col(b)
-            finally:
-                loader.close()
 
-    return _Dataset()
+def _torch_dataset_class() -> type:
+    """``TorchDataset``, made on first use (torch is an optional dependency) and kept as a module
+    attribute, so pickle finds it by name (``__getattr__`` below makes it in a fresh worker)."""
+    global _TORCH_DATASET
+    if _TORCH_DATASET is None:
+        import torch
+        from torch.utils.data import IterableDataset, get_worker_info
+
+        class TorchDataset(IterableDataset):  # type: ignore[misc]
+            def __init__(self, path: str, batch_size: int | None, collate: Callable[[Any], Any], opts: dict[str, Any], epoch: int) -> None:
+                super().__init__()
+                self.path, self.batch_size, self.collate, self.opts, self.epoch = path, batch_size, collate, opts, epoch
+
+            def set_epoch(self, epoch: int) -> None:
+                self.epoch = epoch
+
+            def __iter__(self) -> Iterator[Any]:
+                info = get_worker_info()
+                w, nw = (0, 1) if info is None else (info.id, info.num_workers)
+                loader = DatasetLoader(self.path, worker=w, num_workers=nw, epoch=self.epoch, **self.opts)
+                try:
+                    if self.batch_size is None:
+                        for s in loader:
+                            yield {k: (torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                    else:
+                        for b in loader.batches(self.batch_size):
+                            yield self.collate(b)
+                finally:
+                    loader.close()
+
+        TorchDataset.__module__, TorchDataset.__qualname__ = __name__, "TorchDataset"
+        _TORCH_DATASET = TorchDataset
+    return _TORCH_DATASET
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TorchDataset":
+        return _torch_dataset_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
