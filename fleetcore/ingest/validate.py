@@ -129,17 +129,18 @@ def quarantine_record(path: str, err: DriveError, *, stage: str = "validate", ve
 
 
 def _check_frame_times(d: str, cam: dict[str, Any], f: dict[str, Any], info: VideoInfo) -> str:
-    """The camera file's frame-times array (one vehicle time per frame); returns its path."""
+    """Check the camera file's frame-times array (one vehicle time per frame); returns the file's sha256."""
     ft_rel, rel = f["frame_times"], f["path"]
     try:
-        ft = read_drive_npy(d, ft_rel)
+        got = read_drive_npy(d, ft_rel)
     except (ValueError, OSError, EOFError) as exc:
         raise DriveError(ft_rel, f"not a .npy array: {exc}", code="frame_times_invalid") from exc
-    if ft is None:
+    if got is None:
         raise DriveError(ft_rel, f"camera {cam['name']!r}: frame-times file does not exist", code="frame_times_missing")
+    ft, digest = got
     if ft.ndim != 1 or len(ft) != info.frame_count:
         raise DriveError(ft_rel, f"expected a 1-D array of {info.frame_count} frame times (one per frame of {rel}), found shape {ft.shape}", code="frame_times_invalid")
-    return drive_file(d, ft_rel)
+    return digest
 
 
 def _check_camera(d: str, cam: dict[str, Any], drive_id: str, digest_map: dict[str, str] | None) -> tuple[CameraCheck, pa.Table]:
@@ -158,9 +159,9 @@ def _check_camera(d: str, cam: dict[str, Any], drive_id: str, digest_map: dict[s
         except VideoError as exc:
             raise DriveError(rel, f"camera {cam['name']!r}: {exc.message}", code=exc.code) from exc
         if f.get("frame_times") is not None:
-            ftp = _check_frame_times(d, cam, f, info)
+            ft_digest = _check_frame_times(d, cam, f, info)
             if digest_map is not None:
-                digest_map[f["frame_times"]] = sha256_file(ftp)
+                digest_map[f["frame_times"]] = ft_digest
         infos.append(info)
         assert scan is not None
         probes.append((info, scan))

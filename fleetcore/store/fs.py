@@ -107,7 +107,6 @@ class DigestReader(SizedReader):
         self._done = 0  # bytes [0, _done) are hashed
         self._h = hashlib.sha256()
         self.name = name  # demuxers take the name's extension as a hint
-        self.nbytes_read = 0
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         if n is None or n < 0:
@@ -121,7 +120,6 @@ class DigestReader(SizedReader):
             self._h.update(memoryview(data)[self._done - self._pos :])
             self._done = end
         self._pos = end
-        self.nbytes_read += len(data)
         return data
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
@@ -138,7 +136,6 @@ class DigestReader(SizedReader):
                 raise OSError(f"{self.name}: file ends at byte {self._done}, expected {self._size} bytes")
             self._h.update(chunk)
             self._done += len(chunk)
-            self.nbytes_read += len(chunk)
         return self._h.hexdigest()
 
     def close(self) -> None:

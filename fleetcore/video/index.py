@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from typing import Any, Sequence
@@ -11,31 +12,34 @@ import pyarrow as pa
 
 from fleetcore.errors import VideoError
 from fleetcore.landing.drives import drive_file
-from fleetcore.store.fs import file_size, open_input_file
+from fleetcore.store.fs import file_size, read_bytes
+from fleetcore.store.layout import sha256_hex
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan, pts_to_ns
 from schemas import FRAME_INDEX
 
 log = logging.getLogger(__name__)
 
 
-def read_drive_npy(drive_dir: str | os.PathLike[str], rel: str) -> np.ndarray | None:
-    """The .npy array at ``rel`` in a drive folder (local or object store); None when there is no such
-    file. Raises ValueError / OSError / EOFError when the file is not a readable array."""
+def read_drive_npy(drive_dir: str | os.PathLike[str], rel: str) -> tuple[np.ndarray, str] | None:
+    """The .npy array at ``rel`` in a drive folder (local or object store) and the file's sha256, from
+    one read; None when there is no such file. Raises ValueError / OSError / EOFError when the file
+    is not a readable array."""
     p = drive_file(drive_dir, rel)
     if file_size(p) is None:
         return None
-    with open_input_file(p) as f:
-        return np.load(f, allow_pickle=False)  # type: ignore[no-any-return]
+    data = read_bytes(p)  # a frame-times file: one int64 per frame
+    return np.load(io.BytesIO(data), allow_pickle=False), sha256_hex(data)
 
 
 def load_frame_times(drive_dir: str | os.PathLike[str], rel: str, *, video_path: str, expected: int) -> np.ndarray:
     """Load a raw stream's per-frame vehicle-clock times (.npy int64, decode order) and check the count."""
     try:
-        arr = read_drive_npy(drive_dir, rel)
+        got = read_drive_npy(drive_dir, rel)
     except (ValueError, OSError, EOFError) as exc:
         raise VideoError(video_path, f"frame_times file {rel!r} is not a readable .npy array ({exc})", code="video_frame_times_invalid") from exc
-    if arr is None:
+    if got is None:
         raise VideoError(video_path, f"frame_times file {rel!r} does not exist", code="video_frame_times_missing")
+    arr = got[0]
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer)):
         raise VideoError(video_path, f"frame_times {rel!r} is {arr.dtype} with shape {arr.shape}; expected a 1-D int64 array of ns", code="video_frame_times_invalid")
     if len(arr) != expected:
