@@ -15,7 +15,7 @@ import pytest
 import simplejpeg
 
 from fleetcore.stages import privacy
-from fleetcore.errors import FleetError
+from fleetcore.errors import ConfigError, FleetError
 from fleetcore.stages.privacy import PrivacyError, PrivacyStage, pad_box
 from fleetcore.stages.options import PrivacyOptions
 from fleetcore.stages.registry import build_stages
@@ -447,6 +447,20 @@ def test_learned_batches_give_one_frames_bytes(road):
 
     one = run(batch_size=1, threads=1)
     assert run(batch_size=8, threads=2) == one
+
+
+def test_learned_batch_size_follows_the_device():
+    """Unset, the batch is one frame on the CPU (a batch of large frames runs slower per frame
+    there) and 8 on CUDA; a set batch_size is kept; a bad one is a ConfigError naming the field."""
+    cpu = PrivacyStage(device="cpu")
+    assert cpu.load_error is None and cpu.batch_size == 1
+    assert PrivacyStage(device="cpu", batch_size=4).batch_size == 4
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert PrivacyStage.from_options(PrivacyOptions()).batch_size == (8 if cuda else 1)
+    with pytest.raises(ConfigError, match="batch_size"):
+        PrivacyOptions(batch_size=0)
 
 
 def test_a_model_file_with_other_bytes_quarantines(road, tmp_path):

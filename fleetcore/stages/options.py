@@ -76,9 +76,10 @@ class PrivacyOptions:
     model_dirs: tuple[str, ...] = field(default=(), metadata=NOT_IN_VERSION)
     #: detection threads (None: one per CPU of the worker); the bytes do not depend on it
     threads: int | None = field(default=None, metadata=NOT_IN_VERSION)
-    #: learned: frames per onnxruntime batch (across cameras); ``device``: ``auto`` (CUDA when
-    #: onnxruntime offers it, else the CPU), ``cpu`` or ``cuda``
-    batch_size: int = field(default=8, metadata=NOT_IN_VERSION)
+    #: learned: frames per onnxruntime batch (across cameras); None: 1 on the CPU (a batch of
+    #: large frames runs slower per frame there: its activations outgrow the caches), 8 on CUDA;
+    #: ``device``: ``auto`` (CUDA when onnxruntime offers it, else the CPU), ``cpu`` or ``cuda``
+    batch_size: int | None = field(default=None, metadata=NOT_IN_VERSION)
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=NOT_IN_VERSION)
     equalize: bool = False
 
@@ -105,7 +106,7 @@ class PrivacyOptions:
         check_int(self, "detect_max_side", where, minimum=1)
         check_int(self, "detect_every", where, minimum=1)
         check_int(self, "threads", where, minimum=1, allow_none=True)
-        check_int(self, "batch_size", where, minimum=1)
+        check_int(self, "batch_size", where, minimum=1, allow_none=True)
         check_number(self, "padding", where, minimum=0.0)
         if self.mode not in ("gaussian", "pixelate", "fill"):
             raise ConfigError(where, f"expected gaussian, pixelate or fill, got {self.mode!r}", field="mode")

@@ -15,7 +15,8 @@ Detection (``backend="learned"``, the default) runs two ONNX models through onnx
 (``fleetcore.stages.learned``): CenterFace for faces (on the frame scaled by ``face_scales``, 1.5:
 faces from about 10 px on a 640-px frame) and the PP-OCRv4 text detector for plates (text regions
 of a plate's shape). The detection frames of all cameras of a clip run as batches of
-``batch_size``, on the CUDA execution provider when onnxruntime has one (``docs/labels.md`` gives
+``batch_size`` (default: 8 on CUDA; one frame at a time on the CPU, where a batch of large frames
+runs slower per frame), on the CUDA execution provider when onnxruntime has one (``docs/labels.md`` gives
 the recall floors the test suite holds it to on real annotated images). ``backend="haar"`` runs the OpenCV Haar cascades instead (frontal face,
 profile face in both directions, Russian-style plate; a fallback that misses most real faces) on a
 grey copy of the frame downscaled to ``detect_max_side`` (384 px; histogram-equalised only with
@@ -79,6 +80,8 @@ GROUP_EPS = 0.2
 #: bench/privacy.py's coverage is the single call's or better at every face and plate size tried
 #: (40-160 px faces, 90-200 px plates); 1 loses faces of twice the window, 4 adds false positives
 COARSE_HIT_WEIGHT = 2
+#: learned detectors' frames per batch on CUDA when ``batch_size`` is None (the CPU runs one at a time)
+CUDA_BATCH = 8
 #: how many detection frames ahead a box's match is looked for when interpolating (see boxes_per_frame)
 INTERPOLATE_HOPS = 3
 
@@ -250,7 +253,7 @@ class PrivacyStage:
         cascade_dirs: Sequence[str | Path] = PrivacyOptions.cascade_dirs,
         model_dirs: Sequence[str | Path] = PrivacyOptions.model_dirs,
         threads: int | None = PrivacyOptions.threads,
-        batch_size: int = PrivacyOptions.batch_size,
+        batch_size: int | None = PrivacyOptions.batch_size,
         device: Literal["auto", "cpu", "cuda"] = PrivacyOptions.device,
         equalize: bool = PrivacyOptions.equalize,
     ) -> None:
@@ -263,7 +266,7 @@ class PrivacyStage:
         self.detect_every = max(1, int(detect_every))
         self.padding = float(padding)
         self.mode = mode
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = 1  # set below from batch_size and the device the learned detectors run on
         self.detectors: list[_Detector] = []
         self.learned: list[tuple[str, Any]] = []  # (kind, detector) of the learned backend
         self.load_error: str | None = None
@@ -274,6 +277,8 @@ class PrivacyStage:
                                model_dirs=model_dirs, device=device)
         else:
             self._load_haar(detectors, cascade_dirs)
+        on_cuda = any(det.session.get_providers()[0] == "CUDAExecutionProvider" for _, det in self.learned)
+        self.batch_size = max(1, int(batch_size)) if batch_size is not None else (CUDA_BATCH if on_cuda else 1)
         if not self.detectors and not self.learned and self.load_error is None:
             self.load_error = "no detectors configured"
         if self.load_error:
