@@ -19,7 +19,7 @@ people detector of the ``pedestrians`` labeller on the MOT17 frames, recall and 
 shared real road videos (Udacity, resized to the 640-px store frame
 and resampled to the default 10 Hz sample rate): scikit-image's ``astronaut`` head (a real face,
 about 40, 60, 80 and 120 px wide; ``--face-sizes``) and a drawn plate (100, 130 and 168 px wide;
-``--plate-sizes``), each still, moving
+``--plate-sizes``; scored on the box of its characters, what identifies it), each still, moving
 10 px per sample or 30 px per sample across the frame (bouncing off its edges); and brief
 appearances: the 60-px face and the 130-px plate in view for only 3, 6 or 10 samples, starting at
 each of 8 successive samples (every phase of the detection schedule up to ``detect_every`` 8). For
@@ -197,12 +197,18 @@ def face_patch(width: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
 
 
 def plate_patch(width: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A drawn plate ``width`` px wide (white, a black rim, eight characters); the patch and the box
+    of its characters inside it (what identifies a plate, and what coverage is scored on: the blank
+    margin and the rim around them are not)."""
     h = round(width / 4)
     p = np.full((h, width, 3), 250, np.uint8)
     cv2.rectangle(p, (0, 0), (width - 1, h - 1), (0, 0, 0), max(1, round(width / 84)))
-    cv2.putText(p, "A123BC77", (round(width * 0.04), round(h * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, 0.85 * width / 168, (0, 0, 0),
-                max(1, round(2 * width / 168)), cv2.LINE_AA)
-    return p, (0, 0, width, h)
+    text, font, scale, thick = "A123BC77", cv2.FONT_HERSHEY_SIMPLEX, 0.85 * width / 168, max(1, round(2 * width / 168))
+    ox, oy = round(width * 0.04), round(h * 0.75)
+    cv2.putText(p, text, (ox, oy), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    x0, y0 = max(0, ox), max(0, oy - th)
+    return p, (x0, y0, min(width, ox + tw) - x0, min(h, oy + base) - y0)
 
 
 def make_track(frames: list[np.ndarray], patch: np.ndarray, inner: tuple[int, int, int, int], speed: float, y: int,
