@@ -41,7 +41,7 @@ from fleetcore.landing.drives import (
     read_manifest,
 )
 from fleetcore.store.layout import sha256_hex
-from fleetcore.store.fs import basename, file_size, is_dir, is_local, read_bytes, resolve, sha256_file
+from fleetcore.store.fs import basename, file_size, is_dir, is_local, read_if_file, resolve, sha256_file
 from fleetcore.timing import stage_time
 from fleetcore.video.index import index_camera, read_drive_npy
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan
@@ -184,10 +184,9 @@ def _check_camera(d: str, cam: dict[str, Any], drive_id: str, digest_map: dict[s
 def _check_telemetry(d: str, ref: dict[str, Any], digest_map: dict[str, str] | None) -> tuple[pa.Table, int, float, int]:
     """(telemetry, duplicate rows dropped, longest gap in s, gaps over GAP_REPORT_S)."""
     rel = ref["path"]
-    p = drive_file(d, rel)
-    if file_size(p) is None:
+    data = read_if_file(drive_file(d, rel))  # telemetry files are small: one read, then parsed and hashed from memory
+    if data is None:
         raise DriveError(rel, "telemetry file listed in the manifest does not exist", code="telemetry_missing")
-    data = read_bytes(p)  # telemetry files are small: one read, then parsed and hashed from memory
     telemetry, dups = read_telemetry(pa.BufferReader(data), fmt=ref["format"], rel=rel)
     if digest_map is not None:
         digest_map[rel] = sha256_hex(data)

@@ -23,12 +23,11 @@ import pyarrow.parquet as pq
 from fleetcore.errors import DriveError
 from fleetcore.store.fs import (
     exists,
-    file_size,
     is_dir,
     is_local,
     join,
     list_dir,
-    read_bytes,
+    read_if_file,
     resolve,
 )
 from schemas import DRIVE_MANIFEST, TELEMETRY, SchemaValidationError
@@ -158,11 +157,11 @@ def read_manifest(drive_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises DriveError with code ``manifest_missing`` / ``manifest_invalid``.
     """
-    p = join(drive_dir, MANIFEST)
-    if file_size(p) is None:
+    data = read_if_file(join(drive_dir, MANIFEST))
+    if data is None:
         raise DriveError(MANIFEST, "manifest.json is missing", code="manifest_missing")
     try:
-        raw = json.loads(read_bytes(p).decode("utf-8"))
+        raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DriveError(MANIFEST, f"not valid JSON: {exc}", code="manifest_invalid") from exc
     return validate_manifest(raw)

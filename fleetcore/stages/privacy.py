@@ -266,7 +266,6 @@ class PrivacyStage:
         self.detect_every = max(1, int(detect_every))
         self.padding = float(padding)
         self.mode = mode
-        self.batch_size = 1  # set below from batch_size and the device the learned detectors run on
         self.detectors: list[_Detector] = []
         self.learned: list[tuple[str, Any]] = []  # (kind, detector) of the learned backend
         self.load_error: str | None = None
@@ -277,6 +276,7 @@ class PrivacyStage:
                                model_dirs=model_dirs, device=device)
         else:
             self._load_haar(detectors, cascade_dirs)
+        # frames per onnxruntime batch: as given, else 8 on CUDA and one at a time on the CPU
         on_cuda = any(det.session.get_providers()[0] == "CUDAExecutionProvider" for _, det in self.learned)
         self.batch_size = max(1, int(batch_size)) if batch_size is not None else (CUDA_BATCH if on_cuda else 1)
         if not self.detectors and not self.learned and self.load_error is None:

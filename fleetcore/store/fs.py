@@ -228,6 +228,15 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         return f.read()
 
 
+def read_if_file(path: str | os.PathLike[str]) -> bytes | None:
+    """The bytes of a regular file, None when there is none: one open, no separate existence check
+    (on an object store that check is a request of its own)."""
+    try:
+        return read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
 def exists(path: str | os.PathLike[str]) -> bool:
     fs, p = resolve(path)
     return os.path.exists(p) if fs is None else bool(fs.exists(p))

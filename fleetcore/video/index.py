@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from fleetcore.errors import VideoError
 from fleetcore.landing.drives import drive_file
-from fleetcore.store.fs import file_size, read_bytes
+from fleetcore.store.fs import read_if_file
 from fleetcore.store.layout import sha256_hex
 from fleetcore.video.probe import PacketScan, VideoInfo, probe_with_scan, pts_to_ns
 from schemas import FRAME_INDEX
@@ -24,10 +24,9 @@ def read_drive_npy(drive_dir: str | os.PathLike[str], rel: str) -> tuple[np.ndar
     """The .npy array at ``rel`` in a drive folder (local or object store) and the file's sha256, from
     one read; None when there is no such file. Raises ValueError / OSError / EOFError when the file
     is not a readable array."""
-    p = drive_file(drive_dir, rel)
-    if file_size(p) is None:
+    data = read_if_file(drive_file(drive_dir, rel))  # a frame-times file: one int64 per frame
+    if data is None:
         return None
-    data = read_bytes(p)  # a frame-times file: one int64 per frame
     return np.load(io.BytesIO(data), allow_pickle=False), sha256_hex(data)
 
 
